@@ -1,0 +1,313 @@
+"""Where Switchboard keeps its files, which database it opens, and every user setting it has.
+
+Paths and the database URL are resolved once at start-up from flags, the environment and the
+platform's conventions (platformdirs). User settings are declared here, once, with their type,
+default and help text; the settings service stores them and the settings page is generated from
+these declarations.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import platformdirs
+
+APP_NAME = "Switchboard"
+APP_AUTHOR = "Switchboard"
+DATABASE_FILE = "switchboard.db"
+
+ENV_DATA_DIR = "SWITCHBOARD_DATA_DIR"
+ENV_DB_URL = "SWITCHBOARD_DB_URL"
+
+
+class ConfigError(ValueError):
+    """A flag, environment variable or setting value that Switchboard cannot use."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders Switchboard writes to."""
+
+    data_dir: Path
+    log_dir: Path
+    config_dir: Path
+
+    @classmethod
+    def platform_default(cls) -> Paths:
+        return cls(
+            data_dir=Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR)),
+            log_dir=Path(platformdirs.user_log_dir(APP_NAME, APP_AUTHOR)),
+            config_dir=Path(platformdirs.user_config_dir(APP_NAME, APP_AUTHOR)),
+        )
+
+    @classmethod
+    def under(cls, data_dir: Path) -> Paths:
+        """Everything inside one folder: what `--data-dir` asks for, so a test or a second school
+        never touches the user's own files."""
+        return cls(data_dir=data_dir, log_dir=data_dir / "logs", config_dir=data_dir / "config")
+
+    def create(self) -> None:
+        for folder in (self.data_dir, self.log_dir, self.config_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one run of Switchboard works on: its folders and its database."""
+
+    paths: Paths
+    db_url: str
+    demo: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        path = self.db_url.split(":///", 1)[1]
+        return Path(path) if path and path != ":memory:" else None
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+_SUPPORTED_DB_SCHEMES = ("sqlite",)
+
+
+def resolve_config(
+    data_dir: str | None = None,
+    db_url: str | None = None,
+    *,
+    demo: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> Config:
+    """Flags win over the environment, which wins over the platform's default folders.
+
+    Demo mode keeps its own database in a `demo` folder, so exploring never mixes invented
+    families into the school's real records.
+    """
+    chosen_dir = data_dir or environ.get(ENV_DATA_DIR) or None
+    paths = Paths.under(Path(chosen_dir).expanduser()) if chosen_dir else Paths.platform_default()
+    if demo:
+        paths = Paths.under(paths.data_dir / "demo")
+    url = db_url or environ.get(ENV_DB_URL) or sqlite_url(paths.data_dir / DATABASE_FILE)
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in _SUPPORTED_DB_SCHEMES:
+        raise ConfigError(
+            f"The database address {redact_url(url)!r} is not one Switchboard can open; "
+            "this version works with SQLite files, written as sqlite:///path/to/file.db."
+        )
+    return Config(paths=paths, db_url=url, demo=demo)
+
+
+def redact_url(url: str) -> str:
+    """A database or provider URL with any password replaced, for logs and messages."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+# --- user settings -------------------------------------------------------------------------------
+
+T = TypeVar("T", str, int, bool)
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One user setting: its key, type, default and the words the settings page shows."""
+
+    key: str
+    kind: type[T]
+    default: T | Callable[[], T]
+    label: str
+    help: str
+    section: str
+    choices: tuple[T, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    check: Callable[[T], str | None] | None = field(default=None, compare=False)
+
+    def default_value(self) -> T:
+        default = self.default
+        return default() if callable(default) else default
+
+    def coerce(self, raw: Any) -> T:
+        """The value as this setting's type, or ConfigError with a sentence saying what is wrong."""
+        value: Any = raw
+        if self.kind is bool:
+            if isinstance(raw, str):
+                lowered = raw.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    value = True
+                elif lowered in ("0", "false", "no", "off"):
+                    value = False
+            if not isinstance(value, bool):
+                raise ConfigError(f"{self.label} must be yes or no, not {raw!r}.")
+        elif self.kind is int:
+            if isinstance(raw, bool):
+                raise ConfigError(f"{self.label} must be a whole number, not {raw!r}.")
+            try:
+                value = int(str(raw).strip())
+            except ValueError:
+                raise ConfigError(f"{self.label} must be a whole number, not {raw!r}.") from None
+            if self.minimum is not None and value < self.minimum:
+                raise ConfigError(f"{self.label} must be at least {self.minimum}.")
+            if self.maximum is not None and value > self.maximum:
+                raise ConfigError(f"{self.label} must be at most {self.maximum}.")
+        else:
+            if not isinstance(raw, str):
+                raise ConfigError(f"{self.label} must be text, not {raw!r}.")
+            value = raw.strip()
+        if self.choices and value not in self.choices:
+            allowed = ", ".join(str(choice) for choice in self.choices)
+            raise ConfigError(f"{self.label} must be one of {allowed}; {raw!r} is not.")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise ConfigError(f"{self.label}: {problem}")
+        return value  # type: ignore[no-any-return]
+
+
+def _check_timezone(name: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"{name!r} is not a time zone name such as Africa/Harare or Europe/London."
+    return None
+
+
+def _check_locale(name: str) -> str | None:
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        Locale.parse(name)
+    except (UnknownLocaleError, ValueError):
+        return f"{name!r} is not a locale such as en_GB, en_ZW or fr_FR."
+    return None
+
+
+def _check_currency(code: str) -> str | None:
+    from app.domain.money import is_known_currency
+
+    if not is_known_currency(code):
+        return f"{code!r} is not an ISO 4217 currency code such as USD, EUR or ZWG."
+    return None
+
+
+def _check_not_blank(text: str) -> str | None:
+    return "it cannot be empty." if not text else None
+
+
+def _system_timezone() -> str:
+    try:
+        import tzlocal
+
+        name = str(tzlocal.get_localzone_name() or "")
+    except Exception:  # tzlocal raises several kinds on odd systems; UTC is a safe start
+        return "UTC"
+    return name if name and _check_timezone(name) is None else "UTC"
+
+
+def _system_locale() -> str:
+    from babel import default_locale
+
+    name = default_locale() or "en_US"
+    return name if _check_locale(name) is None else "en_US"
+
+
+SETTINGS: tuple[Setting[Any], ...] = (
+    Setting(
+        "school.name",
+        str,
+        "My School",
+        "School name",
+        "Shown in the window title, on invoices and in messages to families.",
+        "School",
+        check=_check_not_blank,
+    ),
+    Setting(
+        "school.timezone",
+        str,
+        _system_timezone,
+        "School time zone",
+        "Lessons are scheduled and shown in this time zone; teachers may have their own.",
+        "School",
+        check=_check_timezone,
+    ),
+    Setting(
+        "school.locale",
+        str,
+        _system_locale,
+        "Language and number format",
+        "How dates, numbers and amounts of money are written, for example en_GB or en_ZW.",
+        "School",
+        check=_check_locale,
+    ),
+    Setting(
+        "school.currency",
+        str,
+        "USD",
+        "Main currency",
+        "The currency new invoices use unless you choose another.",
+        "School",
+        check=_check_currency,
+    ),
+    Setting(
+        "appearance.theme",
+        str,
+        "system",
+        "Theme",
+        "Light or dark; 'system' follows your computer's setting.",
+        "Appearance",
+        choices=("system", "light", "dark"),
+    ),
+    Setting(
+        "window.close_to_tray",
+        bool,
+        True,
+        "Keep running when the window is closed",
+        "Closing the window leaves Switchboard in the system tray so background work goes on. "
+        "Has no effect where the desktop has no tray.",
+        "Appearance",
+    ),
+    Setting(
+        "receiver.host",
+        str,
+        "127.0.0.1",
+        "Webhook receiver address",
+        "The network address providers call back on. 127.0.0.1 accepts calls from this computer "
+        "only (use a tunnel to reach it from the internet); other addresses expose it to the "
+        "network.",
+        "Receiver",
+        check=_check_not_blank,
+    ),
+    Setting(
+        "receiver.port",
+        int,
+        8750,
+        "Webhook receiver port",
+        "The port the webhook receiver listens on.",
+        "Receiver",
+        minimum=1,
+        maximum=65535,
+    ),
+    Setting(
+        "diagnostics.log_level",
+        str,
+        "INFO",
+        "Log detail",
+        "How much goes into the log file. DEBUG helps when support asks for it.",
+        "Diagnostics",
+        choices=("DEBUG", "INFO", "WARNING"),
+    ),
+)
+
+SETTINGS_BY_KEY: dict[str, Setting[Any]] = {setting.key: setting for setting in SETTINGS}

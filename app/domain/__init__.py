@@ -1,0 +1,1 @@
+"""Plain types with no I/O: money, school records, validation, errors."""

@@ -1,0 +1,270 @@
+"""The Engine: a background thread with its own asyncio loop that hosts the services, the
+scheduler and, when asked, the HTTP receiver.
+
+The GUI and `switchboard serve` run the same Engine. Other threads talk to it only through
+`submit()` (run a coroutine on the engine loop) and `events` (what changed, coalesced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import text
+
+from app.config import Config
+from app.services.container import Services
+from app.services.events import EventHub
+from app.services.receiver import Address, Receiver
+from app.services.upkeep import JOB_ID as UPKEEP_JOB
+from app.services.upkeep import database_upkeep
+from app.store.base import utcnow
+
+log = logging.getLogger("switchboard.engine")
+
+T = TypeVar("T")
+
+TOPIC_STATE = "engine.state"
+UPKEEP_EVERY = timedelta(hours=6)
+UPKEEP_FIRST_AFTER = timedelta(minutes=5)
+# A laptop that slept through a run should still do it on waking, once (coalesce), not skip it.
+MISFIRE_GRACE = timedelta(hours=12)
+
+
+class EngineState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+class EngineError(RuntimeError):
+    """The engine could not start; the message says why."""
+
+
+class Engine:
+    """Publishes `engine.state` ({"state": ...}) on its event hub when it changes."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        listen: tuple[str, int] | None = None,
+        scheduler: bool = True,
+    ) -> None:
+        self.config = config
+        self.events = EventHub()
+        self._listen = listen
+        self._use_scheduler = scheduler
+        self._state = EngineState.STOPPED
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stop_requested: asyncio.Event | None = None
+        self._startup_error: BaseException | None = None
+        self._services: Services | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._receiver: Receiver | None = None
+
+    # --- state ----------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    def _set_state(self, state: EngineState) -> None:
+        self._state = state
+        self.events.publish(TOPIC_STATE, {"state": state.value})
+        log.info("engine %s", state.value)
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise EngineError("the engine is not running")
+        return self._services
+
+    @property
+    def address(self) -> Address | None:
+        """Where the receiver listens, once started with `listen`."""
+        return self._receiver.address if self._receiver else None
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60) -> None:
+        """Start the engine thread and return once the services are up; raise if they fail."""
+        if self._thread is not None:
+            raise EngineError("the engine was already started")
+        self._set_state(EngineState.STARTING)
+        self._thread = threading.Thread(target=self._run, name="switchboard-engine")
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise EngineError(f"the engine did not start within {timeout:.0f} seconds")
+        if self._startup_error is not None:
+            self._thread.join()
+            error = self._startup_error
+            raise EngineError(str(error)) from error
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the services, the scheduler and the receiver, and wait for the thread to end."""
+        thread, loop, stop = self._thread, self._loop, self._stop_requested
+        if thread is None:
+            return
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop already closed on its own
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise EngineError(f"the engine did not stop within {timeout:.0f} seconds")
+        self._thread = None
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run a coroutine on the engine loop from any thread."""
+        if self._loop is None or self._state in (EngineState.STOPPED, EngineState.FAILED):
+            coroutine.close()
+            raise EngineError("the engine is not running")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def pause(self) -> None:
+        """Hold scheduled background work (running work finishes); `resume()` continues it."""
+        self._call_in_loop(self._pause)
+
+    def resume(self) -> None:
+        self._call_in_loop(self._resume)
+
+    def _call_in_loop(self, callback: Any) -> None:
+        if self._loop is None:
+            raise EngineError("the engine is not running")
+        self._loop.call_soon_threadsafe(callback)
+
+    def _pause(self) -> None:
+        if self._state is EngineState.RUNNING:
+            if self._scheduler is not None:
+                self._scheduler.pause()
+            self._set_state(EngineState.PAUSED)
+
+    def _resume(self) -> None:
+        if self._state is EngineState.PAUSED:
+            if self._scheduler is not None:
+                self._scheduler.resume()
+            self._set_state(EngineState.RUNNING)
+
+    # --- the thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_log_loop_exception)
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            try:
+                _cancel_remaining(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+                self._set_state(EngineState.FAILED if self._startup_error else EngineState.STOPPED)
+                self._ready.set()
+
+    async def _main(self) -> None:
+        self._stop_requested = asyncio.Event()
+        self.events.bind(asyncio.get_running_loop())
+        try:
+            await self._start_services()
+        except BaseException as exc:
+            self._startup_error = exc
+            log.error("engine failed to start: %s", exc)
+            await self._shutdown()
+            return
+        self._set_state(EngineState.RUNNING)
+        self._ready.set()
+        await self._stop_requested.wait()
+        self._set_state(EngineState.STOPPING)
+        await self._shutdown()
+
+    async def _start_services(self) -> None:
+        self._services = await Services.open(self.config, self.events)
+        if self._use_scheduler:
+            self._scheduler = self._make_scheduler(self._services)
+            self._scheduler.start()
+        if self._listen is not None:
+            host, port = self._listen
+            self._receiver = Receiver(self.health, host, port)
+            self._receiver.start()
+
+    def _make_scheduler(self, services: Services) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(),
+            timezone="UTC",
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(MISFIRE_GRACE.total_seconds()),
+            },
+        )
+
+        async def upkeep() -> None:
+            await services.jobs.run(UPKEEP_JOB, lambda: database_upkeep(services.db, services.jobs))
+
+        # Fixed ids and no persistent job store: jobs are re-registered on every start.
+        scheduler.add_job(
+            upkeep,
+            "interval",
+            seconds=UPKEEP_EVERY.total_seconds(),
+            id=UPKEEP_JOB,
+            next_run_time=utcnow() + UPKEEP_FIRST_AFTER,
+            replace_existing=True,
+        )
+        return scheduler
+
+    async def _shutdown(self) -> None:
+        if self._receiver is not None:
+            await self._receiver.stop()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        self.events.flush_all()
+        if self._services is not None:
+            await self._services.close()
+
+    async def health(self) -> dict[str, Any]:
+        """What `GET /health` reports: the engine state and whether the database answers."""
+        database = "ok"
+        try:
+            await self.services.db.read(lambda session: session.execute(text("SELECT 1")))
+        except Exception as exc:
+            database = f"error: {type(exc).__name__}"
+        healthy = database == "ok" and self._state in (EngineState.RUNNING, EngineState.PAUSED)
+        return {
+            "status": "ok" if healthy else "degraded",
+            "engine": self._state.value,
+            "database": database,
+        }
+
+
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    log.error(
+        "unhandled error in the engine loop: %s",
+        context.get("message", "?"),
+        exc_info=(type(error), error, error.__traceback__) if error else None,
+    )

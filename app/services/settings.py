@@ -1,0 +1,123 @@
+"""User settings (declared in app.config) and the app's own small state, kept in the database."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import SETTINGS, SETTINGS_BY_KEY, ConfigError, Setting
+from app.services.events import EventHub
+from app.store.database import Database
+from app.store.integration import SettingRow
+
+log = logging.getLogger("switchboard.settings")
+
+STATE_PREFIX = "state."
+TOPIC = "settings"
+
+
+class SettingsService:
+    """Reads come from an in-memory copy loaded at start; writes validate, persist, then publish
+    a `settings` event with the key that changed."""
+
+    def __init__(self, db: Database, events: EventHub) -> None:
+        self._db = db
+        self._events = events
+        self._values: dict[str, Any] = {}
+
+    async def load(self) -> None:
+        rows = await self._db.read(_all_rows)
+        values: dict[str, Any] = {}
+        for key, raw in rows.items():
+            spec = SETTINGS_BY_KEY.get(key)
+            if spec is None:
+                values[key] = raw
+                continue
+            try:
+                values[key] = spec.coerce(raw)
+            except ConfigError as exc:
+                # A hand-edited or older value: fall back to the default, say so once.
+                log.warning("ignoring stored setting", extra={"key": key, "reason": str(exc)})
+        self._values = values
+
+    def get(self, key: str) -> Any:
+        if key in self._values:
+            return self._values[key]
+        spec = _spec(key)
+        value = spec.default_value()
+        self._values.setdefault(key, value)
+        return value
+
+    def values(self) -> dict[str, Any]:
+        return {spec.key: self.get(spec.key) for spec in SETTINGS}
+
+    async def set(self, key: str, raw: Any) -> Any:
+        value = _spec(key).coerce(raw)
+        await self._db.write(_put, key, value)
+        self._values[key] = value
+        self._events.publish(TOPIC, {"key": key, "value": value})
+        return value
+
+    async def reset(self, key: str) -> Any:
+        _spec(key)  # an unknown key is an error, not a silent no-op
+        await self._db.write(_delete, key)
+        self._values.pop(key, None)
+        value = self.get(key)
+        self._events.publish(TOPIC, {"key": key, "value": value})
+        return value
+
+    # --- the app's own state: not user settings, never shown on the settings page -------------
+
+    def state(self, name: str, default: Any = None) -> Any:
+        return self._values.get(STATE_PREFIX + name, default)
+
+    async def set_state(self, name: str, value: Any) -> None:
+        await self._db.write(_put, STATE_PREFIX + name, value)
+        self._values[STATE_PREFIX + name] = value
+
+    async def install_id(self) -> str:
+        """A random id for this database, made on first use: it names this school's entries in
+        the credential store, so two databases on one computer never share secrets."""
+        existing = self.state("install_id")
+        if isinstance(existing, str) and existing:
+            return existing
+        value = await self._db.write(_put_if_absent, STATE_PREFIX + "install_id", uuid.uuid4().hex)
+        self._values[STATE_PREFIX + "install_id"] = value
+        return str(value)
+
+
+def _spec(key: str) -> Setting[Any]:
+    try:
+        return SETTINGS_BY_KEY[key]
+    except KeyError:
+        raise ConfigError(f"There is no setting called {key!r}.") from None
+
+
+def _all_rows(session: Session) -> dict[str, Any]:
+    return {row.key: row.value for row in session.scalars(select(SettingRow))}
+
+
+def _put(session: Session, key: str, value: Any) -> None:
+    row = session.get(SettingRow, key)
+    if row is None:
+        session.add(SettingRow(key=key, value=value))
+    else:
+        row.value = value
+
+
+def _put_if_absent(session: Session, key: str, value: Any) -> Any:
+    row = session.get(SettingRow, key)
+    if row is not None:
+        return row.value
+    session.add(SettingRow(key=key, value=value))
+    return value
+
+
+def _delete(session: Session, key: str) -> None:
+    row = session.get(SettingRow, key)
+    if row is not None:
+        session.delete(row)

@@ -1,0 +1,1 @@
+"""Test helpers that are not fixtures: an in-memory credential store, small async utilities."""
