@@ -54,7 +54,13 @@ class Paths:
 
     def create(self) -> None:
         for folder in (self.data_dir, self.log_dir, self.config_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"Switchboard cannot create its folder {folder} ({exc.strerror or exc}); "
+                    "choose another folder with --data-dir or SWITCHBOARD_DATA_DIR."
+                ) from exc
 
 
 @dataclass(frozen=True)
@@ -88,18 +94,11 @@ def resolve_config(
     data_dir: str | None = None,
     db_url: str | None = None,
     *,
-    demo: bool = False,
     environ: Mapping[str, str] = os.environ,
 ) -> Config:
-    """Flags win over the environment, which wins over the platform's default folders.
-
-    Demo mode keeps its own database in a `demo` folder, so exploring never mixes invented
-    families into the school's real records.
-    """
+    """Flags win over the environment, which wins over the platform's default folders."""
     chosen_dir = data_dir or environ.get(ENV_DATA_DIR) or None
     paths = Paths.under(Path(chosen_dir).expanduser()) if chosen_dir else Paths.platform_default()
-    if demo:
-        paths = Paths.under(paths.data_dir / "demo")
     url = db_url or environ.get(ENV_DB_URL) or sqlite_url(paths.data_dir / DATABASE_FILE)
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in _SUPPORTED_DB_SCHEMES:
@@ -107,7 +106,14 @@ def resolve_config(
             f"The database address {redact_url(url)!r} is not one Switchboard can open; "
             "this version works with SQLite files, written as sqlite:///path/to/file.db."
         )
-    return Config(paths=paths, db_url=url, demo=demo)
+    return Config(paths=paths, db_url=url)
+
+
+def demo_config(home: Config) -> Config:
+    """The demo school's own folder and database inside the home data folder, so exploring
+    never mixes invented families into the school's real records."""
+    paths = Paths.under(home.paths.data_dir / "demo")
+    return Config(paths=paths, db_url=sqlite_url(paths.data_dir / DATABASE_FILE), demo=True)
 
 
 def redact_url(url: str) -> str:
@@ -219,7 +225,8 @@ def _system_timezone() -> str:
 def _system_locale() -> str:
     from babel import default_locale
 
-    name = default_locale() or "en_US"
+    # The C/POSIX locale of servers and CI reads as en_US_POSIX; people mean plain en_US.
+    name = (default_locale() or "en_US").removesuffix("_POSIX")
     return name if _check_locale(name) is None else "en_US"
 
 

@@ -53,13 +53,17 @@ class EngineError(RuntimeError):
 
 
 class Engine:
-    """Publishes `engine.state` ({"state": ...}) on its event hub when it changes."""
+    """Publishes `engine.state` ({"state": ...}) on its event hub when it changes.
+
+    `listen=(host, port)` also starts the HTTP receiver; a None host or port is taken from the
+    receiver settings, port 0 picks a free port (see `address`).
+    """
 
     def __init__(
         self,
         config: Config,
         *,
-        listen: tuple[str, int] | None = None,
+        listen: tuple[str | None, int | None] | None = None,
         scheduler: bool = True,
     ) -> None:
         self.config = config
@@ -201,7 +205,12 @@ class Engine:
             self._scheduler.start()
         if self._listen is not None:
             host, port = self._listen
-            self._receiver = Receiver(self.health, host, port)
+            settings = self._services.settings
+            self._receiver = Receiver(
+                self.health,
+                host or settings.get("receiver.host"),
+                settings.get("receiver.port") if port is None else port,
+            )
             self._receiver.start()
 
     def _make_scheduler(self, services: Services) -> AsyncIOScheduler:

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 
 from app.config import Config
+from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
 from app.services.jobs import JobHistory
 from app.services.school import SchoolService
@@ -23,6 +24,7 @@ class Services:
     settings: SettingsService
     secrets: SecretStore
     school: SchoolService
+    csv: CsvTransfer
     jobs: JobHistory
 
     @classmethod
@@ -47,6 +49,7 @@ class Services:
             settings=settings,
             secrets=secrets,
             school=SchoolService(db, hub, settings),
+            csv=CsvTransfer(db, hub, settings),
             jobs=JobHistory(db, hub),
         )
 

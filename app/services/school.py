@@ -349,7 +349,7 @@ def _lesson_record(row: Lesson) -> LessonRecord:
     )
 
 
-def _lesson_query() -> Select[tuple[Lesson]]:
+def _lesson_query() -> Select[Lesson]:
     return select(Lesson).options(
         selectinload(Lesson.teacher),
         selectinload(Lesson.room),
@@ -490,7 +490,7 @@ def _invoice_record(row: Invoice) -> InvoiceRecord:
     )
 
 
-def _invoice_query() -> Select[tuple[Invoice]]:
+def _invoice_query() -> Select[Invoice]:
     return select(Invoice).options(
         selectinload(Invoice.student), selectinload(Invoice.guardian), selectinload(Invoice.lines)
     )

@@ -82,7 +82,13 @@ class Database:
             )
         path = self.sqlite_path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"Switchboard cannot create the folder {path.parent} for its database "
+                    f"({exc.strerror or exc}); choose another folder with --data-dir."
+                ) from exc
         self.read_engine = _sqlite_engine(url, begin="BEGIN", foreign_keys=True)
         self.write_engine = _sqlite_engine(url, begin="BEGIN IMMEDIATE", foreign_keys=True)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="switchboard-db-read")

@@ -1,0 +1,201 @@
+"""The command line: `switchboard [command] ...`; with no command it opens the desktop app.
+
+Contract (DESIGN.md): `--json` prints exactly one JSON document on stdout; exit status 0 on
+success, 1 on a failed operation, 2 on bad usage; errors go to stderr as one clear sentence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from app import __version__
+from app.config import Config, ConfigError, resolve_config
+from app.domain.errors import SwitchboardError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CommandFailed(SwitchboardError):
+    """A command that could not do its job; the message is printed as is."""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="folder for the database and logs (env SWITCHBOARD_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--db-url",
+        metavar="URL",
+        default=default,
+        help="database to open, e.g. sqlite:///path/school.db (env SWITCHBOARD_DB_URL)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="switchboard",
+        description="Switchboard: the integrations desk of a school.",
+    )
+    parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
+    _global_options(parser, suppress=False)
+    # The same options are accepted after the command too: `switchboard doctor --data-dir X`.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = commands.add_parser("gui", parents=[common], help="open the desktop app (default)")
+    gui.add_argument("--demo", action="store_true", help="explore with a demo school's data")
+
+    doctor = commands.add_parser(
+        "doctor", parents=[common], help="check that Switchboard can run on this computer"
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON document")
+
+    serve = commands.add_parser(
+        "serve", parents=[common], help="run the engine without a window until stopped"
+    )
+    serve.add_argument("--host", help="address to listen on (default: the receiver setting)")
+    serve.add_argument("--port", type=int, help="port to listen on (0 picks a free one)")
+
+    demo = commands.add_parser("demo", parents=[common], help="demo data")
+    demo_commands = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+    seed = demo_commands.add_parser(
+        "seed", parents=[common], help="fill an empty database with a demo school"
+    )
+    seed.add_argument("--json", action="store_true", help="print one JSON document")
+
+    shots = commands.add_parser(
+        "screenshots", parents=[common], help="render every page to PNG files, offscreen"
+    )
+    shots.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "gui"
+    try:
+        config = resolve_config(args.data_dir, args.db_url)
+        handler = COMMANDS[command]
+        return handler(args, config)
+    except (SwitchboardError, ConfigError) as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("switchboard: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, default=str))
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _gui(args: argparse.Namespace, config: Config) -> int:
+    from app.ui.application import run_gui
+
+    return int(run_gui(config, demo=getattr(args, "demo", False)))
+
+
+def _doctor(args: argparse.Namespace, config: Config) -> int:
+    from app.services.doctor import diagnose
+
+    report = diagnose(config)
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        print(report.to_text())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from app.engine import Engine, EngineError
+    from app.logs import setup_logging
+
+    setup_logging(config.paths.log_dir, stream=sys.stderr)
+    engine = Engine(config, listen=(args.host, args.port))
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            engine.start()
+        except EngineError as exc:
+            raise CommandFailed(str(exc)) from exc
+        address = engine.address
+        assert address is not None
+        print(f"listening on {address.url}", flush=True)
+        if address.host not in ("127.0.0.1", "::1", "localhost"):
+            print(
+                f"switchboard: warning: {address.host} is reachable from other computers on "
+                "the network; use 127.0.0.1 and a tunnel unless you mean it.",
+                file=sys.stderr,
+                flush=True,
+            )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        engine.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, config: Config) -> int:
+    from app.services.container import Services
+    from app.services.demo import seed_demo
+
+    async def run() -> Any:
+        services = await Services.open(config)
+        try:
+            return await seed_demo(services)
+        finally:
+            await services.close()
+
+    summary = asyncio.run(run())
+    if args.json:
+        _print_json({"seeded": True, "database": config.db_url, **summary.__dict__})
+    else:
+        print(
+            f"Demo school ready in {config.paths.data_dir}: {summary.students} students, "
+            f"{summary.guardians} guardians, {summary.teachers} teachers, {summary.lessons} "
+            f"lessons, {summary.invoices} invoices."
+        )
+    return EXIT_OK
+
+
+def _screenshots(args: argparse.Namespace, config: Config) -> int:
+    from app.ui.screenshots import render_all
+
+    written = render_all(config, Path(args.out))
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "gui": _gui,
+    "doctor": _doctor,
+    "serve": _serve,
+    "demo": _demo,
+    "screenshots": _screenshots,
+}

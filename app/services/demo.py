@@ -1,0 +1,941 @@
+"""The demo school: a believable music school in Harare for exploring Switchboard, the
+screenshots and the benchmarks, made only in an empty database.
+
+The whole school is planned in memory first (deterministic for a seed and a day), then written in
+one transaction: people and invoices go through the same `apply_*` functions as a dialog or a CSV
+import; lessons are built clash-free by construction, checked with `LessonDraft.problems()` and
+inserted as rows directly, because checking 1 200 lessons one by one against the database would
+take several seconds.
+"""
+
+from __future__ import annotations
+
+import calendar
+import itertools
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import SwitchboardError
+from app.domain.money import Money
+from app.domain.school import (
+    Channel,
+    GuardianDraft,
+    GuardianLink,
+    InvoiceDraft,
+    InvoiceLine,
+    InvoiceStatus,
+    LessonDraft,
+    LessonStatus,
+    StudentDraft,
+    TeacherDraft,
+)
+from app.services.container import Services
+from app.services.school import (
+    TOPIC_GUARDIANS,
+    TOPIC_INVOICES,
+    TOPIC_LESSONS,
+    TOPIC_ROOMS,
+    TOPIC_STUDENTS,
+    TOPIC_TEACHERS,
+    apply_guardian,
+    apply_invoice,
+    apply_student,
+    apply_teacher,
+    room_named,
+)
+from app.store.base import Base
+from app.store.school import Guardian, Invoice, Lesson, LessonStudent, Student, Teacher
+
+SCHOOL_SETTINGS = (
+    ("school.name", "Msasa Park Music School"),
+    ("school.timezone", "Africa/Harare"),
+    ("school.locale", "en_ZW"),
+    ("school.currency", "USD"),
+)
+TIMEZONE = "Africa/Harare"
+STUDENTS = 200
+WEEKS = 6
+INVOICE_DAYS = 14
+
+# The time window each weekday (Monday 0 .. Saturday 5) in minutes after midnight: after school on
+# weekdays, Saturday mornings.
+WINDOWS = dict.fromkeys(range(5), (14 * 60, 18 * 60)) | {5: (8 * 60, 13 * 60)}
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+STEP = 15
+
+# (name, capacity). The halls double as teaching rooms when no group is in them.
+ROOMS = (
+    ("Studio 1", 3),
+    ("Studio 2", 3),
+    ("Studio 3", 4),
+    ("Studio 4", 4),
+    ("Piano Room", 6),
+    ("Drum Room", 4),
+    ("Marimba Hall", 20),
+    ("Recital Hall", 60),
+)
+
+_PIANO_ROOMS = ("Piano Room", "Studio 1", "Studio 2", "Recital Hall")
+_SMALL_ROOMS = ("Studio 3", "Studio 4", "Studio 2", "Studio 1", "Recital Hall")
+
+
+@dataclass(frozen=True)
+class _TeacherPlan:
+    first_name: str
+    last_name: str
+    subjects: str
+    days: str
+    rooms: tuple[str, ...]  # in order of preference; empty: teaches online
+    timezone: str = ""
+
+
+TEACHERS = (
+    _TeacherPlan("Rutendo", "Chiweshe", "Piano, Theory", "Mon Tue Wed Thu Sat", _PIANO_ROOMS),
+    _TeacherPlan("Nkosana", "Dube", "Piano", "Mon Tue Wed Thu Fri Sat", _PIANO_ROOMS[1:]),
+    # Teaches theory online from London; the only teacher with a time zone of their own.
+    _TeacherPlan(
+        "Kudzai", "Chinyama", "Theory, Composition", "Mon Tue Wed Thu", (), "Europe/London"
+    ),
+    _TeacherPlan("Sibongile", "Ncube", "Violin, Viola", "Mon Tue Wed Fri Sat", _SMALL_ROOMS),
+    _TeacherPlan("Farai", "Makoni", "Cello, Violin", "Mon Tue Thu Fri", _SMALL_ROOMS),
+    _TeacherPlan("Tapiwa", "Gumbo", "Guitar", "Mon Wed Thu Sat", (*_SMALL_ROOMS[1:], "Studio 3")),
+    _TeacherPlan("James", "Fletcher", "Guitar, Bass guitar", "Tue Wed Fri Sat", _SMALL_ROOMS),
+    _TeacherPlan("Nomvula", "Sibanda", "Voice", "Mon Tue Wed Thu Sat", ("Studio 2", *_PIANO_ROOMS)),
+    _TeacherPlan("Chiedza", "Marufu", "Marimba", "Mon Tue Thu Sat", ("Marimba Hall",)),
+    _TeacherPlan(
+        "Tonderai", "Chigamba", "Mbira, Marimba", "Tue Wed Fri Sat", ("Studio 4", "Marimba Hall")
+    ),
+    _TeacherPlan("Themba", "Khumalo", "Drums, Percussion", "Mon Tue Wed Thu Fri", ("Drum Room",)),
+    _TeacherPlan("Ruth", "Campbell", "Flute, Recorder", "Mon Wed Fri Sat", _SMALL_ROOMS),
+)
+
+# How a lesson on the instrument is called, where that is not the instrument's name.
+_LESSON_NAMES = {"Drums": "Drum"}
+
+# instrument: (share of students, youngest age, teachers by index into TEACHERS)
+INSTRUMENTS: dict[str, tuple[int, int, tuple[int, ...]]] = {
+    "Piano": (22, 5, (0, 1)),
+    "Guitar": (17, 7, (5, 6)),
+    "Violin": (9, 5, (3, 4)),
+    "Voice": (9, 7, (7,)),
+    "Marimba": (10, 6, (8, 9)),
+    "Mbira": (6, 8, (9,)),
+    "Drums": (8, 7, (10,)),
+    "Flute": (7, 8, (11,)),
+    "Cello": (4, 7, (4,)),
+    "Theory": (8, 10, (2,)),
+}
+
+
+@dataclass(frozen=True)
+class _GroupPlan:
+    title: str
+    teacher: int
+    room: str
+    day: int
+    start: int
+    minutes: int
+    instruments: frozenset[str]  # empty: any instrument
+    ages: tuple[int, int]
+    size: tuple[int, int]
+
+
+GROUPS = (
+    _GroupPlan(
+        title="Marimba Band",
+        teacher=8,
+        room="Marimba Hall",
+        day=5,
+        start=9 * 60,
+        minutes=90,
+        instruments=frozenset({"Marimba", "Mbira", "Drums"}),
+        ages=(9, 18),
+        size=(12, 15),
+    ),
+    _GroupPlan(
+        title="Junior Choir",
+        teacher=7,
+        room="Recital Hall",
+        day=5,
+        start=10 * 60 + 30,
+        minutes=60,
+        instruments=frozenset(),
+        ages=(6, 11),
+        size=(10, 15),
+    ),
+    _GroupPlan(
+        title="String Ensemble",
+        teacher=3,
+        room="Recital Hall",
+        day=4,
+        start=16 * 60,
+        minutes=60,
+        instruments=frozenset({"Violin", "Cello", "Flute"}),
+        ages=(8, 18),
+        size=(8, 12),
+    ),
+    _GroupPlan(
+        title="Music Theory Class",
+        teacher=0,
+        room="Recital Hall",
+        day=2,
+        start=15 * 60,
+        minutes=60,
+        instruments=frozenset({"Piano", "Violin", "Flute", "Cello", "Guitar", "Voice"}),
+        ages=(10, 14),
+        size=(8, 12),
+    ),
+    _GroupPlan(
+        title="Guitar Ensemble",
+        teacher=5,
+        room="Marimba Hall",
+        day=3,
+        start=16 * 60,
+        minutes=60,
+        instruments=frozenset({"Guitar"}),
+        ages=(10, 18),
+        size=(6, 10),
+    ),
+)
+
+# Prices per lesson, by length in minutes; ZWG at about 27 to the US dollar.
+PRICES = {
+    "USD": {30: "15.00", 45: "20.00", 60: "25.00", 0: "8.00"},
+    "ZWG": {30: "405.00", 45: "540.00", 60: "675.00", 0: "216.00"},
+}
+GROUP_PRICE = 0  # key into PRICES for a place in a group lesson
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_SHONA_F = _words(
+    "Rutendo Chipo Tsitsi Rudo Nyasha Ruvimbo Chiedza Fadzai Vimbai Tariro Shamiso Ratidzo "
+    "Rumbidzai Tendai Kudzai Tatenda Mazvita Ropafadzo Ruvarashe Anesu Tanaka Nokutenda Munashe "
+    "Tadiwa Chengetai Fungai Tafadzwa Rufaro Kundai"
+)
+_SHONA_M = _words(
+    "Tinashe Tawanda Tapiwa Tafadzwa Takudzwa Simbarashe Tonderai Tichaona Kudakwashe Munyaradzi "
+    "Takura Farai Tendai Tatenda Panashe Kundai Munashe Mufaro Nyasha Kupakwashe Tanaka Anotida "
+    "Chengetai Fungai Tinotenda Tapiwanashe"
+)
+_NDEBELE_F = _words(
+    "Thandiwe Nomvula Lindiwe Nokuthula Sibongile Busisiwe Zanele Nqobile Sindisiwe Khanyisile "
+    "Nomalanga Sithembile Thandeka Siphiwe Nomsa"
+)
+_NDEBELE_M = _words(
+    "Sipho Themba Bongani Mandla Nkosana Sibusiso Sifiso Lindani Thabani Mthabisi Sakhile Lwazi "
+    "Sihle Nhlanhla Siphiwe"
+)
+_ENGLISH_F = _words(
+    "Grace Faith Precious Memory Blessing Ruth Esther Michelle Natasha Ashley Kimberly Rachel "
+    "Nicole Tanya Emma Sophie Hannah Charlotte Patience Loveness"
+)
+_ENGLISH_M = _words(
+    "Blessing Gift Joshua Daniel Ethan Brandon Samuel David Emmanuel Tyler Joseph Peter John James "
+    "Oliver Liam Michael Nathan"
+)
+_ELDER_F = _words(
+    "Agnes Beatrice Evelyn Mavis Margaret Rosemary Tambudzai Rumbidzai Sithembile Ntombizodwa "
+    "Loveness Patience Elizabeth Ellen Esnath Juliet"
+)
+_SURNAMES = {
+    "shona": _words(
+        "Moyo Chiweshe Mapfumo Marufu Chigumba Makoni Mutasa Gumbo Chinyama Zvobgo Madziva Mawere "
+        "Nyamayaro Chakanyuka Musoni Maposa Shumba Mashingaidze Gwatidzo Marange Chimuka Kanengoni "
+        "Zhou Hove Mlambo Chinembiri Mutambara Muzenda Nyandoro Matanda Chikwanha Chirisa "
+        "Mupfumira Dzvairo Murwira Chitando Makumbe Banda Phiri Chari Mukwena Gono"
+    ),
+    "ndebele": _words(
+        "Ncube Sibanda Dube Ndlovu Mpofu Khumalo Nkomo Tshuma Moyo Nyathi Mhlanga Mangena Nyoni "
+        "Sithole Mathe Masuku Mlilo Ngwenya Gumede Mabhena"
+    ),
+    "english": _words(
+        "Smith Taylor Evans Murray Campbell Clarke Fletcher Harris Bennett Watson Fraser Thompson"
+    ),
+}
+_GIVEN = {
+    ("shona", "F"): _SHONA_F,
+    ("shona", "M"): _SHONA_M,
+    ("ndebele", "F"): _NDEBELE_F,
+    ("ndebele", "M"): _NDEBELE_M,
+    ("english", "F"): _ENGLISH_F,
+    ("english", "M"): _ENGLISH_M,
+}
+_LANGUAGE = {"shona": "sn", "ndebele": "nd", "english": "en"}
+EMAIL_DOMAINS = ("example.org", "example.com", "example.net")
+_MOBILE_PREFIXES = ("77", "78", "71", "73")
+
+_CANCEL_PAST = ("Student unwell.", "Family away for the weekend.", "School sports day.")
+_CANCEL_FUTURE = ("Teacher at an exam board meeting.", "Family travelling to Mutare.")
+_STUDENT_NOTES = (
+    "Preparing for the ABRSM Grade {grade} exam.",
+    "Borrows a school instrument.",
+    "Prefers a lesson straight after school.",
+    "Collected by the school bus on Fridays.",
+    "Plays in the school assembly band.",
+)
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What `seed_demo` wrote: record counts, invoice currencies and the lessons' first and last
+    day (a Monday and a Sunday, six weeks apart)."""
+
+    students: int
+    guardians: int
+    teachers: int
+    rooms: int
+    lessons: int
+    invoices: int
+    currencies: tuple[str, ...]
+    first_day: date
+    last_day: date
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Weekly:
+    """A lesson that repeats every week at the same time; `subject` names it on invoices."""
+
+    title: str
+    subject: str
+    teacher: int
+    room: str | None
+    day: int
+    start: int
+    minutes: int
+    students: list[int]
+    group: bool
+
+    @property
+    def end(self) -> int:
+        return self.start + self.minutes
+
+
+@dataclass
+class _Student:
+    draft: StudentDraft
+    family: int
+    guardians: list[tuple[int, str]]  # (guardian index, relationship); the first is primary
+    age: int
+    instrument: str
+    minutes: int
+    lesson: _Weekly | None = None
+    groups: list[_Weekly] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Occurrence:
+    weekly: _Weekly
+    starts_at: datetime
+    ends_at: datetime
+    status: LessonStatus
+    notes: str
+
+
+@dataclass(frozen=True)
+class _Invoice:
+    student: int
+    guardian: int
+    draft: InvoiceDraft
+
+
+@dataclass
+class _Plan:
+    first_day: date
+    last_day: date
+    teachers: list[TeacherDraft]
+    guardians: list[GuardianDraft]
+    students: list[_Student]
+    lessons: list[_Occurrence]
+    invoices: list[_Invoice]
+
+
+class _Contacts:
+    """Unique, obviously invented phone numbers and e-mail addresses."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._phones: set[str] = set()
+        self._emails: set[str] = set()
+
+    def phone(self) -> str:
+        while True:
+            prefix = self._rng.choices(_MOBILE_PREFIXES, weights=(50, 15, 25, 10))[0]
+            number = f"+263 {prefix} {self._rng.randint(100, 999)} {self._rng.randint(0, 9999):04d}"
+            if number not in self._phones:
+                self._phones.add(number)
+                return number
+
+    def email(self, first: str, last: str, domain: str | None = None) -> str:
+        domain = domain or self._rng.choice(EMAIL_DOMAINS)
+        base = f"{first}.{last}".lower()
+        address, n = f"{base}@{domain}", 1
+        while address in self._emails:
+            n += 1
+            address = f"{base}{n}@{domain}"
+        self._emails.add(address)
+        return address
+
+
+class _Timetable:
+    """Who and what is busy when, over one template week."""
+
+    def __init__(self) -> None:
+        self._busy: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+        self.teacher_minutes: dict[tuple[int, int], int] = defaultdict(int)
+
+    def free(self, keys: list[str], day: int, start: int, end: int) -> bool:
+        return all(
+            end <= s or e <= start for key in keys for s, e in self._busy.get((key, day), ())
+        )
+
+    def book(self, lesson: _Weekly, *, students_only: bool = False) -> None:
+        keys = [f"s{index}" for index in lesson.students]
+        if not students_only:
+            keys.append(f"t{lesson.teacher}")
+            if lesson.room is not None:
+                keys.append(f"r{lesson.room}")
+            self.teacher_minutes[lesson.teacher, lesson.day] += lesson.minutes
+        for key in keys:
+            self._busy[key, lesson.day].append((lesson.start, lesson.end))
+
+
+def _grade(born: date, today: date) -> str:
+    """Zimbabwean schools: Grade 1 in the year a child turns six, Form 1 in the year they turn
+    thirteen, up to Form 6 (upper sixth)."""
+    turns = today.year - born.year
+    if turns <= 5:
+        return "ECD B"
+    if turns <= 12:
+        return f"Grade {turns - 5}"
+    return f"Form {min(turns, 18) - 12}"
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
+
+
+def _month_start(day: date, months_back: int) -> date:
+    month = day.month - months_back
+    year = day.year + (month - 1) // 12
+    return date(year, (month - 1) % 12 + 1, 1)
+
+
+def _weekdays_in_month(first: date, weekday: int) -> list[date]:
+    days = calendar.monthrange(first.year, first.month)[1]
+    return [
+        first + timedelta(d) for d in range(days) if (first + timedelta(d)).weekday() == weekday
+    ]
+
+
+def _price(currency: str, minutes: int) -> int:
+    return Money.parse(PRICES[currency][minutes], currency).minor
+
+
+def _plan_people(
+    rng: random.Random, contacts: _Contacts, today: date
+) -> tuple[list[GuardianDraft], list[_Student], list[str]]:
+    """Families of guardians and students; returns also each family's invoice currency."""
+    guardians: list[GuardianDraft] = []
+    students: list[_Student] = []
+    currencies: list[str] = []
+    while len(students) < STUDENTS:
+        family = len(currencies)
+        culture = rng.choices(("shona", "ndebele", "english"), weights=(60, 25, 15))[0]
+        surname = rng.choice(_SURNAMES[culture])
+        currencies.append("ZWG" if rng.random() < 0.3 else "USD")
+
+        def adult(gender: str, last: str, *, elder: bool = False, culture: str = culture) -> int:
+            first = rng.choice(_ELDER_F if elder else _GIVEN[culture, gender])
+            guardians.append(_plan_guardian(rng, contacts, culture, first, last, len(guardians)))
+            return len(guardians) - 1
+
+        kind = rng.choices(
+            ("parents", "mother", "father", "grandmother", "aunt", "guardian"),
+            weights=(50, 25, 8, 10, 4, 3),
+        )[0]
+        links: list[tuple[int, str]]
+        if kind == "parents":
+            mother = (adult("F", surname), "mother")
+            father = (adult("M", surname), "father")
+            links = [mother, father] if rng.random() < 0.7 else [father, mother]
+        elif kind in ("mother", "father"):
+            links = [(adult("F" if kind == "mother" else "M", surname), kind)]
+        elif kind == "grandmother":
+            last = surname if rng.random() < 0.5 else rng.choice(_SURNAMES[culture])
+            links = [(adult("F", last, elder=True), "grandmother")]
+            if rng.random() < 0.3:
+                links.append((adult("F", rng.choice(_SURNAMES[culture])), "aunt"))
+        elif kind == "aunt":
+            links = [(adult("F", rng.choice(_SURNAMES[culture])), "aunt")]
+        else:
+            links = [(adult(rng.choice("FM"), rng.choice(_SURNAMES[culture])), "guardian")]
+
+        children = rng.choice((2, 2, 2, 3)) if rng.random() < 0.15 else 1
+        for _ in range(min(children, STUDENTS - len(students))):
+            students.append(_plan_student(rng, contacts, today, culture, surname, family, links))
+    return guardians, students, currencies
+
+
+def _plan_guardian(
+    rng: random.Random, contacts: _Contacts, culture: str, first: str, last: str, index: int
+) -> GuardianDraft:
+    """Nearly every guardian has a mobile number, most an e-mail address; the channel they
+    prefer is one they can be reached on."""
+    phone = contacts.phone() if rng.random() < 0.95 else ""
+    email = contacts.email(first, last) if rng.random() < 0.8 or not phone else ""
+    if email and phone:
+        channel = rng.choices(list(Channel), weights=(35, 20, 45))[0]
+    elif phone:
+        channel = rng.choices((Channel.SMS, Channel.WHATSAPP), weights=(30, 70))[0]
+    else:
+        channel = Channel.EMAIL
+    language = "en"
+    if culture != "english" and rng.random() < 0.45:
+        language = _LANGUAGE[culture]
+    return GuardianDraft(
+        first_name=first,
+        last_name=last,
+        ref=f"G-{index + 1:04d}",
+        email=email,
+        phone=phone,
+        preferred_channel=channel,
+        language=language,
+    )
+
+
+def _plan_student(
+    rng: random.Random,
+    contacts: _Contacts,
+    today: date,
+    culture: str,
+    surname: str,
+    family: int,
+    links: list[tuple[int, str]],
+) -> _Student:
+    naming = culture if culture == "english" or rng.random() < 0.65 else "english"
+    first = rng.choice(_GIVEN[naming, rng.choice("FM")])
+    age = rng.choices(range(5, 19), weights=(3, 5, 7, 8, 9, 9, 9, 9, 9, 8, 7, 6, 5, 4))[0]
+    born = _years_before(today, age) - timedelta(days=rng.randint(1, 364))
+    phone = contacts.phone() if age >= 13 and rng.random() < (0.6 if age >= 15 else 0.3) else ""
+    email = contacts.email(first, surname) if age >= 15 and rng.random() < 0.4 else ""
+    while True:
+        instrument = rng.choices(list(INSTRUMENTS), weights=[v[0] for v in INSTRUMENTS.values()])[0]
+        if age >= INSTRUMENTS[instrument][1]:
+            break
+    if age <= 7:
+        minutes = 30
+    elif age <= 11:
+        minutes = rng.choice((30, 45))
+    elif age <= 14:
+        minutes = rng.choices((30, 45, 60), weights=(2, 5, 3))[0]
+    else:
+        minutes = rng.choices((45, 60), weights=(4, 6))[0]
+    grade = _grade(born, today)
+    notes = ""
+    if rng.random() < 0.12:
+        notes = rng.choice(_STUDENT_NOTES).format(grade=min(8, max(1, (age - 5) // 2)))
+    draft = StudentDraft(
+        first_name=first,
+        last_name=surname,
+        date_of_birth=born,
+        grade=grade,
+        email=email,
+        phone=phone,
+        notes=notes,
+    )
+    return _Student(draft, family, links, age, instrument, minutes)
+
+
+def _place(timetable: _Timetable, teacher: int, index: int, student: _Student) -> _Weekly | None:
+    """The student's weekly lesson on the teacher's quietest day that has room, as early in the
+    afternoon as the teacher, a room and the student are all free."""
+    plan = TEACHERS[teacher]
+    days = [DAY_NAMES.index(name) for name in plan.days.split()]
+    days.sort(key=lambda day: timetable.teacher_minutes[teacher, day])
+    for day in days:
+        first, last = WINDOWS[day]
+        for start in range(first, last - student.minutes + 1, STEP):
+            end = start + student.minutes
+            if not timetable.free([f"t{teacher}", f"s{index}"], day, start, end):
+                continue
+            rooms: tuple[str | None, ...] = plan.rooms or (None,)
+            for room in rooms:
+                if room is None or timetable.free([f"r{room}"], day, start, end):
+                    name = f"{student.draft.first_name} {student.draft.last_name}"
+                    kind = _LESSON_NAMES.get(student.instrument, student.instrument)
+                    return _Weekly(
+                        title=f"{kind} lesson — {name}",
+                        subject=f"{kind} lessons",
+                        teacher=teacher,
+                        room=room,
+                        day=day,
+                        start=start,
+                        minutes=student.minutes,
+                        students=[index],
+                        group=False,
+                    )
+    return None
+
+
+def _plan_timetable(rng: random.Random, students: list[_Student]) -> list[_Weekly]:
+    """Group lessons hold their teacher and room first; then every active student gets a weekly
+    lesson; then the groups are filled with students who are free at that time."""
+    timetable = _Timetable()
+    bands = [
+        _Weekly(
+            title=group.title,
+            subject=group.title,
+            teacher=group.teacher,
+            room=group.room,
+            day=group.day,
+            start=group.start,
+            minutes=group.minutes,
+            students=[],
+            group=True,
+        )
+        for group in GROUPS
+    ]
+    for band in bands:
+        timetable.book(band)
+
+    # Longest lessons first: they are the hardest to fit.
+    active = [i for i, student in enumerate(students) if student.draft.active]
+    lessons: list[_Weekly] = []
+    for i in sorted(active, key=lambda i: -students[i].minutes):
+        student = students[i]
+        teachers = sorted(
+            INSTRUMENTS[student.instrument][2],
+            key=lambda t: sum(timetable.teacher_minutes[t, d] for d in range(6)),
+        )
+        for teacher in teachers:
+            lesson = _place(timetable, teacher, i, student)
+            if lesson is not None:
+                timetable.book(lesson)
+                lessons.append(lesson)
+                student.lesson = lesson
+                break
+        else:
+            # No teacher of this instrument has a free hour: a real school has a waiting list.
+            student.draft = replace(
+                student.draft,
+                active=False,
+                notes=f"On the waiting list for a {student.instrument.lower()} teacher.",
+            )
+
+    for group, band in zip(GROUPS, bands, strict=True):
+        eligible = [
+            i
+            for i, student in enumerate(students)
+            if student.lesson is not None
+            and group.ages[0] <= student.age <= group.ages[1]
+            and (not group.instruments or student.instrument in group.instruments)
+            and timetable.free([f"s{i}"], band.day, band.start, band.end)
+        ]
+        band.students = sorted(rng.sample(eligible, min(rng.randint(*group.size), len(eligible))))
+        timetable.book(band, students_only=True)
+        for i in band.students:
+            students[i].groups.append(band)
+    return bands + lessons
+
+
+def _plan_lessons(
+    rng: random.Random, weekly: list[_Weekly], first_day: date, now: datetime
+) -> list[_Occurrence]:
+    zone = ZoneInfo(TIMEZONE)
+    slots = sorted(weekly, key=lambda w: (w.day, w.start, w.teacher))
+    dated = [
+        (lesson, first_day + timedelta(days=7 * week + lesson.day))
+        for week in range(WEEKS)
+        for lesson in slots
+    ]
+    individual = [n for n, (lesson, _) in enumerate(dated) if not lesson.group]
+    cancelled = set(rng.sample(individual, min(14, len(individual))))
+    occurrences = []
+    for n, (lesson, day) in enumerate(dated):
+        starts = datetime.combine(day, time(lesson.start // 60, lesson.start % 60), zone)
+        ends = starts + timedelta(minutes=lesson.minutes)
+        notes = ""
+        if n in cancelled:
+            status = LessonStatus.CANCELLED
+            notes = rng.choice(_CANCEL_PAST if ends <= now else _CANCEL_FUTURE)
+        elif ends <= now:
+            status = LessonStatus.COMPLETED
+        else:
+            status = LessonStatus.SCHEDULED
+        occurrences.append(_Occurrence(lesson, starts, ends, status, notes))
+    return occurrences
+
+
+def _plan_invoices(
+    rng: random.Random,
+    students: list[_Student],
+    currencies: list[str],
+    lessons: list[_Occurrence],
+    today: date,
+) -> list[_Invoice]:
+    """Monthly tuition for last month and this month: one invoice per active student to the
+    primary guardian, a line per weekly lesson with the number of lessons it has that month."""
+    cancelled: dict[tuple[_Weekly, date], int] = defaultdict(int)
+    for occurrence in lessons:
+        if occurrence.status is LessonStatus.CANCELLED:
+            cancelled[occurrence.weekly, occurrence.starts_at.date().replace(day=1)] += 1
+    last_month, this_month = _month_start(today, 1), _month_start(today, 0)
+    # This month's run is recent enough that its invoices are not yet due.
+    issued = {last_month: last_month, this_month: max(this_month, today - timedelta(days=7))}
+    late_payers = {family for family in range(len(currencies)) if rng.random() < 0.15}
+    invoices: list[_Invoice] = []
+    numbers: dict[int, int] = defaultdict(int)
+    for month in (last_month, this_month):
+        label = f"{calendar.month_name[month.month]} {month.year}"
+        for index, student in enumerate(students):
+            if student.lesson is None or not student.draft.active:
+                continue
+            currency = currencies[student.family]
+            lines = [
+                InvoiceLine(
+                    description=f"{lesson.subject} — {label}",
+                    quantity=len(_weekdays_in_month(month, lesson.day)) - cancelled[lesson, month],
+                    unit_minor=_price(currency, GROUP_PRICE if lesson.group else lesson.minutes),
+                )
+                for lesson in (student.lesson, *student.groups)
+            ]
+            status = InvoiceStatus.OPEN
+            if month == last_month and student.family not in late_payers:
+                status = InvoiceStatus.PAID
+            issued_on = issued[month]
+            numbers[issued_on.year] += 1
+            draft = InvoiceDraft(
+                currency=currency,
+                issued_on=issued_on,
+                due_on=issued_on + timedelta(days=INVOICE_DAYS),
+                lines=tuple(lines),
+                number=f"INV-{issued_on.year}-{numbers[issued_on.year]:04d}",
+                status=status,
+            )
+            invoices.append(_Invoice(index, student.guardians[0][0], draft))
+    # A few of this month's are still waiting for the bursar's check.
+    recent = [n for n, invoice in enumerate(invoices) if invoice.draft.issued_on >= this_month]
+    for n in rng.sample(recent, min(4, len(recent))):
+        invoices[n] = replace(
+            invoices[n],
+            draft=replace(
+                invoices[n].draft,
+                status=InvoiceStatus.DRAFT,
+                notes="Waiting for the bursar to check the number of lessons.",
+            ),
+        )
+    return invoices
+
+
+def _plan_demo(today: date, now: datetime, seed: int) -> _Plan:
+    """The whole demo school in memory, before anything is written."""
+    rng = random.Random(seed)
+    contacts = _Contacts(rng)
+    teachers = [
+        TeacherDraft(
+            first_name=t.first_name,
+            last_name=t.last_name,
+            ref=f"T-{n:04d}",
+            email=contacts.email(t.first_name, t.last_name, "example.org"),
+            phone=contacts.phone(),
+            subjects=t.subjects,
+            timezone=t.timezone,
+        )
+        for n, t in enumerate(TEACHERS, start=1)
+    ]
+    guardians, students, currencies = _plan_people(rng, contacts, today)
+    for student in rng.sample(students, 6):
+        left = _month_start(today, rng.randint(1, 4))
+        student.draft = replace(
+            student.draft,
+            active=False,
+            notes=f"Stopped lessons in {calendar.month_name[left.month]} {left.year}.",
+        )
+    weekly = _plan_timetable(rng, students)
+    for number, student in enumerate(students, start=1):
+        student.draft = replace(student.draft, ref=f"S-{number:04d}")
+    first_day = today - timedelta(days=today.weekday() + 7)
+    lessons = _plan_lessons(rng, weekly, first_day, now)
+    invoices = _plan_invoices(rng, students, currencies, lessons, today)
+    return _Plan(
+        first_day=first_day,
+        last_day=first_day + timedelta(days=7 * WEEKS - 1),
+        teachers=teachers,
+        guardians=guardians,
+        students=students,
+        lessons=lessons,
+        invoices=invoices,
+    )
+
+
+# --- writing it ----------------------------------------------------------------------------------
+
+_SCHOOL_TABLES: tuple[tuple[str, type[Base]], ...] = (
+    ("students", Student),
+    ("guardians", Guardian),
+    ("teachers", Teacher),
+    ("lessons", Lesson),
+    ("invoices", Invoice),
+)
+
+
+def _refuse_unless_empty(session: Session) -> None:
+    counts = {
+        label: session.scalar(select(func.count()).select_from(model)) or 0
+        for label, model in _SCHOOL_TABLES
+    }
+    held = ", ".join(f"{count} {label}" for label, count in counts.items() if count)
+    if held:
+        raise SwitchboardError(
+            f"This database already holds a school's records ({held}), and demo data must never "
+            "be mixed into them; seed the demo into an empty data folder instead, for example "
+            "with --data-dir."
+        )
+
+
+def _check_no_double_bookings(drafts: list[LessonDraft]) -> None:
+    """The same rule as `lesson_clashes`, over the whole timetable at once."""
+    booked: dict[tuple[str, int], list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    for draft in drafts:
+        if draft.status is LessonStatus.CANCELLED:
+            continue
+        keys = [("teacher", draft.teacher_id), *(("student", s) for s in draft.student_ids)]
+        if draft.room_id is not None:
+            keys.append(("room", draft.room_id))
+        for key in keys:
+            booked[key].append((draft.starts_at, draft.ends_at, draft.title))
+    for (kind, key_id), spans in booked.items():
+        spans.sort()
+        for (_, ends, title), (starts, _, other) in itertools.pairwise(spans):
+            if starts < ends:
+                raise SwitchboardError(
+                    f"The demo timetable double-books {kind} {key_id} (“{title}” and “{other}”); "
+                    "nothing was written. Please report this."
+                )
+
+
+def _write(session: Session, plan: _Plan) -> DemoSummary:
+    _refuse_unless_empty(session)
+    teacher_ids = [apply_teacher(session, draft).id for draft in plan.teachers]
+    room_ids: dict[str, int] = {}
+    for name, capacity in ROOMS:
+        room = room_named(session, name, create=True)
+        assert room is not None
+        if room.capacity is None:
+            room.capacity = capacity
+        room_ids[name] = room.id
+    guardian_ids = [apply_guardian(session, draft).id for draft in plan.guardians]
+    student_ids = []
+    for student in plan.students:
+        links = tuple(
+            GuardianLink(guardian_ids[g], 0, relationship, is_primary=position == 0)
+            for position, (g, relationship) in enumerate(student.guardians)
+        )
+        draft = replace(student.draft, guardians=links)
+        student_ids.append(apply_student(session, draft).id)
+
+    drafts = [
+        LessonDraft(
+            title=lesson.weekly.title,
+            teacher_id=teacher_ids[lesson.weekly.teacher],
+            starts_at=lesson.starts_at,
+            ends_at=lesson.ends_at,
+            ref=f"L-{number:06d}",
+            room_id=room_ids[lesson.weekly.room] if lesson.weekly.room else None,
+            student_ids=tuple(student_ids[i] for i in lesson.weekly.students),
+            status=lesson.status,
+            online=lesson.weekly.room is None,
+            notes=lesson.notes,
+        )
+        for number, lesson in enumerate(plan.lessons, start=1)
+    ]
+    for lesson_draft in drafts:
+        problems = lesson_draft.problems()
+        if problems:
+            raise SwitchboardError(
+                f"A demo lesson is not valid ({problems[0]}); please report this."
+            )
+    _check_no_double_bookings(drafts)
+    session.add_all(
+        Lesson(
+            ref=draft.ref,
+            title=draft.title,
+            teacher_id=draft.teacher_id,
+            room_id=draft.room_id,
+            starts_at=draft.starts_at,
+            ends_at=draft.ends_at,
+            status=draft.status.value,
+            online=draft.online,
+            notes=draft.notes,
+            student_links=[LessonStudent(student_id=s) for s in draft.student_ids],
+        )
+        for draft in drafts
+    )
+    session.flush()
+
+    for invoice in plan.invoices:
+        apply_invoice(
+            session,
+            replace(
+                invoice.draft,
+                student_id=student_ids[invoice.student],
+                guardian_id=guardian_ids[invoice.guardian],
+            ),
+        )
+    return DemoSummary(
+        students=len(student_ids),
+        guardians=len(guardian_ids),
+        teachers=len(teacher_ids),
+        rooms=len(room_ids),
+        lessons=len(drafts),
+        invoices=len(plan.invoices),
+        currencies=tuple(sorted({invoice.draft.currency for invoice in plan.invoices})),
+        first_day=plan.first_day,
+        last_day=plan.last_day,
+    )
+
+
+async def seed_demo(
+    services: Services, *, today: date | None = None, seed: int = 2026
+) -> DemoSummary:
+    """Fill an empty database with the demo school, all or nothing.
+
+    Lessons are spread over six whole weeks in Africa/Harare, from the Monday of the week before
+    `today` (default: today there). Lessons that ended before now are completed; with an explicit
+    `today`, "now" is noon that day, so the same seed and day always give the same school.
+    """
+    zone = ZoneInfo(TIMEZONE)
+    now = datetime.now(zone) if today is None else datetime.combine(today, time(12), zone)
+    day = now.date() if today is None else today
+    await services.db.read(_refuse_unless_empty)
+    plan = _plan_demo(day, now, seed)
+    for key, value in SCHOOL_SETTINGS:
+        await services.settings.set(key, value)
+    summary = await services.db.write(_write, plan)
+    for topic in (
+        TOPIC_TEACHERS,
+        TOPIC_ROOMS,
+        TOPIC_GUARDIANS,
+        TOPIC_STUDENTS,
+        TOPIC_LESSONS,
+        TOPIC_INVOICES,
+    ):
+        services.events.publish(topic, {})
+    return summary

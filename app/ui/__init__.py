@@ -1,0 +1,1 @@
+"""Reusable widgets, the main window shell, tray, theme and the Qt bridge to the engine."""

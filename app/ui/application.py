@@ -1,0 +1,64 @@
+"""`switchboard gui`: the Qt application, the asyncio loop on top of it (qasync), a single
+instance per data folder, logging, the crash dialog, then the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import qasync
+from PySide6.QtCore import QCoreApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app import __version__
+from app.config import Config
+from app.engine import EngineError
+from app.logs import setup_logging
+from app.ui.crash import install_crash_handler
+from app.ui.icons import app_icon
+from app.ui.shell import Shell
+from app.ui.single_instance import SingleInstance, instance_key
+
+
+def make_application() -> QApplication:
+    QCoreApplication.setApplicationName("Switchboard")
+    QCoreApplication.setOrganizationName("Switchboard")
+    QCoreApplication.setApplicationVersion(__version__)
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
+    app.setDesktopFileName("switchboard")
+    app.setWindowIcon(app_icon())
+    return app
+
+
+def run_gui(home: Config, *, demo: bool = False) -> int:
+    app = make_application()
+    home.paths.create()
+    instance = SingleInstance(instance_key(home.paths.data_dir))
+    if not instance.claim():
+        print("Switchboard is already running; its window was brought forward.")
+        return 0
+    log_path = setup_logging(home.paths.log_dir)
+    install_crash_handler(log_path)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    shell = Shell(app, home, demo=demo)
+    # With a tray, closing the window only hides it; the tray's Quit ends the app.
+    app.setQuitOnLastWindowClosed(False)
+    try:
+        shell.start()
+    except EngineError as exc:
+        QMessageBox.critical(
+            None,
+            "Switchboard cannot start",
+            f"{exc}\n\nThe details are in the log file:\n{log_path}",
+        )
+        return 1
+    instance.activated.connect(shell.bring_forward)
+    try:
+        with loop:
+            loop.run_forever()
+    finally:
+        shell.stop()
+        instance.release()
+    return 0

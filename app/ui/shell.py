@@ -1,0 +1,201 @@
+"""The running desktop app: it owns the engine, the bridge, the theme, the main window and the
+tray, and moves between the school's database and the demo school's.
+
+Like Vorta's application object, this is the one place that wires app-wide signals; pages only
+subscribe to the bridge.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QSettings
+from PySide6.QtWidgets import QApplication
+
+from app.config import Config, demo_config
+from app.engine import Engine, EngineState
+from app.ui import tasks
+from app.ui.bridge import EngineBridge
+from app.ui.dialogs import run_dialog
+from app.ui.icons import app_icon
+from app.ui.main_window import MainWindow
+from app.ui.theme import ThemeController
+from app.ui.tray import Tray
+from app.ui.welcome import WelcomeChoice, WelcomeDialog
+from app.views import build_pages
+
+log = logging.getLogger("switchboard.ui")
+
+
+class Shell(QObject):
+    def __init__(
+        self,
+        app: QApplication,
+        home: Config,
+        *,
+        demo: bool = False,
+        use_tray: bool = True,
+        interactive: bool = True,
+    ) -> None:
+        super().__init__(app)
+        self.app = app
+        self.home = home
+        self.config = demo_config(home) if demo else home
+        self.interactive = interactive
+        self.theme = ThemeController(app)
+        self.tray = Tray(app_icon(), self) if use_tray and Tray.available() else None
+        if self.tray is not None:
+            self.tray.open_requested.connect(self.bring_forward)
+            self.tray.pause_toggled.connect(self.set_paused)
+            self.tray.quit_requested.connect(self.quit)
+        self.engine: Engine | None = None
+        self.bridge: EngineBridge | None = None
+        self.window: MainWindow | None = None
+        self.gui_state = QSettings(
+            str(home.paths.config_dir / "window.ini"), QSettings.Format.IniFormat
+        )
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> MainWindow:
+        """Start the engine on the current database and open the main window (raises
+        EngineError if the engine cannot start)."""
+        engine = Engine(self.config)
+        engine.start()
+        self.engine = engine
+        bridge = self.bridge = EngineBridge(engine)
+        settings = bridge.services.settings
+        self.theme.set_mode(settings.get("appearance.theme"))
+        bridge.event.connect(self._on_event)
+        bridge.engine_state.connect(self._on_engine_state)
+        window = self.window = MainWindow(
+            bridge, self.theme, build_pages(bridge), demo=self.config.demo
+        )
+        window.close_requested.connect(self._on_close_requested)
+        window.leave_demo_requested.connect(lambda: self.switch_to(demo=False))
+        for page in window.pages:
+            page.demo_requested.connect(lambda: self.switch_to(demo=True))
+        self._update_title()
+        geometry = self.gui_state.value("geometry")
+        if geometry is not None:
+            window.restoreGeometry(geometry)
+        if self.tray is not None:
+            self.tray.show()
+            self.tray.set_paused(engine.state is EngineState.PAUSED)
+        window.show()
+        if self.interactive:
+            tasks.start(self.after_start(), owner=window)
+        return window
+
+    def stop(self) -> None:
+        """Close the window and stop the engine (the app itself keeps running)."""
+        if self.window is not None:
+            self.gui_state.setValue("geometry", self.window.saveGeometry())
+            self.window.hide()
+            self.window.deleteLater()
+            self.window = None
+        if self.bridge is not None:
+            self.bridge.close()
+            self.bridge.deleteLater()
+            self.bridge = None
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+
+    def quit(self) -> None:
+        self.stop()
+        if self.tray is not None:
+            self.tray.hide()
+        self.app.quit()
+
+    def switch_to(self, *, demo: bool) -> None:
+        """Leave for the demo school's database or come back to the school's own."""
+        target = demo_config(self.home) if demo else self.home
+        if target == self.config:
+            return
+        self.stop()
+        self.config = target
+        self.start()
+
+    # --- after start ----------------------------------------------------------------------------
+
+    async def after_start(self) -> None:
+        if self.bridge is None or self.window is None:
+            return
+        bridge = self.bridge
+        services = bridge.services
+        overview = await bridge.call(services.school.overview, datetime.now(UTC))
+        if self.config.demo:
+            if overview.is_empty:
+                await self.seed_demo()
+            return
+        if services.settings.state("welcomed"):
+            return
+        await bridge.call(services.settings.set_state, "welcomed", True)
+        if not overview.is_empty:
+            return
+        choice = await run_dialog(WelcomeDialog(self.window))
+        if choice == WelcomeChoice.DEMO:
+            self.switch_to(demo=True)
+
+    async def seed_demo(self) -> None:
+        from app.services.demo import seed_demo
+
+        assert self.bridge is not None
+        assert self.window is not None
+        overview = self.window.page("overview")
+        overview.states.show_busy("Preparing the demo school…")
+        await self.bridge.call(seed_demo, self.bridge.services)
+
+    # --- reacting -------------------------------------------------------------------------------
+
+    def bring_forward(self) -> None:
+        if self.window is not None:
+            self.window.bring_forward()
+
+    def set_paused(self, paused: bool) -> None:
+        if self.engine is not None:
+            if paused:
+                self.engine.pause()
+            else:
+                self.engine.resume()
+
+    def _on_engine_state(self, state: str) -> None:
+        if self.tray is not None:
+            self.tray.set_paused(state == EngineState.PAUSED.value)
+
+    def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
+        if topic != "settings":
+            return
+        if payload.get("key") == "appearance.theme":
+            self.theme.set_mode(str(payload.get("value")))
+        elif payload.get("key") == "school.name":
+            self._update_title()
+
+    def _update_title(self) -> None:
+        if self.window is None or self.bridge is None:
+            return
+        name = self.bridge.services.settings.get("school.name")
+        suffix = " (demo)" if self.config.demo else ""
+        self.window.setWindowTitle(f"{name}{suffix} — Switchboard")
+
+    def _on_close_requested(self) -> None:
+        keep = self.bridge is not None and self.bridge.services.settings.get("window.close_to_tray")
+        if self.tray is None or not keep:
+            self.quit()
+            return
+        assert self.window is not None
+        self.window.hide()
+        if not self.gui_state.value("tray_notice_shown", False, type=bool):
+            self.tray.notify(
+                "Switchboard is still running",
+                "Background work goes on. Open Switchboard or quit it from this icon.",
+            )
+            self.gui_state.setValue("tray_notice_shown", True)
+
+    @property
+    def log_path(self) -> Path:
+        return self.config.paths.log_dir / "switchboard.log"

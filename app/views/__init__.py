@@ -1,0 +1,22 @@
+"""One module per page of the app. Only pages that work are listed."""
+
+from __future__ import annotations
+
+from app.ui.bridge import EngineBridge
+from app.ui.page import Page
+
+
+def build_pages(bridge: EngineBridge) -> list[Page]:
+    from app.views.invoices import InvoicesPage
+    from app.views.lessons import LessonsPage
+    from app.views.overview import OverviewPage
+    from app.views.students import StudentsPage
+    from app.views.teachers import TeachersPage
+
+    return [
+        OverviewPage(bridge),
+        StudentsPage(bridge),
+        TeachersPage(bridge),
+        LessonsPage(bridge),
+        InvoicesPage(bridge),
+    ]

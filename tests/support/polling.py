@@ -1,0 +1,18 @@
+"""Waiting, in a coroutine, for a state that no event announces (a widget's text, a page)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+async def until(condition: Callable[[], Any], limit: float = 10.0) -> Any:
+    """Poll every 10 ms; the condition's first true value, or AssertionError after `limit` s."""
+    deadline = time.monotonic() + limit
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never came true")
+        await asyncio.sleep(0.01)
+    return value

@@ -1,0 +1,147 @@
+"""The engine runs the services on its own thread and loop, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.config import Config, resolve_config
+from app.domain.school import TeacherDraft
+from app.engine import Engine, EngineError, EngineState
+from app.services.events import EngineEvent
+
+
+def other_threads(before: set[int]) -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.ident not in before]
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_start_and_stop_leave_no_thread_behind(config: Config) -> None:
+    before = {thread.ident for thread in threading.enumerate()}
+    engine = Engine(config)
+    engine.start()
+    assert engine.state is EngineState.RUNNING
+    assert "switchboard-engine" in other_threads(before)
+    # Work on the database starts reader, writer and to_thread workers: all must end too.
+    engine.submit(engine.services.school.save_teacher(TeacherDraft("Ann", "Dube"))).result(10)
+    engine.submit(engine.services.school.teachers()).result(10)
+    engine.stop()
+    assert engine.state is EngineState.STOPPED
+    assert other_threads(before) == []
+
+
+def test_services_are_called_from_another_thread_through_submit(config: Config) -> None:
+    engine = Engine(config, scheduler=False)
+    engine.start()
+    try:
+        saved = engine.submit(
+            engine.services.school.save_teacher(TeacherDraft("Ann", "Dube"))
+        ).result(10)
+        assert saved.name == "Ann Dube"
+    finally:
+        engine.stop()
+    with pytest.raises(EngineError, match="not running"):
+        engine.submit(_noop())
+
+
+async def _noop() -> None:
+    return None
+
+
+def test_pausing_holds_background_work_and_is_announced(config: Config) -> None:
+    engine = Engine(config)
+    states: list[str] = []
+    engine.events.subscribe(
+        lambda event: (
+            states.append(event.payload.get("state", "")) if event.topic == "engine.state" else None
+        )
+    )
+    engine.start()
+    try:
+        wait_for(lambda: states[-1:] == ["running"])
+        engine.pause()
+        # State events are coalesced (the latest state wins), so wait for each to arrive.
+        wait_for(lambda: states[-1:] == ["paused"])
+        assert engine.state is EngineState.PAUSED
+        assert engine._scheduler is not None
+        assert engine._scheduler.state == 2
+        engine.resume()
+        wait_for(lambda: states[-1:] == ["running"])
+    finally:
+        engine.stop()
+    assert states[-1] == "stopped"
+
+
+def test_the_upkeep_job_is_scheduled_with_a_generous_misfire_grace(config: Config) -> None:
+    engine = Engine(config)
+    engine.start()
+    try:
+        job = engine._scheduler.get_job("database-upkeep")  # type: ignore[union-attr]
+        assert job is not None
+        assert job.misfire_grace_time >= 3600
+        assert job.coalesce
+        assert job.max_instances == 1
+    finally:
+        engine.stop()
+
+
+def test_a_failed_start_says_why_and_leaves_no_thread(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data folder should be")
+    before = {thread.ident for thread in threading.enumerate()}
+    engine = Engine(resolve_config(str(tmp_path / "data"), environ={}))
+    with pytest.raises(EngineError):
+        engine.start()
+    assert engine.state is EngineState.FAILED
+    assert other_threads(before) == []
+
+
+def test_the_receiver_answers_health_on_the_port_it_bound(config: Config) -> None:
+    engine = Engine(config, listen=("127.0.0.1", 0), scheduler=False)
+    engine.start()
+    try:
+        address = engine.address
+        assert address is not None
+        assert address.port > 0
+        response = httpx.get(f"{address.url}/health", timeout=5)
+        assert response.status_code == 200
+        assert response.json()["status"] == "ok"
+        assert response.json()["database"] == "ok"
+        assert httpx.get(f"{address.url}/nothing-here", timeout=5).status_code == 404
+    finally:
+        engine.stop()
+
+
+def test_a_busy_port_is_a_clear_start_error(config: Config) -> None:
+    first = Engine(config, listen=("127.0.0.1", 0), scheduler=False)
+    first.start()
+    try:
+        assert first.address is not None
+        second = Engine(config, listen=("127.0.0.1", first.address.port), scheduler=False)
+        with pytest.raises(EngineError, match="another program may be using that port"):
+            second.start()
+    finally:
+        first.stop()
+
+
+def test_events_from_services_reach_subscribers_of_the_engine(config: Config) -> None:
+    engine = Engine(config, scheduler=False)
+    heard: list[EngineEvent] = []
+    engine.events.subscribe(heard.append)
+    engine.start()
+    try:
+        engine.submit(engine.services.school.save_teacher(TeacherDraft("Ann", "Dube"))).result(10)
+        wait_for(lambda: any(event.topic == "school.teachers" for event in heard))
+    finally:
+        engine.stop()
