@@ -125,7 +125,7 @@ def _doctor(args: argparse.Namespace, config: Config) -> int:
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
     from app.engine import Engine, EngineError
-    from app.logs import setup_logging
+    from app.logs import set_level, setup_logging
 
     setup_logging(config.paths.log_dir, stream=sys.stderr)
     engine = Engine(config, listen=(args.host, args.port))
@@ -140,6 +140,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
             engine.start()
         except EngineError as exc:
             raise CommandFailed(str(exc)) from exc
+        set_level(engine.services.settings.get("diagnostics.log_level"))
         address = engine.address
         assert address is not None
         print(f"listening on {address.url}", flush=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import re
-import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,9 +120,14 @@ def setup_logging(log_dir: Path, level: str = "INFO", *, stream: TextIO | None =
         handler._switchboard = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
-    logging.getLogger("switchboard").setLevel(level)
+    set_level(level)
     _install_thread_hook()
     return path
+
+
+def set_level(level: str) -> None:
+    """How much of Switchboard's own logging is kept (the `diagnostics.log_level` setting)."""
+    logging.getLogger("switchboard").setLevel(level)
 
 
 def _install_thread_hook() -> None:
@@ -137,11 +141,3 @@ def _install_thread_hook() -> None:
         )
 
     threading.excepthook = log_thread_exception
-
-
-def log_file(log_dir: Path) -> Path:
-    return log_dir / LOG_FILE
-
-
-def stderr_stream() -> TextIO:
-    return sys.stderr

@@ -48,6 +48,7 @@ from app.domain.validation import (
     parse_time,
 )
 from app.services.events import EventHub
+from app.services.progress import Progress
 from app.services.school import (
     TOPIC_GUARDIANS,
     TOPIC_LESSONS,
@@ -554,8 +555,11 @@ def _parse_channel(text: str) -> Channel:
 class _Batch:
     """Applies a file's rows in one session; collects every row's problems."""
 
-    def __init__(self, session: Session, kind: CsvKind, zone: ZoneInfo, table: _Table) -> None:
+    def __init__(
+        self, session: Session, kind: CsvKind, zone: ZoneInfo, table: _Table, progress: Progress
+    ) -> None:
         self.session = session
+        self.progress = progress
         self.kind = kind
         self.zone = zone
         self.table = table
@@ -575,7 +579,10 @@ class _Batch:
             CsvKind.TEACHERS: self._teacher,
             CsvKind.LESSONS: self._lesson,
         }[self.kind]
+        self.progress.start(len(self.table.rows))
         for number, values in self.table.rows:
+            self.progress.check()
+            self.progress.advance()
             check = _RowCheck(number, self.kind)
             savepoint = self.session.begin_nested()
             saved: _Saved | None = None
@@ -1085,10 +1092,13 @@ class CsvTransfer:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self._settings.get("school.timezone"))
 
-    async def preview(self, kind: CsvKind | str, data: bytes) -> ImportPreview:
-        """Everything the import would do, by doing it and rolling it back."""
+    async def preview(
+        self, kind: CsvKind | str, data: bytes, progress: Progress | None = None
+    ) -> ImportPreview:
+        """Everything the import would do, by doing it and rolling it back. With `progress`,
+        rows are counted as they are checked, and cancelling raises Cancelled."""
         kind = _kind(kind)
-        table, outcome = await self._run(kind, data, dry_run=True)
+        table, outcome = await self._run(kind, data, progress or Progress(), dry_run=True)
         return ImportPreview(
             kind=kind,
             columns=table.columns,
@@ -1100,10 +1110,13 @@ class CsvTransfer:
             errors=tuple(outcome.errors),
         )
 
-    async def import_(self, kind: CsvKind | str, data: bytes) -> ImportResult:
-        """Import every row or none: any problem raises ImportRejected and changes nothing."""
+    async def import_(
+        self, kind: CsvKind | str, data: bytes, progress: Progress | None = None
+    ) -> ImportResult:
+        """Import every row or none: any problem raises ImportRejected, and cancelling through
+        `progress` raises Cancelled; either way nothing changes."""
         kind = _kind(kind)
-        _, outcome = await self._run(kind, data, dry_run=False)
+        _, outcome = await self._run(kind, data, progress or Progress(), dry_run=False)
         if outcome.errors:
             raise ImportRejected(outcome.errors)
         for topic, ids in outcome.changed.items():
@@ -1114,7 +1127,9 @@ class CsvTransfer:
         """Every record of this kind as UTF-8 CSV with a BOM (so Excel reads it as UTF-8)."""
         return await self._db.read(_export, _kind(kind), self.zone)
 
-    async def _run(self, kind: CsvKind, data: bytes, *, dry_run: bool) -> tuple[_Table, _Outcome]:
+    async def _run(
+        self, kind: CsvKind, data: bytes, progress: Progress, *, dry_run: bool
+    ) -> tuple[_Table, _Outcome]:
         # Parsing a large file takes a while; keep it off the caller's event loop.
         table = await asyncio.to_thread(_read_table, kind, data)
         if not table.usable or not table.rows:
@@ -1122,7 +1137,7 @@ class CsvTransfer:
         zone = self.zone
 
         def work(session: Session) -> _Outcome:
-            outcome = _Batch(session, kind, zone, table).run()
+            outcome = _Batch(session, kind, zone, table, progress).run()
             if dry_run or outcome.errors:
                 raise _RolledBack(outcome)
             return outcome

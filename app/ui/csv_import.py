@@ -25,9 +25,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.services.csv_transfer import CsvKind, ImportPreview, ImportRejected, RowError
+from app.services.progress import Cancelled
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
 from app.ui.dialogs import run_dialog, tell
+from app.ui.progress import with_progress
 from app.ui.table import Column, RecordModel, RecordTable
 from app.ui.theme import DOWN
 
@@ -175,14 +177,28 @@ class CsvActions:
             )
             return False
         csv = self.bridge.services.csv
-        preview = await self.bridge.call(csv.preview, kind, data)
+        try:
+            preview = await with_progress(
+                self.page,
+                f"Checking {path.name}",
+                lambda progress: self.bridge.call(csv.preview, kind, data, progress),
+            )
+        except Cancelled:
+            return False
         self.dialog = ImportDialog(preview, path.name, self.page)
         accepted = await run_dialog(self.dialog) == QDialog.DialogCode.Accepted
         self.dialog = None
         if not accepted:
             return False
         try:
-            result = await self.bridge.call(csv.import_, kind, data)
+            result = await with_progress(
+                self.page,
+                f"Importing {NOUNS[kind][1]}",
+                lambda progress: self.bridge.call(csv.import_, kind, data, progress),
+            )
+        except Cancelled:
+            tell(self.page, "Import stopped", "The import was stopped; nothing was imported.")
+            return False
         except ImportRejected as exc:
             tell(self.page, "Nothing was imported", str(exc))
             return False

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.config import Config, demo_config
 from app.engine import Engine, EngineState
+from app.logs import set_level
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
 from app.ui.dialogs import run_dialog
@@ -69,6 +70,7 @@ class Shell(QObject):
         bridge = self.bridge = EngineBridge(engine)
         settings = bridge.services.settings
         self.theme.set_mode(settings.get("appearance.theme"))
+        set_level(settings.get("diagnostics.log_level"))
         bridge.event.connect(self._on_event)
         bridge.engine_state.connect(self._on_engine_state)
         window = self.window = MainWindow(
@@ -174,6 +176,8 @@ class Shell(QObject):
             self.theme.set_mode(str(payload.get("value")))
         elif payload.get("key") == "school.name":
             self._update_title()
+        elif payload.get("key") == "diagnostics.log_level":
+            set_level(str(payload.get("value")))
 
     def _update_title(self) -> None:
         if self.window is None or self.bridge is None:

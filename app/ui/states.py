@@ -22,11 +22,22 @@ from PySide6.QtWidgets import (
 
 
 def _centered(*widgets: QWidget) -> QWidget:
+    """The widgets in a column of fixed width in the middle of the page. Stretches centre the
+    column; aligning the widgets themselves would cost wrapped labels their height-for-width."""
+    column = QWidget()
+    column.setFixedWidth(COLUMN_WIDTH)
+    inner = QVBoxLayout(column)
+    inner.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        inner.addWidget(widget)
+    row = QHBoxLayout()
+    row.addStretch(1)
+    row.addWidget(column)
+    row.addStretch(1)
     holder = QWidget()
     layout = QVBoxLayout(holder)
     layout.addStretch(1)
-    for widget in widgets:
-        layout.addWidget(widget, 0, Qt.AlignmentFlag.AlignHCenter)
+    layout.addLayout(row)
     layout.addStretch(2)
     return holder
 
@@ -35,10 +46,12 @@ def _label(text: str, name: str = "") -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-    label.setMaximumWidth(520)
     if name:
         label.setObjectName(name)
     return label
+
+
+COLUMN_WIDTH = 520
 
 
 class PageStates(QStackedWidget):
@@ -52,6 +65,8 @@ class PageStates(QStackedWidget):
         self._empty_title = _label("", "EmptyTitle")
         self._empty_text = _label("", "Muted")
         self._empty_actions = QHBoxLayout()
+        self._empty_actions.addStretch(1)
+        self._empty_actions.addStretch(1)
         actions = QWidget()
         actions.setLayout(self._empty_actions)
         self._empty = _centered(self._empty_title, self._empty_text, actions)
@@ -59,7 +74,6 @@ class PageStates(QStackedWidget):
 
         busy_bar = QProgressBar()
         busy_bar.setRange(0, 0)
-        busy_bar.setFixedWidth(220)
         self._busy_text = _label("Loading…", "Muted")
         self._busy = _centered(self._busy_text, busy_bar)
         self.addWidget(self._busy)
@@ -88,14 +102,15 @@ class PageStates(QStackedWidget):
     ) -> None:
         self._empty_title.setText(title)
         self._empty_text.setText(text)
-        while self._empty_actions.count():
-            item = self._empty_actions.takeAt(0)
-            if item and item.widget():
+        # Between the two stretches that centre them: drop the old buttons, add the new ones.
+        while self._empty_actions.count() > 2:
+            item = self._empty_actions.takeAt(1)
+            if item is not None and item.widget() is not None:
                 item.widget().deleteLater()
-        for label, callback in actions:
+        for position, (label, callback) in enumerate(actions, start=1):
             button = QPushButton(label)
             button.clicked.connect(lambda _checked=False, callback=callback: callback())
-            self._empty_actions.addWidget(button)
+            self._empty_actions.insertWidget(position, button)
         self.setCurrentWidget(self._empty)
 
     @property

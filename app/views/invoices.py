@@ -37,6 +37,7 @@ from app.ui.theme import DOWN, HEALTHY, PAUSED
 
 COMMON_CURRENCIES = ("USD", "ZWG", "ZAR", "BWP", "EUR", "GBP")
 FILTERS = ("All", "Open", "Overdue", "Paid", "Draft", "Void")
+DATE_FORMAT = "d MMM yyyy"
 
 
 def shown_status(invoice: InvoiceRecord, today: date) -> str:
@@ -108,9 +109,11 @@ class InvoiceDialog(RecordDialog):
         self.add_field("currency", "Currency", self.currency)
         self.issued = QDateEdit(_qdate(draft.issued_on if draft else today))
         self.issued.setCalendarPopup(True)
+        self.issued.setDisplayFormat(DATE_FORMAT)
         self.add_field("issued_on", "Issued on", self.issued)
         self.due = QDateEdit(_qdate(draft.due_on if draft else today + timedelta(days=14)))
         self.due.setCalendarPopup(True)
+        self.due.setDisplayFormat(DATE_FORMAT)
         self.add_field("due_on", "Due on", self.due)
         self.status = QComboBox()
         for status in InvoiceStatus:
@@ -140,8 +143,9 @@ class InvoiceDialog(RecordDialog):
         row.addWidget(add_line)
         row.addWidget(remove_line)
         row.addStretch(1)
-        row.addWidget(self.total)
         column.addLayout(row)
+        self.total.setAlignment(Qt.AlignmentFlag.AlignRight)
+        column.addWidget(self.total)
         self.add_field("lines", "Lines", holder)
         for line in draft.lines if draft else ():
             self.add_line(

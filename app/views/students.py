@@ -168,6 +168,7 @@ class StudentDialog(RecordDialog):
             )
 
         super().__init__("Edit student" if record else "New student", save, parent)
+        self.setMinimumWidth(580)
         self.bridge = bridge
         self.guardians = {guardian.id: guardian for guardian in guardians}
         draft = record.draft() if record else StudentDraft("", "")
@@ -202,7 +203,7 @@ class StudentDialog(RecordDialog):
         self.add_existing.clicked.connect(lambda: tasks.start(self.pick_guardian(), owner=self))
         self.add_new = QPushButton("New guardian…")
         self.add_new.clicked.connect(lambda: tasks.start(self.new_guardian(), owner=self))
-        self.make_primary = QPushButton("Send invoices here")
+        self.make_primary = QPushButton("Send invoices")
         self.make_primary.clicked.connect(self._make_primary)
         self.remove_link = QPushButton("Remove")
         self.remove_link.clicked.connect(self._remove)
