@@ -162,7 +162,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _demo(args: argparse.Namespace, config: Config) -> int:
-    from app.services.container import Services
+    from app.services import Services
     from app.services.demo import seed_demo
 
     async def run() -> Any:

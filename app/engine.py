@@ -21,7 +21,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
 from app.config import Config
-from app.services.container import Services
+from app.domain.errors import SwitchboardError
+from app.services import Services
 from app.services.events import EventHub
 from app.services.receiver import Address, Receiver
 from app.services.upkeep import JOB_ID as UPKEEP_JOB
@@ -37,6 +38,7 @@ UPKEEP_EVERY = timedelta(hours=6)
 UPKEEP_FIRST_AFTER = timedelta(minutes=5)
 # A laptop that slept through a run should still do it on waking, once (coalesce), not skip it.
 MISFIRE_GRACE = timedelta(hours=12)
+WORK_CANCEL_TIMEOUT = 10.0
 
 
 class EngineState(StrEnum):
@@ -48,8 +50,8 @@ class EngineState(StrEnum):
     FAILED = "failed"
 
 
-class EngineError(RuntimeError):
-    """The engine could not start; the message says why."""
+class EngineError(SwitchboardError):
+    """The engine could not start, or is not running to take work; the message says why."""
 
 
 class Engine:
@@ -79,6 +81,9 @@ class Engine:
         self._services: Services | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._receiver: Receiver | None = None
+        # Guards `_closing`: once stop() begins, submit() takes no new work.
+        self._lock = threading.Lock()
+        self._closing = False
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -119,7 +124,10 @@ class Engine:
             raise EngineError(str(error)) from error
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop the services, the scheduler and the receiver, and wait for the thread to end."""
+        """Stop the receiver, the scheduler and running work, close the database, and wait for
+        the thread to end."""
+        with self._lock:
+            self._closing = True
         thread, loop, stop = self._thread, self._loop, self._stop_requested
         if thread is None:
             return
@@ -132,11 +140,18 @@ class Engine:
         self._thread = None
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Run a coroutine on the engine loop from any thread."""
-        if self._loop is None or self._state in (EngineState.STOPPED, EngineState.FAILED):
-            coroutine.close()
-            raise EngineError("the engine is not running")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        """Run a coroutine on the engine loop from any thread. Work submitted before stop()
+        is cancelled by it; after stop() began, nothing is taken."""
+        with self._lock:
+            loop = self._loop
+            running = self._state in (EngineState.RUNNING, EngineState.PAUSED)
+            if self._closing or loop is None or not running:
+                coroutine.close()
+                raise EngineError(
+                    "Switchboard's engine is not running, so this was not done; "
+                    "restart Switchboard and try again."
+                )
+            return asyncio.run_coroutine_threadsafe(coroutine, loop)
 
     def pause(self) -> None:
         """Hold scheduled background work (running work finishes); `resume()` continues it."""
@@ -239,10 +254,39 @@ class Engine:
         return scheduler
 
     async def _shutdown(self) -> None:
+        # In this order: let requests in flight finish (a provider must get its answer), start
+        # no new jobs, cancel the work still running, and only then close the database. Each
+        # step is isolated, so one failing cannot leave the database open.
+        for step in (
+            self._stop_receiver,
+            self._stop_scheduler,
+            self._cancel_work,
+            self._close_services,
+        ):
+            try:
+                await step()
+            except Exception:
+                log.exception("engine shutdown step failed", extra={"step": step.__name__})
+
+    async def _stop_receiver(self) -> None:
         if self._receiver is not None:
             await self._receiver.stop()
+
+    async def _stop_scheduler(self) -> None:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    async def _cancel_work(self) -> None:
+        current = asyncio.current_task()
+        work = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+        for task in work:
+            task.cancel()
+        if work:
+            _done, stuck = await asyncio.wait(work, timeout=WORK_CANCEL_TIMEOUT)
+            if stuck:
+                log.warning("work did not stop when cancelled", extra={"tasks": len(stuck)})
+
+    async def _close_services(self) -> None:
         self.events.flush_all()
         if self._services is not None:
             await self._services.close()

@@ -17,7 +17,7 @@ import keyring
 import pytest
 
 from app.config import DATABASE_FILE, Config, resolve_config
-from app.services.container import Services
+from app.services import Services
 from app.store.database import Database
 from tests.support.memory_keyring import MemoryKeyring
 

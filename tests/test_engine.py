@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -145,3 +146,28 @@ def test_events_from_services_reach_subscribers_of_the_engine(config: Config) ->
         wait_for(lambda: any(event.topic == "school.teachers" for event in heard))
     finally:
         engine.stop()
+
+
+def test_stopping_mid_work_cancels_it_closes_cleanly_and_takes_no_more(config: Config) -> None:
+    before = {thread.ident for thread in threading.enumerate()}
+    engine = Engine(config, scheduler=False)
+    engine.start()
+    waiting = threading.Event()
+
+    async def long_wait() -> None:
+        waiting.set()
+        await asyncio.sleep(60)
+
+    def slow_read(session) -> str:  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        return "read"
+
+    sleeping = engine.submit(long_wait())
+    reading = engine.submit(engine.services.db.read(slow_read))
+    assert waiting.wait(5)
+    engine.stop()
+    assert sleeping.cancelled()
+    assert reading.cancelled() or reading.result() == "read"
+    with pytest.raises(EngineError, match="not running"):
+        engine.submit(_noop())
+    assert other_threads(before) == []

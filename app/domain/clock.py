@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
@@ -13,6 +13,17 @@ def wall_time(day: date, at: time, zone: ZoneInfo) -> datetime | None:
     if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
         return None
     return local
+
+
+def today_in(zone: ZoneInfo) -> date:
+    """Today's date where the school is, which may not be the computer's own today."""
+    return datetime.now(zone).date()
+
+
+def after(start: datetime, minutes: int) -> datetime:
+    """`minutes` of real time after `start`, across any clock change, in `start`'s zone.
+    (Adding a timedelta to an aware datetime adds wall-clock time instead.)"""
+    return (start.astimezone(UTC) + timedelta(minutes=minutes)).astimezone(start.tzinfo)
 
 
 def skipped_time(day: date, at: time, zone: ZoneInfo) -> str:

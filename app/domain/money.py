@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from babel.numbers import NumberFormatError, format_currency, parse_decimal
+from babel.numbers import NumberFormatError, format_currency, format_decimal, parse_decimal
 
 from app.domain.currencies import EXPONENTS
 from app.domain.errors import SwitchboardError
@@ -30,6 +30,11 @@ def exponent(currency: str) -> int:
             f"{currency!r} is not a currency Switchboard knows; use an ISO 4217 code such as "
             "USD, EUR or ZWG."
         ) from None
+
+
+def _typed(amount: Decimal, places: int, locale: str) -> str:
+    pattern = "0." + "0" * places if places else "0"
+    return format_decimal(amount, format=pattern, locale=locale, decimal_quantization=True)
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,14 @@ class Money:
         cleaned = text.strip()
         if not cleaned:
             raise MoneyError("Enter an amount.")
+        example = _typed(Decimal("1250.50"), places, locale)
+        not_an_amount = f"{cleaned!r} is not an amount; write it like {example}."
         try:
             value = parse_decimal(cleaned, locale=locale, strict=True)
         except (NumberFormatError, InvalidOperation, ValueError):
-            raise MoneyError(f"{cleaned!r} is not an amount; write it like 1250.50.") from None
+            raise MoneyError(not_an_amount) from None
         if not value.is_finite():
-            raise MoneyError(f"{cleaned!r} is not an amount; write it like 1250.50.")
+            raise MoneyError(not_an_amount)
         if value < 0:
             raise MoneyError(f"{cleaned} is negative; enter the amount without a minus sign.")
         if value == 0 and not allow_zero:
@@ -90,6 +97,11 @@ class Money:
     def plain(self) -> str:
         """The amount with exactly the currency's decimals and no grouping: "1250.50"."""
         return f"{self.amount:.{exponent(self.currency)}f}"
+
+    def for_input(self, locale: str = "en_US") -> str:
+        """The amount as a person would type it in this locale: "1250.50", or "1250,50" in
+        de_DE; no grouping, no currency sign, exactly the currency's decimals."""
+        return _typed(self.amount, exponent(self.currency), locale)
 
     def format(self, locale: str = "en_US") -> str:
         return format_currency(self.amount, self.currency, locale=locale)

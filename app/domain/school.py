@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from app.domain.errors import FieldError
-from app.domain.money import Money, is_known_currency
+from app.domain.money import MAX_MINOR, Money, is_known_currency
 from app.domain.validation import (
     NAME_MAX,
     TEXT_MAX,
@@ -262,6 +262,18 @@ class TeacherRecord:
 
 
 @dataclass(frozen=True)
+class RoomDraft:
+    name: str
+    capacity: int | None = None
+
+    def problems(self) -> list[FieldError]:
+        errors = _collect(("name", check_required(self.name, "Room name")))
+        if self.capacity is not None and not 1 <= self.capacity <= 1000:
+            errors.append(FieldError("capacity", "Capacity must be from 1 to 1000 people."))
+        return errors
+
+
+@dataclass(frozen=True)
 class RoomRecord:
     id: int
     name: str
@@ -393,8 +405,13 @@ class InvoiceDraft:
                 errors.append(FieldError("lines", f"Line {number} quantity must be 1 to 1000."))
             if line.unit_minor < 0:
                 errors.append(FieldError("lines", f"Line {number} has a negative price."))
-        if self.lines and sum(line.amount_minor for line in self.lines) <= 0:
+            elif line.amount_minor > MAX_MINOR:
+                errors.append(FieldError("lines", f"Line {number} is not a believable amount."))
+        total = sum(line.amount_minor for line in self.lines)
+        if self.lines and total <= 0:
             errors.append(FieldError("lines", "The invoice total must be more than zero."))
+        elif total > MAX_MINOR:
+            errors.append(FieldError("lines", "The invoice total is not a believable amount."))
         return errors
 
 

@@ -1,1 +1,60 @@
-"""Qt-free asyncio services, one per business capability; the CLI and the views both call them."""
+"""Qt-free asyncio services, one per business capability; the CLI and the views both call them.
+
+`Services` is every service of one open database, wired together: the engine thread, the
+command line and the tests all open the same set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from app.config import Config
+from app.services.csv_transfer import CsvTransfer
+from app.services.events import EventHub
+from app.services.jobs import JobHistory
+from app.services.school import SchoolService
+from app.services.secrets import SecretStore
+from app.services.settings import SettingsService
+from app.store.database import Database
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    events: EventHub
+    settings: SettingsService
+    secrets: SecretStore
+    school: SchoolService
+    csv: CsvTransfer
+    jobs: JobHistory
+
+    @classmethod
+    async def open(cls, config: Config, events: EventHub | None = None) -> Services:
+        """Open (and migrate) the database and start every service on the running loop."""
+        config.paths.create()
+        db = Database(config.db_url)
+        try:
+            await asyncio.to_thread(db.migrate)
+            hub = events or EventHub()
+            hub.bind(asyncio.get_running_loop())
+            settings = SettingsService(db, hub)
+            await settings.load()
+            secrets = SecretStore(await settings.install_id())
+        except BaseException:
+            await asyncio.to_thread(db.close)
+            raise
+        return cls(
+            config=config,
+            db=db,
+            events=hub,
+            settings=settings,
+            secrets=secrets,
+            school=SchoolService(db, hub, settings),
+            csv=CsvTransfer(db, hub, settings),
+            jobs=JobHistory(db, hub),
+        )
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.db.close)

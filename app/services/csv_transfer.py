@@ -197,7 +197,9 @@ class ImportPreview:
     """What importing the file would do, found by a full dry run that changed nothing.
 
     `rows` holds every data row as text (blank lines left out), `row_numbers` the spreadsheet
-    row number of each, so a table can mark the rows that `errors` name."""
+    row number of each, so a table can mark the rows that `errors` name. `versions` holds the
+    version of every existing record the file updates, so the import can tell if one changed
+    after this preview."""
 
     kind: CsvKind
     columns: tuple[str, ...]
@@ -207,6 +209,7 @@ class ImportPreview:
     updated: int
     new_rooms: tuple[str, ...]
     errors: tuple[RowError, ...]
+    versions: tuple[tuple[str, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -514,6 +517,7 @@ class _Outcome:
     new_rooms: list[str] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     changed: dict[str, set[int]] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # ref -> version of the row it updates
 
 
 class _RolledBack(Exception):
@@ -556,10 +560,17 @@ class _Batch:
     """Applies a file's rows in one session; collects every row's problems."""
 
     def __init__(
-        self, session: Session, kind: CsvKind, zone: ZoneInfo, table: _Table, progress: Progress
+        self,
+        session: Session,
+        kind: CsvKind,
+        zone: ZoneInfo,
+        table: _Table,
+        progress: Progress,
+        expected: Mapping[str, int] | None,
     ) -> None:
         self.session = session
         self.progress = progress
+        self.expected = expected
         self.kind = kind
         self.zone = zone
         self.table = table
@@ -622,7 +633,21 @@ class _Batch:
                 "a record may appear only once in a file, so merge or delete one of the rows.",
             )
             return False, None
-        return True, find_by_ref(self.session, model, ref)
+        row = find_by_ref(self.session, model, ref)
+        version: int | None = getattr(row, "version", None)
+        if version is not None:
+            self.outcome.versions[ref] = version
+        if self.expected is not None and self.expected.get(ref) != version:
+            happened = (
+                "deleted" if row is None else "added" if ref not in self.expected else "changed"
+            )
+            check.fail(
+                "ref",
+                f"{ref} was {happened} by someone after this file was checked; "
+                "import the file again to see the latest.",
+            )
+            return False, None
+        return True, row
 
     def _new_ref(self, model: type[Student | Guardian | Teacher | Lesson]) -> str:
         # next_ref reads every ref of the table, so ask once and count on from there: nothing
@@ -1108,15 +1133,24 @@ class CsvTransfer:
             updated=outcome.updated,
             new_rooms=tuple(outcome.new_rooms),
             errors=tuple(outcome.errors),
+            versions=tuple(sorted(outcome.versions.items())),
         )
 
     async def import_(
-        self, kind: CsvKind | str, data: bytes, progress: Progress | None = None
+        self,
+        kind: CsvKind | str,
+        data: bytes,
+        progress: Progress | None = None,
+        preview: ImportPreview | None = None,
     ) -> ImportResult:
         """Import every row or none: any problem raises ImportRejected, and cancelling through
-        `progress` raises Cancelled; either way nothing changes."""
+        `progress` raises Cancelled; either way nothing changes. Given the `preview` the user
+        confirmed, a record changed by someone since then is a problem too, not overwritten."""
         kind = _kind(kind)
-        _, outcome = await self._run(kind, data, progress or Progress(), dry_run=False)
+        expected = dict(preview.versions) if preview is not None else None
+        _, outcome = await self._run(
+            kind, data, progress or Progress(), dry_run=False, expected=expected
+        )
         if outcome.errors:
             raise ImportRejected(outcome.errors)
         for topic, ids in outcome.changed.items():
@@ -1128,7 +1162,13 @@ class CsvTransfer:
         return await self._db.read(_export, _kind(kind), self.zone)
 
     async def _run(
-        self, kind: CsvKind, data: bytes, progress: Progress, *, dry_run: bool
+        self,
+        kind: CsvKind,
+        data: bytes,
+        progress: Progress,
+        *,
+        dry_run: bool,
+        expected: Mapping[str, int] | None = None,
     ) -> tuple[_Table, _Outcome]:
         # Parsing a large file takes a while; keep it off the caller's event loop.
         table = await asyncio.to_thread(_read_table, kind, data)
@@ -1137,7 +1177,8 @@ class CsvTransfer:
         zone = self.zone
 
         def work(session: Session) -> _Outcome:
-            outcome = _Batch(session, kind, zone, table, progress).run()
+            progress.check()  # cancelled while waiting for the database: stop before starting
+            outcome = _Batch(session, kind, zone, table, progress, expected).run()
             if dry_run or outcome.errors:
                 raise _RolledBack(outcome)
             return outcome

@@ -35,7 +35,7 @@ from app.domain.school import (
     StudentDraft,
     TeacherDraft,
 )
-from app.services.container import Services
+from app.services import Services
 from app.services.school import (
     TOPIC_GUARDIANS,
     TOPIC_INVOICES,
@@ -49,6 +49,7 @@ from app.services.school import (
     apply_teacher,
     room_named,
 )
+from app.services.settings import put_setting
 from app.store.base import Base
 from app.store.school import Guardian, Invoice, Lesson, LessonStudent, Student, Teacher
 
@@ -833,6 +834,9 @@ def _check_no_double_bookings(drafts: list[LessonDraft]) -> None:
 
 def _write(session: Session, plan: _Plan) -> DemoSummary:
     _refuse_unless_empty(session)
+    # The school's settings go in the same transaction as its records: all or nothing.
+    for key, value in SCHOOL_SETTINGS:
+        put_setting(session, key, value)
     teacher_ids = [apply_teacher(session, draft).id for draft in plan.teachers]
     room_ids: dict[str, int] = {}
     for name, capacity in ROOMS:
@@ -926,9 +930,8 @@ async def seed_demo(
     day = now.date() if today is None else today
     await services.db.read(_refuse_unless_empty)
     plan = _plan_demo(day, now, seed)
-    for key, value in SCHOOL_SETTINGS:
-        await services.settings.set(key, value)
     summary = await services.db.write(_write, plan)
+    await services.settings.reload(announce=[key for key, _ in SCHOOL_SETTINGS])
     for topic in (
         TOPIC_TEACHERS,
         TOPIC_ROOMS,

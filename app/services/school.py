@@ -31,6 +31,7 @@ from app.domain.school import (
     LessonDraft,
     LessonRecord,
     LessonStatus,
+    RoomDraft,
     RoomRecord,
     SchoolOverview,
     StudentDraft,
@@ -253,6 +254,10 @@ def link_guardian(
 ) -> None:
     """Tie a guardian to a student (or update the tie), keeping a single primary guardian."""
     existing = {link.guardian_id: link for link in student.guardian_links}
+    before = {
+        (other.guardian_id, other.relationship_label, other.is_primary)
+        for other in existing.values()
+    }
     link = existing.get(guardian.id)
     if link is None:
         link = StudentGuardian(guardian_id=guardian.id, relationship_label=relationship)
@@ -261,6 +266,13 @@ def link_guardian(
     if primary or not any(other.is_primary for other in student.guardian_links):
         for other in student.guardian_links:
             other.is_primary = other is link
+    after = {
+        (other.guardian_id, other.relationship_label, other.is_primary)
+        for other in student.guardian_links
+    }
+    if after != before:
+        # The student's family changed: an edit opened before this must not overwrite it.
+        student.version += 1
     session.flush()
 
 
@@ -717,10 +729,13 @@ class SchoolService:
         return await self._db.read(query)
 
     async def add_room(self, name: str, capacity: int | None = None) -> RoomRecord:
+        draft = RoomDraft(name, capacity)
+        _raise_if(draft.problems())
+
         def write(session: Session) -> RoomRecord:
             if room_named(session, name, create=False) is not None:
                 raise ValidationFailed(
-                    [FieldError("room", f"There is already a room called {name}.")]
+                    [FieldError("name", f"There is already a room called {name.strip()}.")]
                 )
             room = room_named(session, name, create=True)
             assert room is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -17,12 +18,19 @@ from app.store.integration import SettingRow
 log = logging.getLogger("switchboard.settings")
 
 STATE_PREFIX = "state."
-TOPIC = "settings"
+# One topic per setting: events are coalesced per topic, so two settings changed in quick
+# succession must not share one (the first change would be swallowed).
+TOPIC_PREFIX = "settings."
+
+
+def topic(key: str) -> str:
+    return TOPIC_PREFIX + key
 
 
 class SettingsService:
-    """Reads come from an in-memory copy loaded at start; writes validate, persist, then publish
-    a `settings` event with the key that changed."""
+    """Reads come from an in-memory copy loaded at start and may happen on any thread: the copy
+    is replaced whole on every change, never changed in place. Writes validate, persist, then
+    publish `settings.<key>` with the new value."""
 
     def __init__(self, db: Database, events: EventHub) -> None:
         self._db = db
@@ -42,32 +50,38 @@ class SettingsService:
             except ConfigError as exc:
                 # A hand-edited or older value: fall back to the default, say so once.
                 log.warning("ignoring stored setting", extra={"key": key, "reason": str(exc)})
+        for spec in SETTINGS:
+            values.setdefault(spec.key, spec.default_value())
         self._values = values
 
+    async def reload(self, announce: Iterable[str] = ()) -> None:
+        """Read the settings again after they were written in another transaction (the demo
+        seed), and announce the keys that changed."""
+        await self.load()
+        for key in announce:
+            self._events.publish(topic(key), {"key": key, "value": self.get(key)})
+
     def get(self, key: str) -> Any:
-        if key in self._values:
-            return self._values[key]
-        spec = _spec(key)
-        value = spec.default_value()
-        self._values.setdefault(key, value)
-        return value
+        values = self._values
+        if key in values:
+            return values[key]
+        return _spec(key).default_value()
 
     def values(self) -> dict[str, Any]:
         return {spec.key: self.get(spec.key) for spec in SETTINGS}
 
     async def set(self, key: str, raw: Any) -> Any:
-        value = _spec(key).coerce(raw)
-        await self._db.write(_put, key, value)
-        self._values[key] = value
-        self._events.publish(TOPIC, {"key": key, "value": value})
+        value = await self._db.write(put_setting, key, raw)
+        self._values = {**self._values, key: value}
+        self._events.publish(topic(key), {"key": key, "value": value})
         return value
 
     async def reset(self, key: str) -> Any:
-        _spec(key)  # an unknown key is an error, not a silent no-op
+        spec = _spec(key)  # an unknown key is an error, not a silent no-op
         await self._db.write(_delete, key)
-        self._values.pop(key, None)
-        value = self.get(key)
-        self._events.publish(TOPIC, {"key": key, "value": value})
+        value = spec.default_value()
+        self._values = {**self._values, key: value}
+        self._events.publish(topic(key), {"key": key, "value": value})
         return value
 
     # --- the app's own state: not user settings, never shown on the settings page -------------
@@ -77,7 +91,7 @@ class SettingsService:
 
     async def set_state(self, name: str, value: Any) -> None:
         await self._db.write(_put, STATE_PREFIX + name, value)
-        self._values[STATE_PREFIX + name] = value
+        self._values = {**self._values, STATE_PREFIX + name: value}
 
     async def install_id(self) -> str:
         """A random id for this database, made on first use: it names this school's entries in
@@ -86,7 +100,7 @@ class SettingsService:
         if isinstance(existing, str) and existing:
             return existing
         value = await self._db.write(_put_if_absent, STATE_PREFIX + "install_id", uuid.uuid4().hex)
-        self._values[STATE_PREFIX + "install_id"] = value
+        self._values = {**self._values, STATE_PREFIX + "install_id": value}
         return str(value)
 
 
@@ -95,6 +109,14 @@ def _spec(key: str) -> Setting[Any]:
         return SETTINGS_BY_KEY[key]
     except KeyError:
         raise ConfigError(f"There is no setting called {key!r}.") from None
+
+
+def put_setting(session: Session, key: str, raw: Any) -> Any:
+    """Validate and store a setting inside an open transaction; the value as stored. The
+    service's copy is refreshed by `SettingsService.reload`."""
+    value = _spec(key).coerce(raw)
+    _put(session, key, value)
+    return value
 
 
 def _all_rows(session: Session) -> dict[str, Any]:

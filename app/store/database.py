@@ -35,7 +35,14 @@ log = logging.getLogger("switchboard.store")
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-BUSY_TIMEOUT_MS = 10_000
+# How long a write waits for another program's write to finish. The longest write is an
+# all-or-nothing import of the largest file allowed (50 000 rows, about 20 s measured), so a
+# second office PC or a CLI command waits for it rather than failing.
+BUSY_TIMEOUT_MS = 30_000
+BUSY = (
+    "The database is busy with another program's or computer's work (perhaps a large import). "
+    "Try again in a minute."
+)
 
 
 class DatabaseError(SwitchboardError):
@@ -67,6 +74,18 @@ def _sqlite_engine(url: str, *, begin: str, foreign_keys: bool, poolclass: Any =
         connection.exec_driver_sql(begin)
 
     return engine
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    """ "database is locked" (another program held the write lock past the busy timeout) as a
+    sentence a user can act on; everything else unchanged."""
+    try:
+        yield
+    except OperationalError as exc:
+        if "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower():
+            raise DatabaseError(BUSY) from exc
+        raise
 
 
 class Database:
@@ -117,11 +136,11 @@ class Database:
             yield session
 
     def _read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self.reading() as session:
+        with _plain_errors(), self.reading() as session:
             return fn(session, *args)
 
     def _write(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self.writing() as session:
+        with _plain_errors(), self.writing() as session:
             return fn(session, *args)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:

@@ -4,10 +4,11 @@ instance per data folder, logging, the crash dialog, then the shell."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 import qasync
-from PySide6.QtCore import QCoreApplication
+from PySide6.QtCore import QCoreApplication, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app import __version__
@@ -29,6 +30,17 @@ def make_application() -> QApplication:
     app.setDesktopFileName("switchboard")
     app.setWindowIcon(app_icon())
     return app
+
+
+def _quit_on_signals(shell: Shell) -> None:
+    """Ctrl+C in a terminal and SIGTERM (a logout, `kill`) quit cleanly: engine stopped, window
+    state saved. Python only sees a signal when it runs, so a slow timer gives it the chance."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _signum, _frame: QTimer.singleShot(0, shell.quit))
+    wake = QTimer(shell)
+    wake.setInterval(250)
+    wake.timeout.connect(lambda: None)
+    wake.start()
 
 
 def run_gui(home: Config, *, demo: bool = False) -> int:
@@ -54,7 +66,11 @@ def run_gui(home: Config, *, demo: bool = False) -> int:
             f"{exc}\n\nThe details are in the log file:\n{log_path}",
         )
         return 1
+    except BaseException:
+        shell.stop()  # the engine may be running: never leave its thread behind
+        raise
     instance.activated.connect(shell.bring_forward)
+    _quit_on_signals(shell)
     try:
         with loop:
             loop.run_forever()

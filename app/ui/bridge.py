@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from PySide6.QtCore import QObject, Qt, Signal
 
 from app.engine import TOPIC_STATE, Engine
-from app.services.container import Services
+from app.services import Services
 from app.services.events import EngineEvent
 
 T = TypeVar("T")

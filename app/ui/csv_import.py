@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.errors import SwitchboardError
 from app.services.csv_transfer import CsvKind, ImportPreview, ImportRejected, RowError
 from app.services.progress import Cancelled
 from app.ui import tasks
@@ -194,7 +195,7 @@ class CsvActions:
             result = await with_progress(
                 self.page,
                 f"Importing {NOUNS[kind][1]}",
-                lambda progress: self.bridge.call(csv.import_, kind, data, progress),
+                lambda progress: self.bridge.call(csv.import_, kind, data, progress, preview),
             )
         except Cancelled:
             tell(self.page, "Import stopped", "The import was stopped; nothing was imported.")
@@ -207,7 +208,11 @@ class CsvActions:
         return True
 
     async def export_file(self, kind: CsvKind, path: Path) -> None:
-        data = await self.bridge.call(self.bridge.services.csv.export, kind)
+        try:
+            data = await self.bridge.call(self.bridge.services.csv.export, kind)
+        except SwitchboardError as exc:
+            tell(self.page, "Nothing was exported", str(exc))
+            return
         try:
             await asyncio.to_thread(path.write_bytes, data)
         except OSError as exc:

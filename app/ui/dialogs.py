@@ -51,11 +51,18 @@ async def confirm(parent: QWidget, title: str, text: str, action: str) -> bool:
     return box.clickedButton() is yes
 
 
-def tell(parent: QWidget, title: str, text: str, *, problem: bool = True) -> QMessageBox:
+# A message with no parent window belongs to Python: held here until closed, or it would vanish.
+_unparented: set[QMessageBox] = set()
+
+
+def tell(parent: QWidget | None, title: str, text: str, *, problem: bool = True) -> QMessageBox:
     """Show a message without waiting for it to be closed."""
     icon = QMessageBox.Icon.Warning if problem else QMessageBox.Icon.Information
     box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, parent)
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    if parent is None:
+        _unparented.add(box)
+        box.finished.connect(lambda _result: _unparented.discard(box))
     box.open()
     return box
 

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.errors import SwitchboardError
 from app.engine import EngineState
 from app.services.jobs import TOPIC as TOPIC_JOBS
 from app.services.jobs import JobRunRecord
@@ -171,7 +172,13 @@ class MainWindow(QMainWindow):
             tasks.start(self.refresh_last_run(), owner=self)
 
     async def refresh_last_run(self) -> None:
-        run: JobRunRecord | None = await self.bridge.call(self.bridge.services.jobs.last_finished)
+        try:
+            run: JobRunRecord | None = await self.bridge.call(
+                self.bridge.services.jobs.last_finished
+            )
+        except SwitchboardError:
+            self._last_run_label.setText("Last background run unknown")
+            return
         if run is None or run.finished_at is None:
             self._last_run_label.setText("No background run yet")
             return

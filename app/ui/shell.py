@@ -7,6 +7,7 @@ subscribe to the bridge.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +17,13 @@ from PySide6.QtCore import QObject, QSettings
 from PySide6.QtWidgets import QApplication
 
 from app.config import Config, demo_config
-from app.engine import Engine, EngineState
+from app.domain.errors import SwitchboardError
+from app.engine import Engine, EngineError, EngineState
 from app.logs import set_level
+from app.services.settings import TOPIC_PREFIX
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
-from app.ui.dialogs import run_dialog
+from app.ui.dialogs import run_dialog, tell
 from app.ui.icons import app_icon
 from app.ui.main_window import MainWindow
 from app.ui.theme import ThemeController
@@ -63,9 +66,12 @@ class Shell(QObject):
 
     def start(self) -> MainWindow:
         """Start the engine on the current database and open the main window (raises
-        EngineError if the engine cannot start)."""
+        EngineError if the engine cannot start). Used once, before the window exists."""
         engine = Engine(self.config)
         engine.start()
+        return self._open(engine)
+
+    def _open(self, engine: Engine) -> MainWindow:
         self.engine = engine
         bridge = self.bridge = EngineBridge(engine)
         settings = bridge.services.settings
@@ -73,13 +79,12 @@ class Shell(QObject):
         set_level(settings.get("diagnostics.log_level"))
         bridge.event.connect(self._on_event)
         bridge.engine_state.connect(self._on_engine_state)
-        window = self.window = MainWindow(
-            bridge, self.theme, build_pages(bridge), demo=self.config.demo
-        )
+        pages = build_pages(bridge)
+        window = self.window = MainWindow(bridge, self.theme, pages, demo=self.config.demo)
         window.close_requested.connect(self._on_close_requested)
-        window.leave_demo_requested.connect(lambda: self.switch_to(demo=False))
+        window.leave_demo_requested.connect(lambda: tasks.start(self.switch_to(demo=False), self))
         for page in window.pages:
-            page.demo_requested.connect(lambda: self.switch_to(demo=True))
+            page.demo_requested.connect(lambda: tasks.start(self.switch_to(demo=True), self))
         self._update_title()
         geometry = self.gui_state.value("geometry")
         if geometry is not None:
@@ -92,8 +97,8 @@ class Shell(QObject):
             tasks.start(self.after_start(), owner=window)
         return window
 
-    def stop(self) -> None:
-        """Close the window and stop the engine (the app itself keeps running)."""
+    def _close_window(self) -> Engine | None:
+        """Save and close the window and the bridge; hand back the engine, still running."""
         if self.window is not None:
             self.gui_state.setValue("geometry", self.window.saveGeometry())
             self.window.hide()
@@ -103,24 +108,53 @@ class Shell(QObject):
             self.bridge.close()
             self.bridge.deleteLater()
             self.bridge = None
-        if self.engine is not None:
-            self.engine.stop()
-            self.engine = None
+        engine, self.engine = self.engine, None
+        return engine
+
+    def stop(self) -> None:
+        """Close the window and stop the engine (the app itself keeps running)."""
+        engine = self._close_window()
+        if engine is not None:
+            engine.stop()
 
     def quit(self) -> None:
-        self.stop()
-        if self.tray is not None:
-            self.tray.hide()
-        self.app.quit()
+        """Leave: the window goes at once; the engine gets its time to stop; the app ends even
+        if stopping fails."""
+        try:
+            self.stop()
+        except Exception:
+            log.exception("the engine did not stop cleanly")
+        finally:
+            if self.tray is not None:
+                self.tray.hide()
+            self.app.quit()
 
-    def switch_to(self, *, demo: bool) -> None:
-        """Leave for the demo school's database or come back to the school's own."""
+    async def switch_to(self, *, demo: bool) -> None:
+        """Leave for the demo school's database or come back to the school's own. Engines stop
+        and start off the GUI thread; if the new database cannot be opened, the previous one is
+        opened again and the reason shown."""
         target = demo_config(self.home) if demo else self.home
         if target == self.config:
             return
-        self.stop()
-        self.config = target
-        self.start()
+        previous = self.config
+        engine = self._close_window()
+        if engine is not None:
+            await asyncio.to_thread(engine.stop)
+        problem = ""
+        for config in (target, previous):
+            self.config = config
+            candidate = Engine(config)
+            try:
+                await asyncio.to_thread(candidate.start)
+            except EngineError as exc:
+                problem = problem or str(exc)
+                continue
+            window = self._open(candidate)
+            if problem:
+                tell(window, "That database could not be opened", problem)
+            return
+        tell(None, "Switchboard cannot open a database", f"{problem}\n\nSwitchboard will close.")
+        self.quit()
 
     # --- after start ----------------------------------------------------------------------------
 
@@ -141,7 +175,8 @@ class Shell(QObject):
             return
         choice = await run_dialog(WelcomeDialog(self.window))
         if choice == WelcomeChoice.DEMO:
-            self.switch_to(demo=True)
+            # Its own task: this one belongs to the window that the switch closes.
+            tasks.start(self.switch_to(demo=True), owner=self)
 
     async def seed_demo(self) -> None:
         from app.services.demo import seed_demo
@@ -150,7 +185,10 @@ class Shell(QObject):
         assert self.window is not None
         overview = self.window.page("overview")
         overview.states.show_busy("Preparing the demo school…")
-        await self.bridge.call(seed_demo, self.bridge.services)
+        try:
+            await self.bridge.call(seed_demo, self.bridge.services)
+        except SwitchboardError as exc:
+            overview.states.show_error(f"The demo school could not be prepared: {exc}")
 
     # --- reacting -------------------------------------------------------------------------------
 
@@ -170,7 +208,7 @@ class Shell(QObject):
             self.tray.set_paused(state == EngineState.PAUSED.value)
 
     def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
-        if topic != "settings":
+        if not topic.startswith(TOPIC_PREFIX):
             return
         if payload.get("key") == "appearance.theme":
             self.theme.set_mode(str(payload.get("value")))

@@ -7,6 +7,7 @@ from app.ui.page import Page
 
 
 def build_pages(bridge: EngineBridge) -> list[Page]:
+    from app.views.guardians import GuardiansPage
     from app.views.invoices import InvoicesPage
     from app.views.lessons import LessonsPage
     from app.views.overview import OverviewPage
@@ -16,6 +17,7 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     return [
         OverviewPage(bridge),
         StudentsPage(bridge),
+        GuardiansPage(bridge),
         TeachersPage(bridge),
         LessonsPage(bridge),
         InvoicesPage(bridge),

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from PySide6.QtCore import QDate, Qt
 from PySide6.QtWidgets import (
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.clock import today_in
 from app.domain.currencies import EXPONENTS
 from app.domain.errors import FieldError
 from app.domain.money import Money, MoneyError
@@ -69,6 +71,7 @@ class InvoiceDialog(RecordDialog):
         students: Sequence[StudentRecord],
         locale: str,
         default_currency: str,
+        today: date,
         record: InvoiceRecord | None = None,
         parent: QWidget | None = None,
     ) -> None:
@@ -76,7 +79,6 @@ class InvoiceDialog(RecordDialog):
         self.setMinimumWidth(620)
         self.locale = locale
         self.students = {student.id: student for student in students}
-        today = date.today()
         draft = record.draft() if record else None
 
         self.student = QComboBox()
@@ -148,9 +150,8 @@ class InvoiceDialog(RecordDialog):
         column.addWidget(self.total)
         self.add_field("lines", "Lines", holder)
         for line in draft.lines if draft else ():
-            self.add_line(
-                line.description, line.quantity, Money(line.unit_minor, draft.currency).plain()
-            )  # type: ignore[union-attr]
+            unit = Money(line.unit_minor, self.currency.currentText()).for_input(locale)
+            self.add_line(line.description, line.quantity, unit)
         if not self.lines.rowCount():
             self.add_line("", 1, "")
         self.notes = QPlainTextEdit(draft.notes if draft else "")
@@ -218,11 +219,11 @@ class InvoiceDialog(RecordDialog):
     def _update_total(self) -> None:
         try:
             lines = self.read_lines()
-        except FieldProblems:
-            self.total.setText("Total: —")
-            return
-        total = sum(line.amount_minor for line in lines)
-        self.total.setText(f"Total: {money(total, self.currency.currentText(), self.locale)}")
+            amount = sum(line.amount_minor for line in lines)
+            total = money(amount, self.currency.currentText(), self.locale)
+        except (FieldProblems, MoneyError):
+            total = "—"
+        self.total.setText(f"Total: {total}")
 
     def draft(self) -> InvoiceDraft:
         return InvoiceDraft(
@@ -261,6 +262,11 @@ class InvoicesPage(RecordsPage):
     def locale(self) -> str:
         return str(self.bridge.services.settings.get("school.locale"))
 
+    @property
+    def today(self) -> date:
+        """Overdue means past due where the school is (as the Overview counts it)."""
+        return today_in(ZoneInfo(self.bridge.services.settings.get("school.timezone")))
+
     def columns(self) -> list[Column[Any]]:
         return [
             Column("Number", lambda i: i.number),
@@ -276,8 +282,8 @@ class InvoicesPage(RecordsPage):
             ),
             Column(
                 "Status",
-                lambda i: shown_status(i, date.today()),
-                color=lambda i: status_color(i, date.today()),
+                lambda i: shown_status(i, self.today),
+                color=lambda i: status_color(i, self.today),
             ),
         ]
 
@@ -287,7 +293,7 @@ class InvoicesPage(RecordsPage):
         )
 
     def _apply_filter(self, choice: str) -> None:
-        today = date.today()
+        today = self.today
         wanted = choice.lower()
         self.table.proxy.set_predicate(
             None if wanted == "all" else (lambda invoice: shown_status(invoice, today) == wanted)
@@ -326,7 +332,13 @@ class InvoicesPage(RecordsPage):
             )
 
         return InvoiceDialog(
-            save, self.students, self.locale, settings.get("school.currency"), record, self
+            save,
+            self.students,
+            self.locale,
+            settings.get("school.currency"),
+            self.today,
+            record,
+            self,
         )
 
     async def remove(self, record: InvoiceRecord) -> None:

@@ -12,6 +12,8 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDateEdit,
+    QDialog,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -24,12 +26,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.domain.clock import skipped_time, wall_time
+from app.domain.clock import after, skipped_time, today_in, wall_time
 from app.domain.errors import FieldError
 from app.domain.school import (
     LessonDraft,
     LessonRecord,
     LessonStatus,
+    RoomDraft,
     RoomRecord,
     StudentRecord,
     TeacherRecord,
@@ -42,8 +45,9 @@ from app.services.school import (
     TOPIC_TEACHERS,
     week_bounds,
 )
+from app.ui import tasks
 from app.ui.bridge import EngineBridge
-from app.ui.dialogs import FieldProblems, RecordDialog
+from app.ui.dialogs import FieldProblems, RecordDialog, line_edit, run_dialog
 from app.ui.formatting import day, time_range, weekday
 from app.ui.records_page import RecordsPage
 from app.ui.table import RECORD_ROLE, Column
@@ -63,6 +67,22 @@ def student_names(lesson: LessonRecord) -> str:
     return f"{len(lesson.students)} students"
 
 
+class RoomDialog(RecordDialog):
+    def __init__(
+        self, save: Callable[[RoomDraft], Awaitable[RoomRecord]], parent: QWidget | None = None
+    ) -> None:
+        super().__init__("New room", save, parent)
+        self.setMinimumWidth(360)
+        self.name = self.add_field("name", "Name", line_edit(placeholder="e.g. Studio 5"))
+        self.capacity = QSpinBox()
+        self.capacity.setRange(0, 1000)
+        self.capacity.setSpecialValueText("not set")
+        self.add_field("capacity", "Seats", self.capacity, "How many people fit, if it matters.")
+
+    def draft(self) -> RoomDraft:
+        return RoomDraft(self.name.text(), self.capacity.value() or None)
+
+
 class LessonDialog(RecordDialog):
     def __init__(
         self,
@@ -71,6 +91,7 @@ class LessonDialog(RecordDialog):
         teachers: Sequence[TeacherRecord],
         rooms: Sequence[RoomRecord],
         students: Sequence[StudentRecord],
+        add_room: Callable[[RoomDraft], Awaitable[RoomRecord]],
         record: LessonRecord | None = None,
         start: datetime | None = None,
         parent: QWidget | None = None,
@@ -111,7 +132,15 @@ class LessonDialog(RecordDialog):
             self.room.addItem(room.name, room.id)
         if record and record.room_id is not None:
             self.room.setCurrentIndex(max(self.room.findData(record.room_id), 0))
-        self.add_field("room_id", "Room", self.room)
+        self._add_room = add_room
+        self.new_room = QPushButton("New room…")
+        self.new_room.clicked.connect(lambda: tasks.start(self.create_room(), owner=self))
+        room_row = QWidget()
+        room_layout = QHBoxLayout(room_row)
+        room_layout.setContentsMargins(0, 0, 0, 0)
+        room_layout.addWidget(self.room, 1)
+        room_layout.addWidget(self.new_room)
+        self.add_field("room_id", "Room", room_row)
 
         holder = QWidget()
         column = QVBoxLayout(holder)
@@ -156,6 +185,12 @@ class LessonDialog(RecordDialog):
         self.ref = self.add_field("ref", "Reference", QLineEdit(record.ref if record else ""))
         self.ref.setPlaceholderText("given automatically")
 
+    async def create_room(self) -> None:
+        dialog = RoomDialog(self._add_room, self)
+        if await run_dialog(dialog) == QDialog.DialogCode.Accepted and dialog.saved:
+            self.room.addItem(dialog.saved.name, dialog.saved.id)
+            self.room.setCurrentIndex(self.room.count() - 1)
+
     def _filter_students(self, text: str) -> None:
         words = text.casefold().split()
         for row in range(self.student_list.count()):
@@ -194,7 +229,7 @@ class LessonDialog(RecordDialog):
             title=self.title.text(),
             teacher_id=int(self.teacher.currentData()),
             starts_at=starts,
-            ends_at=starts + timedelta(minutes=self.duration.value()),
+            ends_at=after(starts, self.duration.value()),
             ref=self.ref.text().strip(),
             room_id=self.room.currentData(),
             student_ids=tuple(self._checked_students()),
@@ -222,21 +257,19 @@ class LessonsPage(RecordsPage):
         self.teachers: list[TeacherRecord] = []
         self.rooms: list[RoomRecord] = []
         self.students: list[StudentRecord] = []
-        self.week_of = date.today()
+        self.week_of: date | None = None  # the school's this week, once settings are known
         super().__init__(bridge, parent)
         self.previous_week = QPushButton("◀")
         self.previous_week.setToolTip("Previous week (Alt+Left)")
         self.previous_week.setShortcut("Alt+Left")
-        self.previous_week.clicked.connect(
-            lambda: self.go_to_week(self.week_of - timedelta(days=7))
-        )
+        self.previous_week.clicked.connect(lambda: self.go_to_week(self.week - timedelta(days=7)))
         self.this_week = QPushButton("This week")
         self.this_week.setShortcut("Alt+Home")
-        self.this_week.clicked.connect(lambda: self.go_to_week(date.today()))
+        self.this_week.clicked.connect(lambda: self.go_to_week(today_in(self.zone)))
         self.next_week = QPushButton("▶")
         self.next_week.setToolTip("Next week (Alt+Right)")
         self.next_week.setShortcut("Alt+Right")
-        self.next_week.clicked.connect(lambda: self.go_to_week(self.week_of + timedelta(days=7)))
+        self.next_week.clicked.connect(lambda: self.go_to_week(self.week + timedelta(days=7)))
         self.week_label = QLabel()
         self.week_label.setObjectName("EmptyTitle")
         self.teacher_filter = QComboBox()
@@ -247,6 +280,11 @@ class LessonsPage(RecordsPage):
         self.filters.addStretch(1)
         self.filters.addWidget(QLabel("Teacher"))
         self.filters.addWidget(self.teacher_filter)
+
+    @property
+    def week(self) -> date:
+        """A day in the week shown: the school's current week until the user moves."""
+        return self.week_of or today_in(self.zone)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -299,7 +337,7 @@ class LessonsPage(RecordsPage):
 
     async def fetch(self) -> list[LessonRecord]:
         school = self.bridge.services.school
-        start, end = week_bounds(self.week_of, self.zone)
+        start, end = week_bounds(self.week, self.zone)
         self.week_label.setText(f"Week of {day(start.date(), self.locale)}")
         self.teachers = await self.bridge.call(school.teachers)
         self.rooms = await self.bridge.call(school.rooms)
@@ -369,12 +407,24 @@ class LessonsPage(RecordsPage):
                 school.save_lesson, draft, lesson_id=record.id, version=record.version
             )
 
-        start, _ = week_bounds(self.week_of, self.zone)
+        start, _ = week_bounds(self.week, self.zone)
         suggested = max(start, datetime.now(self.zone)).replace(
             minute=0, second=0, microsecond=0
         ) + timedelta(hours=1)
+
+        async def add_room(draft: RoomDraft) -> RoomRecord:
+            return await self.bridge.call(school.add_room, draft.name, draft.capacity)
+
         return LessonDialog(
-            save, self.zone, self.teachers, self.rooms, self.students, record, suggested, self
+            save,
+            self.zone,
+            self.teachers,
+            self.rooms,
+            self.students,
+            add_room,
+            record,
+            suggested,
+            self,
         )
 
     async def remove(self, record: LessonRecord) -> None:

@@ -4,7 +4,9 @@ dialogs to add and edit both."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import date
+from html import escape
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -197,6 +199,10 @@ class StudentDialog(RecordDialog):
         column.setContentsMargins(0, 0, 0, 0)
         self.guardian_list = QListWidget()
         self.guardian_list.setFixedHeight(96)
+        self.guardian_list.setToolTip("Double-click a guardian to change their details.")
+        self.guardian_list.itemDoubleClicked.connect(
+            lambda item: tasks.start(self.edit_guardian(self.guardian_list.row(item)), owner=self)
+        )
         column.addWidget(self.guardian_list)
         buttons = QHBoxLayout()
         self.add_existing = QPushButton("Add existing…")
@@ -268,6 +274,24 @@ class StudentDialog(RecordDialog):
         if await run_dialog(dialog) == QDialog.DialogCode.Accepted and dialog.saved:
             self.add_link(dialog.saved, "guardian")
 
+    async def edit_guardian(self, row: int) -> None:
+        link = self.links[row]
+        guardian = self.guardians.get(link.guardian_id)
+        if guardian is None:
+            return
+        school = self.bridge.services.school
+
+        async def save(draft: GuardianDraft) -> GuardianRecord:
+            return await self.bridge.call(
+                school.save_guardian, draft, guardian_id=guardian.id, version=guardian.version
+            )
+
+        dialog = GuardianDialog(save, guardian, self)
+        if await run_dialog(dialog) == QDialog.DialogCode.Accepted and dialog.saved:
+            self.guardians[guardian.id] = dialog.saved
+            self.links[row] = replace(link, guardian_name=dialog.saved.name)
+            self._show_links()
+
     def draft(self) -> StudentDraft:
         born: date | None = None
         text = self.date_of_birth.text().strip()
@@ -334,10 +358,13 @@ class StudentDetail(QWidget):
         for link in student.guardians:
             guardian = guardians.get(link.guardian_id)
             star = " ★ invoices" if link.is_primary else ""
-            lines.append(f"<b>{link.guardian_name}</b> — {link.relationship}{star}")
+            name, relationship = escape(link.guardian_name), escape(link.relationship)
+            lines.append(f"<b>{name}</b> — {relationship}{star}")
             if guardian is not None:
                 reach = CHANNEL_LABELS[guardian.preferred_channel]
-                contact = " · ".join(part for part in (guardian.phone, guardian.email) if part)
+                contact = " · ".join(
+                    escape(part) for part in (guardian.phone, guardian.email) if part
+                )
                 lines.append(f"{contact}<br><i>prefers {reach}</i>")
         self.family.setText("<br>".join(lines) or "No guardian on record.")
         self.notes.setText(student.notes)

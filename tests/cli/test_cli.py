@@ -19,7 +19,7 @@ from PySide6.QtGui import QImage
 from app import __version__
 
 SWITCHBOARD = Path(sys.executable).with_name("switchboard")
-PAGES = ("overview", "students", "teachers", "lessons", "invoices")
+PAGES = ("overview", "students", "guardians", "teachers", "lessons", "invoices")
 
 
 def switchboard(

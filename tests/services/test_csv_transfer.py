@@ -21,7 +21,7 @@ from app.domain.school import (
     StudentDraft,
     TeacherDraft,
 )
-from app.services.container import Services
+from app.services import Services
 from app.services.csv_transfer import (
     MAX_BYTES,
     MAX_ROWS,

@@ -36,7 +36,7 @@ from app.domain.school import (
     TeacherDraft,
     TeacherRecord,
 )
-from app.services.container import Services
+from app.services import Services
 from app.services.demo import DemoSummary, seed_demo
 from app.services.events import EngineEvent
 from app.services.school import (

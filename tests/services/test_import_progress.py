@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.container import Services
+from app.services import Services
 from app.services.csv_transfer import CsvKind
 from app.services.progress import Cancelled, Progress
 

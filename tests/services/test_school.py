@@ -20,7 +20,7 @@ from app.domain.school import (
     StudentDraft,
     TeacherDraft,
 )
-from app.services.container import Services
+from app.services import Services
 from app.services.events import EngineEvent
 
 MONDAY_2PM = datetime(2026, 11, 23, 12, tzinfo=UTC)  # 14:00 in Harare

@@ -11,7 +11,7 @@ from keyring.backends import fail
 
 from app.domain.errors import CredentialStoreUnavailable
 from app.logs import setup_logging
-from app.services.container import Services
+from app.services import Services
 from app.services.secrets import SecretStore, backend_status
 from app.store.integration import ProviderConnection
 from tests.support.memory_keyring import MemoryKeyring

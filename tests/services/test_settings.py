@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.config import SETTINGS, ConfigError
-from app.services.container import Services
+from app.services import Services
 
 
 def test_every_setting_has_a_label_help_and_a_valid_default() -> None:

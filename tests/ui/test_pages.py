@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,8 +25,9 @@ from app.ui import tasks
 from app.ui.main_window import MainWindow
 from app.ui.theme import ThemeController
 from app.views import build_pages
+from app.views.guardians import GuardiansPage
 from app.views.invoices import InvoiceDialog, InvoicesPage
-from app.views.lessons import LessonDialog, LessonsPage
+from app.views.lessons import LessonDialog, LessonsPage, RoomDialog
 from app.views.students import GuardianDialog, GuardianPicker, StudentDialog, StudentsPage
 from app.views.teachers import TeacherDialog, TeachersPage
 from tests.ui.conftest import Gui
@@ -351,3 +352,154 @@ def test_a_change_made_elsewhere_refreshes_the_visible_page(gui: Gui, window: Ma
     gui.call(gui.bridge.services.school.save_teacher, TeacherDraft("Ann", "Ncube"))
     gui.wait_until(lambda: page.model.rowCount() == 1)
     assert page.states.state == "content"
+
+
+def test_a_lesson_across_the_clock_change_keeps_its_length_when_saved_again(
+    gui: Gui, window: MainWindow
+) -> None:
+    services = gui.bridge.services
+    gui.call(services.settings.set, "school.timezone", "Europe/London")
+    teacher = gui.call(services.school.save_teacher, TeacherDraft("Ann", "Ncube"))
+    page: LessonsPage = window.show_page("lessons")  # type: ignore[assignment]
+    gui.run(page.settle())
+    page.go_to_week(date(2030, 10, 27))
+    gui.run(page.settle())
+    tasks.start(page.open_editor(None))
+    dialog = gui.find(LessonDialog, page)
+    dialog.title.setText("Night rehearsal")
+    dialog.teacher.setCurrentIndex(dialog.teacher.findData(teacher.id))
+    dialog.day.setDate(date(2030, 10, 27))  # London's clocks go back at 02:00 that night
+    dialog.start.setTime(time(0, 30))
+    dialog.duration.setValue(180)
+    assert gui.run(dialog.submit()) is True
+    lesson = dialog.saved
+    assert lesson.duration == timedelta(minutes=180)
+    for _ in range(2):  # open and save, unchanged, twice
+        tasks.start(page.open_editor(lesson))
+        again = gui.find(LessonDialog, page)
+        assert again.duration.value() == 180
+        assert gui.run(again.submit()) is True
+        lesson = again.saved
+    assert lesson.duration == timedelta(minutes=180)
+
+
+def test_an_existing_invoice_is_edited_in_a_comma_decimal_locale(
+    gui: Gui, window: MainWindow
+) -> None:
+    data = small_school(gui)
+    gui.call(gui.bridge.services.settings.set, "school.locale", "de_DE")
+    page: InvoicesPage = window.show_page("invoices")  # type: ignore[assignment]
+    gui.run(page.settle())
+    tasks.start(page.open_editor(data["invoice"]))
+    dialog = gui.find(InvoiceDialog, page)
+    assert dialog.lines.item(0, 2).text() == "20,00"
+    dialog.lines.item(0, 1).setText("5")
+    assert gui.run(dialog.submit()) is True
+    assert dialog.saved.total_minor == 10000
+    assert dialog.saved.version == data["invoice"].version + 1
+
+
+def test_an_edited_lesson_moves_and_keeps_its_students(gui: Gui, window: MainWindow) -> None:
+    data = small_school(gui)
+    page: LessonsPage = window.show_page("lessons")  # type: ignore[assignment]
+    gui.run(page.settle())
+    page.table.select_key(data["lesson"].id)
+    tasks.start(page.open_editor(page.table.current_record()))
+    dialog = gui.find(LessonDialog, page)
+    dialog.start.setTime(time(16, 0))
+    assert gui.run(dialog.submit()) is True
+    moved = gui.call(gui.bridge.services.school.lesson, data["lesson"].id)
+    assert moved.starts_at.astimezone(ZoneInfo(ZONE)).time() == time(16, 0)
+    assert moved.students == ((data["tendai"].id, "Tendai Moyo"),)
+    gui.wait_until(lambda: "16:00" in page.table.proxy.index(0, 1).data())
+
+
+def test_an_absurd_invoice_amount_is_refused_not_crashed_on(gui: Gui, window: MainWindow) -> None:
+    data = small_school(gui)
+    page: InvoicesPage = window.show_page("invoices")  # type: ignore[assignment]
+    gui.run(page.settle())
+    tasks.start(page.open_editor(data["invoice"]))
+    dialog = gui.find(InvoiceDialog, page)
+    dialog.lines.item(0, 1).setText("1000")
+    dialog.lines.item(0, 2).setText("9999999999999")
+    assert dialog.total.text() == "Total: —"
+    assert gui.run(dialog.submit()) is False
+    assert "not a believable amount" in dialog.error_text("lines")
+
+
+def test_a_guardians_details_are_changed_on_the_guardians_page(
+    gui: Gui, window: MainWindow, qtbot: QtBot
+) -> None:
+    data = small_school(gui)
+    page: GuardiansPage = window.show_page("guardians")  # type: ignore[assignment]
+    gui.run(page.settle())
+    assert page.table.proxy.index(0, 2).data() == "Tendai Moyo"  # her children
+    page.table.select_key(data["mother"].id)
+    qtbot.keyClick(page.table, Qt.Key.Key_Return)
+    dialog = gui.find(GuardianDialog, page)
+    dialog.phone.setText("+263 77 999 0000")
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    gui.wait_until(lambda: page.table.proxy.index(0, 3).data() == "+263 77 999 0000")
+
+
+def test_a_guardian_without_invoices_can_be_deleted(
+    gui: Gui, window: MainWindow, qtbot: QtBot
+) -> None:
+    small_school(gui)
+    aunt = gui.call(
+        gui.bridge.services.school.save_guardian,
+        GuardianDraft("Ruth", "Dube", email="ruth@example.org"),
+    )
+    page: GuardiansPage = window.show_page("guardians")  # type: ignore[assignment]
+    gui.run(page.settle())
+    deleting = tasks.start(page.delete(aunt))
+    question = gui.find(QMessageBox, page)
+    qtbot.mouseClick(
+        next(b for b in question.buttons() if b.text() == "Delete"), Qt.MouseButton.LeftButton
+    )
+    assert gui.run(deleting) is True
+    gui.wait_until(lambda: page.model.rowCount() == 1)
+
+
+def test_a_guardian_is_edited_from_the_student_dialog(
+    gui: Gui, window: MainWindow, qtbot: QtBot
+) -> None:
+    data = small_school(gui)
+    page: StudentsPage = window.show_page("students")  # type: ignore[assignment]
+    gui.run(page.settle())
+    tasks.start(page.open_editor(gui.call(gui.bridge.services.school.student, data["tendai"].id)))
+    dialog = gui.find(StudentDialog, page)
+    editing = tasks.start(dialog.edit_guardian(0))
+    guardian_dialog = gui.find(GuardianDialog, dialog)
+    guardian_dialog.first_name.setText("Rudorwashe")
+    qtbot.mouseClick(guardian_dialog.save_button, Qt.MouseButton.LeftButton)
+    gui.run(editing)
+    assert dialog.guardian_list.item(0).text().startswith("Rudorwashe Moyo — mother")
+
+
+def test_a_room_is_created_from_the_lesson_dialog(
+    gui: Gui, window: MainWindow, qtbot: QtBot
+) -> None:
+    data = small_school(gui)
+    page: LessonsPage = window.show_page("lessons")  # type: ignore[assignment]
+    gui.run(page.settle())
+    tasks.start(page.open_editor(None))
+    dialog = gui.find(LessonDialog, page)
+    creating = tasks.start(dialog.create_room())
+    room_dialog = gui.find(RoomDialog, dialog)
+    assert gui.run(room_dialog.submit()) is False
+    assert room_dialog.error_text("name") == "Room name is required."
+    room_dialog.name.setText("Studio 1")
+    assert gui.run(room_dialog.submit()) is False
+    assert "already a room called Studio 1" in room_dialog.error_text("name")
+    room_dialog.name.setText("Marimba Hall")
+    room_dialog.capacity.setValue(20)
+    qtbot.mouseClick(room_dialog.save_button, Qt.MouseButton.LeftButton)
+    gui.run(creating)
+    assert dialog.room.currentText() == "Marimba Hall"
+    dialog.title.setText("Marimba band")
+    start = data["start"].astimezone(ZoneInfo(ZONE)) + timedelta(hours=2)
+    dialog.day.setDate(start.date())
+    dialog.start.setTime(start.time())
+    assert gui.run(dialog.submit()) is True
+    assert dialog.saved.room_name == "Marimba Hall"

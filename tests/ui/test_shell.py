@@ -131,7 +131,7 @@ def test_the_first_run_offers_the_demo_school_which_is_kept_apart(
     assert (config.paths.data_dir / "demo" / "switchboard.db").exists()
     # Leaving the demo returns to the school's own (still empty) database.
     demo_window.leave_demo_requested.emit()
-    assert not shell.config.demo
+    run(loop, until(lambda: not shell.config.demo and shell.window is not None))
     home_overview = shell.window.page("overview")
     run(loop, home_overview.settle())
     assert home_overview.states.state == "empty"
@@ -196,3 +196,22 @@ def test_themes_follow_the_choice_and_the_system(qapp) -> None:  # type: ignore[
     assert qapp.palette().color(QPalette.ColorRole.Window).name() == LIGHT.window
     theme.set_mode("system")  # offscreen reports no preference: light
     assert qapp.palette().color(QPalette.ColorRole.Window).name() == LIGHT.window
+
+
+def test_a_demo_that_cannot_open_returns_to_the_school_with_the_reason(
+    qapp, shell_loop, config: Config
+) -> None:  # type: ignore[no-untyped-def]
+    loop, shells = shell_loop
+    (config.paths.data_dir / "demo").write_text("a file where the demo folder should be")
+    shell = Shell(qapp, config, use_tray=False, interactive=False)
+    shells.append(shell)
+    shell.start()
+    run(loop, shell.switch_to(demo=True))
+    assert not shell.config.demo
+    assert shell.window is not None
+    assert shell.window.isVisible()
+    message = next(
+        w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
+    )
+    assert "cannot create its folder" in message.text()
+    message.close()
