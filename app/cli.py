@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", parents=[common], help="run the engine without a window until stopped"
     )
     serve.add_argument("--host", help="address to listen on (default: the receiver setting)")
-    serve.add_argument("--port", type=int, help="port to listen on (0 picks a free one)")
+    serve.add_argument("--port", type=_port, help="port to listen on (0 picks a free one)")
 
     demo = commands.add_parser("demo", parents=[common], help="demo data")
     demo_commands = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
@@ -92,11 +92,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = COMMANDS[command]
         return handler(args, config)
     except (SwitchboardError, ConfigError) as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(args, str(exc))
+    except OSError as exc:
+        return _failed(args, _file_problem(exc))
     except KeyboardInterrupt:
         print("switchboard: interrupted", file=sys.stderr)
         return 130
+
+
+def _failed(args: argparse.Namespace, message: str) -> int:
+    """One sentence on stderr; with --json, the one JSON document says so too."""
+    print(f"switchboard: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json({"ok": False, "error": message})
+    return EXIT_FAILED
+
+
+def _file_problem(error: OSError) -> str:
+    where = f" {error.filename}" if error.filename else ""
+    return (
+        f"Cannot use{where}: {error.strerror or error}. Check that the folder exists and that "
+        "you may write there."
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 1 to 65535, or 0 for any")
+    return port
 
 
 def _print_json(document: Any) -> None:

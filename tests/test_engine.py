@@ -71,14 +71,27 @@ def test_pausing_holds_background_work_and_is_announced(config: Config) -> None:
     engine.start()
     try:
         wait_for(lambda: states[-1:] == ["running"])
+        runs: list[float] = []
+        scheduler = engine._scheduler
+        assert scheduler is not None
+        # A job due every 50 ms, standing in for the real ones (due every few hours).
+        engine._loop.call_soon_threadsafe(  # type: ignore[union-attr]
+            lambda: scheduler.add_job(
+                lambda: runs.append(time.monotonic()), "interval", seconds=0.05
+            )
+        )
+        wait_for(lambda: len(runs) >= 2)
         engine.pause()
         # State events are coalesced (the latest state wins), so wait for each to arrive.
         wait_for(lambda: states[-1:] == ["paused"])
         assert engine.state is EngineState.PAUSED
-        assert engine._scheduler is not None
-        assert engine._scheduler.state == 2
+        paused_at = time.monotonic()
+        time.sleep(0.3)
+        assert [moment for moment in runs if moment > paused_at + 0.06] == []
         engine.resume()
         wait_for(lambda: states[-1:] == ["running"])
+        resumed = len(runs)
+        wait_for(lambda: len(runs) > resumed)
     finally:
         engine.stop()
     assert states[-1] == "stopped"

@@ -2,7 +2,7 @@
 
 Each check answers with ok, warning (works, but something is missing) or error (Switchboard
 cannot work until it is fixed), a detail and, when not ok, a fix in plain words. Doctor never
-changes anything: it does not create or migrate the database.
+changes anything: it creates no folder, database or secret, and migrates nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +28,7 @@ from app.store.database import Database
 
 LOW_DISK_BYTES = 200 * 1024 * 1024
 QT_CHECK_TIMEOUT = 30
+KEYRING_TIMEOUT = 10.0
 
 # Run in a child process: Qt aborts the whole process when it cannot reach a display.
 _QT_PROBE = """
@@ -82,28 +83,24 @@ class Report:
         return "\n".join(lines)
 
 
-def _writable(folder: Path) -> str | None:
-    """None if files can be written in `folder` (created if missing), else the reason."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-", delete=True) as handle:
-            handle.write(b"ok")
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
+def _existing_ancestor(folder: Path) -> Path:
+    return next((c for c in (folder, *folder.parents) if c.exists()), Path.cwd())
 
 
 def check_folder(name: str, folder: Path) -> Check:
-    problem = _writable(folder)
-    if problem:
+    """Can Switchboard write there (or create it there)? Looked at, not tried: doctor writes
+    nothing."""
+    target = folder if folder.exists() else _existing_ancestor(folder)
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
         return Check(
             name,
             Status.ERROR,
-            f"{folder} cannot be written ({problem})",
+            f"{folder} cannot be written ({target} is not a folder you may write to)",
             "Give your user permission to write there, or choose another folder with --data-dir.",
         )
-    free = shutil.disk_usage(folder).free
-    detail = f"{folder} ({free / 1024**3:.1f} GB free)"
+    free = shutil.disk_usage(target).free
+    created = "" if folder.exists() else ", created on first start"
+    detail = f"{folder} ({free / 1024**3:.1f} GB free{created})"
     if free < LOW_DISK_BYTES:
         return Check(name, Status.WARNING, detail, "Free some disk space: less than 200 MB left.")
     return Check(name, Status.OK, detail)
@@ -156,20 +153,31 @@ def check_credential_store() -> Check:
             f"none usable ({status.backend}); provider connections cannot keep their secrets",
             status.problem,
         )
+    # Reading a name that does not exist changes nothing, yet tells a locked or broken store.
+    # A locked store may wait for someone to unlock it: never longer than the timeout.
+    outcome: list[str] = []
     probe = SecretStore("doctor")
-    name = f"probe-{os.getpid()}"
-    try:
-        probe.set(name, "doctor-probe-value")
-        readable = probe.get(name) == "doctor-probe-value"
-        probe.delete(name)
-    except Exception as exc:
-        return Check("credential store", Status.WARNING, f"{status.backend}: {exc}", str(exc))
-    if not readable:
+
+    def read() -> None:
+        try:
+            probe.get(f"probe-{os.getpid()}")
+            outcome.append("")
+        except Exception as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=read, name="doctor-keyring", daemon=True)
+    worker.start()
+    worker.join(KEYRING_TIMEOUT)
+    if not outcome:
         return Check(
             "credential store",
             Status.WARNING,
-            f"{status.backend} did not give back what was stored",
-            "Check the credential store's settings; secrets may not survive a restart.",
+            f"{status.backend} did not answer within {KEYRING_TIMEOUT:.0f} seconds",
+            "It may be waiting for you to unlock it; unlock your keyring and try again.",
+        )
+    if outcome[0]:
+        return Check(
+            "credential store", Status.WARNING, f"{status.backend}: {outcome[0]}", outcome[0]
         )
     return Check("credential store", Status.OK, status.backend)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -60,13 +61,25 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise PortUnavailable(
-            f"Cannot listen on {host}:{port} ({exc.strerror or exc}); another program may be "
-            "using that port. Choose another port with --port or in Settings."
-        ) from exc
+        raise PortUnavailable(_why_not(host, port, exc)) from exc
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def _why_not(host: str, port: int, error: OSError) -> str:
+    where = f"Cannot listen on {host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"{where}: another program may be using that port. Choose another port with "
+            "--port or in Settings."
+        )
+    if error.errno == errno.EACCES:
+        return f"{where}: ports below 1024 need administrator rights; choose a higher port."
+    return (
+        f"{where} ({error.strerror or error}): {host} is not an address of this computer. "
+        "Use 127.0.0.1 (this computer only) or 0.0.0.0 (every network)."
+    )
 
 
 class Receiver:

@@ -85,7 +85,7 @@ def test_doctor_prints_one_json_document_and_changes_nothing(tmp_path: Path) -> 
     assert report["version"] == __version__
     database = next(check for check in report["checks"] if check["name"] == "database")
     assert "will be created" in database["detail"]
-    assert not (tmp_path / "data" / "switchboard.db").exists()
+    assert not (tmp_path / "data").exists()  # no folder, no database: doctor only looks
     display = next(check for check in report["checks"] if check["name"] == "display")
     assert display["status"] == "ok"
     assert "offscreen" in display["detail"]
@@ -191,3 +191,37 @@ def test_serve_stops_on_ctrl_c_too(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_port_out_of_range_is_bad_usage(tmp_path: Path) -> None:
+    completed = switchboard("serve", "--port", "99999", data_dir=tmp_path)
+    assert completed.returncode == 2
+    assert "is not a port" in completed.stderr
+
+
+def test_an_address_that_is_not_this_computers_is_explained(tmp_path: Path) -> None:
+    completed = switchboard(
+        "serve", "--host", "192.0.2.1", "--port", "0", data_dir=tmp_path, timeout=60
+    )
+    assert completed.returncode == 1
+    assert "is not an address of this computer" in completed.stderr
+
+
+def test_a_folder_that_cannot_be_written_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the screenshots folder should be")
+    completed = switchboard(
+        "screenshots", "--out", str(tmp_path / "taken" / "shots"), data_dir=tmp_path / "d"
+    )
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("switchboard: Cannot use")
+
+
+def test_a_failed_command_with_json_still_prints_one_json_document(tmp_path: Path) -> None:
+    data = tmp_path / "school"
+    assert switchboard("demo", "seed", data_dir=data).returncode == 0
+    again = switchboard("demo", "seed", "--json", data_dir=data)
+    assert again.returncode == 1
+    document = json.loads(again.stdout)
+    assert document["ok"] is False
+    assert "already" in document["error"]

@@ -16,7 +16,8 @@ from app.services.secrets import SecretStore, backend_status
 from app.store.integration import ProviderConnection
 from tests.support.memory_keyring import MemoryKeyring
 
-PLANTED = "sk_live_PLANTEDsecret0123456789"
+# Shaped like no known credential, so only the redactor's memory of secret values can hide it.
+PLANTED = "Q7v-planted-Kx93-mz41"
 
 
 async def test_a_secret_round_trips_through_the_credential_store(

@@ -11,6 +11,7 @@ from pytestqt.qtbot import QtBot
 from app.services.csv_transfer import CsvKind
 from app.ui import tasks
 from app.ui.csv_import import ImportDialog
+from app.ui.progress import ProgressWindow
 from app.views.students import StudentsPage
 from tests.ui.conftest import Gui
 
@@ -82,3 +83,23 @@ def test_export_writes_a_file_that_imports_back_unchanged(
     gui.find(QMessageBox, students).close()
     preview = gui.call(gui.bridge.services.csv.preview, CsvKind.STUDENTS, target.read_bytes())
     assert (preview.created, preview.updated, preview.errors) == (0, 1, ())
+
+
+def test_cancel_stops_a_large_import_being_checked_in_the_engine(
+    gui: Gui, qtbot: QtBot, tmp_path: Path
+) -> None:
+    students = page(gui, qtbot)
+    big = tmp_path / "students.csv"
+    big.write_text(
+        "first_name,last_name\n" + "".join(f"Student{n},Family{n}\n" for n in range(20000)),
+        encoding="utf-8",
+    )
+    importing = tasks.start(students.csv.import_file(CsvKind.STUDENTS, big))  # type: ignore[union-attr]
+    window = gui.find(ProgressWindow, students)
+    gui.wait_until(lambda: "of 20,000" in window.label.text())
+    qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
+    assert gui.run(importing) is False
+    assert not any(
+        isinstance(w, ImportDialog) and w.isVisible() for w in students.findChildren(ImportDialog)
+    )
+    assert gui.call(gui.bridge.services.school.students) == []
