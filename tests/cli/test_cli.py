@@ -92,12 +92,7 @@ def test_doctor_prints_one_json_document_and_changes_nothing(tmp_path: Path) -> 
 
 
 def test_serve_announces_its_address_answers_health_and_stops_on_sigterm(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [str(SWITCHBOARD), "--data-dir", str(tmp_path), "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_serve(tmp_path)
     try:
         first_line = process.stdout.readline().strip()  # type: ignore[union-attr]
         assert first_line.startswith("listening on http://127.0.0.1:"), first_line
@@ -123,6 +118,15 @@ def test_serve_on_a_busy_port_says_so_and_exits_one(tmp_path: Path) -> None:
         completed = switchboard("serve", "--port", str(port), data_dir=tmp_path, timeout=60)
     assert completed.returncode == 1
     assert f"Cannot listen on 127.0.0.1:{port}" in completed.stderr
+
+
+def start_serve(data_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(SWITCHBOARD), "--data-dir", str(data_dir), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def distinct_colours(path: Path) -> int:
@@ -177,12 +181,7 @@ def test_environment_variables_choose_the_data_folder(tmp_path: Path) -> None:
 
 
 def test_serve_stops_on_ctrl_c_too(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [str(SWITCHBOARD), "--data-dir", str(tmp_path), "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_serve(tmp_path)
     try:
         assert process.stdout.readline().startswith("listening on")  # type: ignore[union-attr]
         time.sleep(0.2)

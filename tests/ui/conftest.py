@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 import qasync
 from PySide6.QtCore import QCoreApplication, QEvent
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from app.config import Config
 from app.engine import Engine
@@ -60,6 +60,11 @@ class Gui:
             return next((w for w in candidates if isinstance(w, kind) and w.isVisible()), None)
 
         return self.wait_until(visible)
+
+    def answer(self, parent: QWidget, button: str) -> None:
+        """Click `button` on the message box the page just opened."""
+        box = self.find(QMessageBox, parent)
+        next(b for b in box.buttons() if b.text() == button).click()
 
     def save(self, widget: QWidget, name: str) -> Path:
         path = self.screenshots / f"{name}.png"

@@ -317,19 +317,14 @@ def test_deleting_asks_first_and_explains_a_refusal(
     page: StudentsPage = window.show_page("students")  # type: ignore[assignment]
     gui.run(page.settle())
     deleting = tasks.start(page.delete(data["tendai"]))
-    question = gui.find(QMessageBox, page)
-    delete_button = next(b for b in question.buttons() if b.text() == "Delete")
-    qtbot.mouseClick(delete_button, Qt.MouseButton.LeftButton)
+    gui.answer(page, "Delete")
     assert gui.run(deleting) is False
     refusal = gui.find(QMessageBox, page)
     assert "1 invoice(s)" in refusal.text()
     refusal.close()
 
     deleting = tasks.start(page.delete(data["chipo"]))
-    question = gui.find(QMessageBox, page)
-    qtbot.mouseClick(
-        next(b for b in question.buttons() if b.text() == "Delete"), Qt.MouseButton.LeftButton
-    )
+    gui.answer(page, "Delete")
     assert gui.run(deleting) is True
     gui.wait_until(lambda: page.model.rowCount() == 1)
 
@@ -453,10 +448,7 @@ def test_a_guardian_without_invoices_can_be_deleted(
     page: GuardiansPage = window.show_page("guardians")  # type: ignore[assignment]
     gui.run(page.settle())
     deleting = tasks.start(page.delete(aunt))
-    question = gui.find(QMessageBox, page)
-    qtbot.mouseClick(
-        next(b for b in question.buttons() if b.text() == "Delete"), Qt.MouseButton.LeftButton
-    )
+    gui.answer(page, "Delete")
     assert gui.run(deleting) is True
     gui.wait_until(lambda: page.model.rowCount() == 1)
 
