@@ -30,15 +30,9 @@ LOW_DISK_BYTES = 200 * 1024 * 1024
 QT_CHECK_TIMEOUT = 30
 KEYRING_TIMEOUT = 10.0
 
-# Run in a child process: Qt aborts the whole process when it cannot reach a display.
-_QT_PROBE = """
-import json, sys
-from PySide6 import __version__ as pyside
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon
-app = QApplication(sys.argv[:1])
-print(json.dumps({"platform": app.platformName(), "pyside": pyside,
-                  "tray": QSystemTrayIcon.isSystemTrayAvailable()}))
-"""
+# The Qt check runs app/ui/qt_probe.py in a child process: Qt aborts the whole process when it
+# cannot reach a display, and Qt stays out of the services.
+QT_PROBE = "app.ui.qt_probe"
 
 
 class Status(StrEnum):
@@ -184,8 +178,8 @@ def check_credential_store() -> Check:
 
 def check_qt() -> Check:
     try:
-        completed = subprocess.run(  # noqa: S603 - our own interpreter running a fixed script
-            [sys.executable, "-c", _QT_PROBE],
+        completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", QT_PROBE],
             capture_output=True,
             text=True,
             timeout=QT_CHECK_TIMEOUT,
@@ -197,6 +191,17 @@ def check_qt() -> Check:
             Status.WARNING,
             "Qt did not start within 30 seconds",
             "The desktop window may not open here; `switchboard serve` works without one.",
+        )
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    if completed.returncode != 0 and headless:
+        return Check(
+            "display",
+            Status.WARNING,
+            "there is no desktop display here (DISPLAY and WAYLAND_DISPLAY are not set)",
+            "Open the desktop app on a computer with a desktop; here, `switchboard serve` runs "
+            "the engine without one.",
         )
     if completed.returncode != 0:
         lines = completed.stderr.strip().splitlines() or ["no output"]
