@@ -20,7 +20,7 @@ from app import __version__
 from app.config import Config, ConfigError, resolve_config
 from app.domain.errors import SwitchboardError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1  # bad usage exits with 2, from argparse
 
 
 class CommandFailed(SwitchboardError):

@@ -86,17 +86,9 @@ class Money:
             raise MoneyError(f"{cleaned} {currency} is not a believable amount; check the zeros.")
         return cls(minor, currency)
 
-    @classmethod
-    def zero(cls, currency: str) -> Money:
-        return cls(0, currency)
-
     @property
     def amount(self) -> Decimal:
         return Decimal(self.minor).scaleb(-exponent(self.currency))
-
-    def plain(self) -> str:
-        """The amount with exactly the currency's decimals and no grouping: "1250.50"."""
-        return f"{self.amount:.{exponent(self.currency)}f}"
 
     def for_input(self, locale: str = "en_US") -> str:
         """The amount as a person would type it in this locale: "1250.50", or "1250,50" in

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import date, datetime, time
+from datetime import date, time
 
 NAME_MAX = 100
 TEXT_MAX = 2000
@@ -104,8 +104,3 @@ def parse_bool(text: str, label: str) -> bool:
     if value in ("no", "n", "false", "0", ""):
         return False
     raise ValueError(f"{label} must be yes or no, not {text.strip()!r}.")
-
-
-def require_aware(moment: datetime, label: str) -> None:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{label} needs a time zone.")

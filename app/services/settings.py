@@ -76,14 +76,6 @@ class SettingsService:
         self._events.publish(topic(key), {"key": key, "value": value})
         return value
 
-    async def reset(self, key: str) -> Any:
-        spec = _spec(key)  # an unknown key is an error, not a silent no-op
-        await self._db.write(_delete, key)
-        value = spec.default_value()
-        self._values = {**self._values, key: value}
-        self._events.publish(topic(key), {"key": key, "value": value})
-        return value
-
     # --- the app's own state: not user settings, never shown on the settings page -------------
 
     def state(self, name: str, default: Any = None) -> Any:
@@ -137,9 +129,3 @@ def _put_if_absent(session: Session, key: str, value: Any) -> Any:
         return row.value
     session.add(SettingRow(key=key, value=value))
     return value
-
-
-def _delete(session: Session, key: str) -> None:
-    row = session.get(SettingRow, key)
-    if row is not None:
-        session.delete(row)

@@ -16,7 +16,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+def render_item(type_: str, obj: Any, _autogen_context: Any) -> str | Literal[False]:
     """Write UtcDateTime as the plain column type it is, so migrations never import app code."""
     if type_ == "type" and isinstance(obj, UtcDateTime):
         return "sa.DateTime(timezone=True)"
