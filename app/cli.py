@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -75,6 +76,44 @@ def build_parser() -> argparse.ArgumentParser:
         "seed", parents=[common], help="fill an empty database with a demo school"
     )
     seed.add_argument("--json", action="store_true", help="print one JSON document")
+
+    provider = commands.add_parser("provider", parents=[common], help="provider kinds")
+    provider_commands = provider.add_subparsers(
+        dest="provider_command", metavar="ACTION", required=True
+    )
+    kinds = provider_commands.add_parser(
+        "kinds", parents=[common], help="the kinds of provider and the settings each needs"
+    )
+    kinds.add_argument("--json", action="store_true", help="print one JSON document")
+
+    connection = commands.add_parser("connection", parents=[common], help="provider connections")
+    connection_commands = connection.add_subparsers(
+        dest="connection_command", metavar="ACTION", required=True
+    )
+    add = connection_commands.add_parser("add", parents=[common], help="connect a provider")
+    add.add_argument("kind", help="a provider kind (see `provider kinds`)")
+    add.add_argument("--name", required=True, help="what to call this connection")
+    add.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a setting (repeatable)"
+    )
+    add.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="FIELD=SOURCE",
+        help="a secret, read from env:VARIABLE, file:PATH or - (standard input); never typed "
+        "on the command line, where other users and the shell history could see it",
+    )
+    add.add_argument("--json", action="store_true", help="print one JSON document")
+    listing = connection_commands.add_parser("list", parents=[common], help="list connections")
+    listing.add_argument("--json", action="store_true", help="print one JSON document")
+    for action, helptext in (
+        ("test", "call the provider as a health check does"),
+        ("remove", "remove a connection and its secrets"),
+    ):
+        one = connection_commands.add_parser(action, parents=[common], help=helptext)
+        one.add_argument("id", type=int, help="the connection's number (see `connection list`)")
+        one.add_argument("--json", action="store_true", help="print one JSON document")
 
     shots = commands.add_parser(
         "screenshots", parents=[common], help="render every page to PNG files, offscreen"
@@ -220,10 +259,181 @@ def _screenshots(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _provider(args: argparse.Namespace, config: Config) -> int:
+    from app.providers import KINDS
+
+    specs = sorted(KINDS.values(), key=lambda spec: (spec.category.value, spec.name))
+    if args.json:
+        _print_json([_kind_json(spec) for spec in specs])
+        return EXIT_OK
+    for spec in specs:
+        print(f"{spec.key}  ({spec.category.value}) {spec.name}")
+        for field in spec.fields:
+            need = "required" if field.required and field.default is None else "optional"
+            print(f"    {field.name:<16} {field.kind.value:<7} {need:<9} {field.label}")
+    return EXIT_OK
+
+
+def _kind_json(spec: Any) -> dict[str, Any]:
+    return {
+        "key": spec.key,
+        "name": spec.name,
+        "category": spec.category.value,
+        "description": spec.description,
+        "auth": spec.auth.value,
+        "capabilities": sorted(spec.capabilities),
+        "sandbox": spec.sandbox,
+        "fields": [
+            {
+                "name": field.name,
+                "label": field.label,
+                "kind": field.kind.value,
+                "required": field.required and field.default is None,
+                "default": field.default,
+                "help": field.help,
+                "choices": list(field.choices),
+            }
+            for field in spec.fields
+        ],
+    }
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise CommandFailed(f"{what} {item!r} must be written as FIELD=VALUE.")
+        pairs[name.strip()] = value
+    return pairs
+
+
+def _secret_value(field: str, source: str) -> str:
+    """A secret from where the operator said: env:NAME, file:PATH or - (standard input)."""
+    if source == "-":
+        value = sys.stdin.readline().rstrip("\r\n")
+    elif source.startswith("env:"):
+        variable = source[4:]
+        if variable not in os.environ:
+            raise CommandFailed(f"The environment variable {variable} for {field} is not set.")
+        value = os.environ[variable]
+    elif source.startswith("file:"):
+        path = Path(source[5:]).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CommandFailed(
+                f"The file {path} for {field} cannot be read: {exc.strerror}."
+            ) from exc
+    else:
+        raise CommandFailed(
+            f"Give the secret {field} as env:VARIABLE, file:PATH or - (standard input), so it "
+            "never appears on the command line."
+        )
+    if not value:
+        raise CommandFailed(f"The secret {field} is empty.")
+    return value
+
+
+def _connection_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "kind": record.kind,
+        "name": record.name,
+        "config": dict(record.config),
+        "secrets": list(record.secret_fields),
+        "paused": record.paused,
+        "breakers": {
+            endpoint or "*": {"state": snapshot.state.value, "reason": snapshot.reason}
+            for endpoint, snapshot in record.breakers.items()
+        },
+        "created_at": record.created_at.isoformat(),
+    }
+
+
+def _health_json(result: Any) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "latency_ms": round(result.latency_ms, 1),
+        "detail": result.detail,
+        "error_class": result.error_class,
+    }
+
+
+def _connection(args: argparse.Namespace, config: Config) -> int:
+    from app.domain.errors import ValidationFailed
+    from app.services import Services
+
+    action = args.connection_command
+
+    async def run(services: Services) -> int:
+        connections = services.connections
+        if action == "add":
+            values = _pairs(args.set, "The setting")
+            secrets = {
+                field: _secret_value(field, source)
+                for field, source in _pairs(args.secret, "The secret").items()
+            }
+            try:
+                record = await connections.add(args.kind, args.name, values, secrets)
+            except ValidationFailed as exc:
+                raise CommandFailed(
+                    "; ".join(f"{error.field}: {error.message}" for error in exc.errors)
+                ) from exc
+            if args.json:
+                _print_json(_connection_json(record))
+            else:
+                print(f"Connection {record.id} added: {record.name} ({record.kind}).")
+            return EXIT_OK
+        if action == "list":
+            records = await connections.connections()
+            if args.json:
+                _print_json([_connection_json(record) for record in records])
+            elif not records:
+                print("No connections yet; add one with `switchboard connection add KIND`.")
+            for record in [] if args.json else records:
+                state = "paused" if record.paused else "active"
+                breaker = record.breakers.get("")
+                if breaker is not None and breaker.state.value != "closed":
+                    state += f", breaker {breaker.state.value}"
+                print(f"{record.id:>4}  {record.name}  ({record.kind}, {state})")
+            return EXIT_OK
+        if action == "test":
+            result = await connections.test(args.id)
+            if args.json:
+                _print_json({"id": args.id, **_health_json(result)})
+            else:
+                print(("ok: " if result.ok else "failed: ") + result.detail)
+            return EXIT_OK if result.ok else EXIT_FAILED
+        await connections.remove(args.id)
+        if args.json:
+            _print_json({"id": args.id, "removed": True})
+        else:
+            print(f"Connection {args.id} and its secrets removed.")
+        return EXIT_OK
+
+    return _with_services(config, run)
+
+
+def _with_services(config: Config, work: Callable[[Any], Any]) -> int:
+    from app.services import Services
+
+    async def main() -> int:
+        services = await Services.open(config)
+        try:
+            return int(await work(services))
+        finally:
+            await services.close()
+
+    return asyncio.run(main())
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "gui": _gui,
     "doctor": _doctor,
     "serve": _serve,
     "demo": _demo,
     "screenshots": _screenshots,
+    "provider": _provider,
+    "connection": _connection,
 }

@@ -21,6 +21,9 @@ from app.services import Services
 from app.store.database import Database
 from tests.support.memory_keyring import MemoryKeyring
 
+# A real HTTP server on loopback that tests script reply by reply (tests/fakes/scripted.py).
+pytest_plugins = ["tests.fakes.scripted"]
+
 
 @pytest.fixture(autouse=True)
 def memory_keyring() -> Iterator[MemoryKeyring]:

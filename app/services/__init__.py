@@ -10,9 +10,11 @@ import asyncio
 from dataclasses import dataclass
 
 from app.config import Config
+from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
 from app.services.jobs import JobHistory
+from app.services.request_log import RequestLogWriter
 from app.services.school import SchoolService
 from app.services.secrets import SecretStore
 from app.services.settings import SettingsService
@@ -29,6 +31,8 @@ class Services:
     school: SchoolService
     csv: CsvTransfer
     jobs: JobHistory
+    requests: RequestLogWriter
+    connections: ConnectionService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -45,6 +49,7 @@ class Services:
         except BaseException:
             await asyncio.to_thread(db.close)
             raise
+        requests = RequestLogWriter(db, hub)
         return cls(
             config=config,
             db=db,
@@ -54,7 +59,14 @@ class Services:
             school=SchoolService(db, hub, settings),
             csv=CsvTransfer(db, hub, settings),
             jobs=JobHistory(db, hub),
+            requests=requests,
+            connections=ConnectionService(db, hub, secrets, requests),
         )
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.db.close)
+        """Close provider clients, write the last request-log rows, then close the database."""
+        try:
+            await self.connections.close()
+            await self.requests.flush()
+        finally:
+            await asyncio.to_thread(self.db.close)

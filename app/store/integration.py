@@ -32,6 +32,20 @@ class ProviderConnection(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class CircuitStateRow(Base):
+    """A circuit breaker's last state, so an open breaker stays open across a restart.
+    `endpoint` is "" for the connection's own breaker."""
+
+    __tablename__ = "circuit_state"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class RequestLogEntry(Base):
     """One call to a provider: enough to see what failed and how slowly, never a secret."""
 

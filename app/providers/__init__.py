@@ -1,0 +1,20 @@
+"""Providers: one module per external provider, the spec every provider kind declares, and the
+resilient HTTP layer every call goes through. `KINDS` lists every kind Switchboard knows."""
+
+from __future__ import annotations
+
+from app.domain.errors import SwitchboardError
+from app.providers.sandbox import SANDBOX_PAYMENTS
+from app.providers.spec import ProviderSpec
+
+KINDS: dict[str, ProviderSpec] = {spec.key: spec for spec in (SANDBOX_PAYMENTS,)}
+
+
+def kind(key: str) -> ProviderSpec:
+    try:
+        return KINDS[key]
+    except KeyError:
+        known = ", ".join(sorted(KINDS))
+        raise SwitchboardError(
+            f"There is no provider kind {key!r}; the kinds are: {known}."
+        ) from None

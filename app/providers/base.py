@@ -1,0 +1,64 @@
+"""What every configured provider is: its spec, the resilient client it calls through, its
+settings and secrets, and a health check. Capabilities (PaymentGateway, CalendarBackend, ...)
+build on this."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.providers.http import ProviderError, ResilientClient
+from app.providers.spec import ProviderSpec
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    """One health check: did the provider answer an authenticated call, how fast, and if not,
+    what went wrong in a sentence."""
+
+    ok: bool
+    latency_ms: float
+    detail: str
+    error_class: str | None = None
+
+
+class Provider:
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        client: ResilientClient,
+        config: Mapping[str, Any],
+        secrets: Mapping[str, str],
+    ) -> None:
+        self.spec = spec
+        self.client = client
+        self.config = dict(config)
+        self.secrets = dict(secrets)
+
+    async def check_health(self) -> HealthResult:
+        """The spec's cheap authenticated call; any answer below 400 is healthy."""
+        started = time.monotonic()
+        try:
+            response = await self.client.call(self.spec.health)
+        except ProviderError as exc:
+            elapsed = (time.monotonic() - started) * 1000
+            return HealthResult(False, elapsed, str(exc), exc.error_class)
+        elapsed = (time.monotonic() - started) * 1000
+        if response.status_code in (401, 403):
+            return HealthResult(
+                False,
+                elapsed,
+                f"{self.spec.name} refused the credentials (HTTP {response.status_code}); "
+                "check the API key in the connection's settings.",
+                "auth",
+            )
+        if response.status_code >= 400:
+            return HealthResult(
+                False,
+                elapsed,
+                f"{self.spec.name} answered HTTP {response.status_code} to a health check.",
+                f"http_{response.status_code // 100}xx",
+            )
+        return HealthResult(True, elapsed, f"{self.spec.name} answered in {elapsed:.0f} ms.")
