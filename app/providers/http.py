@@ -238,7 +238,9 @@ class ResilientClient:
             endpoint: self._new_breaker(endpoint) for endpoint in self._restore if endpoint
         }
         rate = policy.rate
-        self._limiter = AsyncLimiter(rate.requests, rate.per_seconds)
+        # A bucket of one token refilled at the provider's pace: calls are spread evenly, so no
+        # second ever sees more than the limit (a full bucket would let a burst through first).
+        self._limiter = AsyncLimiter(1, rate.per_seconds / rate.requests)
         self._quota_started = time.monotonic()
         self._quota_used = 0
         self._cache: TLRUCache[tuple[Any, ...], _Cached] = TLRUCache(
@@ -360,7 +362,8 @@ class ResilientClient:
         attempt: int,
     ) -> httpx.Response:
         await self._limiter.acquire()
-        url_for_log = redact_url(str(self._http.base_url.join(path)), self._secrets)
+        full_url = self._http.base_url.join(path).copy_merge_params(dict(params or {}))
+        url_for_log = redact_url(str(full_url), self._secrets)
         permits = self._acquire(operation, url_for_log, attempt)
         timeout = operation.timeout or self.policy.timeout
         started = time.monotonic()
@@ -435,13 +438,16 @@ class ResilientClient:
         return response
 
     def _acquire(self, operation: Operation, url: str, attempt: int) -> _Permits:
-        breakers = [self.breaker]
-        if operation.own_breaker:
-            breakers.append(self.endpoint_breaker(operation))
         granted: list[Permit] = []
         try:
-            for breaker in breakers:
-                granted.append(breaker.acquire())
+            if operation.own_breaker:
+                # The connection's breaker still stops it (the provider is down, or held open
+                # for maintenance), but its outcome counts only on the endpoint's own breaker:
+                # one broken endpoint must not take the whole connection down.
+                self.breaker.acquire().ignore()
+                granted.append(self.endpoint_breaker(operation).acquire())
+            else:
+                granted.append(self.breaker.acquire())
         except BreakerOpen as exc:
             for permit in granted:
                 permit.ignore()

@@ -183,6 +183,8 @@ class ConnectionService:
         for field in record.secret_fields:
             await self._secrets.adelete(secret_name(connection_id, field))
         await self._close(connection_id)
+        # Its last calls are still waiting to be logged: write them while the row exists.
+        await self._requests.flush()
         await self._db.write(_delete_row, connection_id)
         log.info("connection removed", extra={"connection": connection_id})
         self._events.publish(TOPIC, {"id": connection_id, "removed": True})

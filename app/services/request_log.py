@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.providers.http import RequestRecord
 from app.services.events import EventHub
 from app.store.database import Database
-from app.store.integration import RequestLogEntry
+from app.store.integration import ProviderConnection, RequestLogEntry
 
 log = logging.getLogger("switchboard.requests")
 
@@ -100,8 +101,19 @@ class RequestLogWriter:
         def write(session: Session) -> None:
             session.execute(insert(RequestLogEntry), rows)
 
+        def write_known(session: Session) -> None:
+            # A connection removed while its rows waited: keep the rows, unattributed.
+            known = set(session.scalars(select(ProviderConnection.id)))
+            for row in rows:
+                if row["connection_id"] not in known:
+                    row["connection_id"] = None
+            session.execute(insert(RequestLogEntry), rows)
+
         try:
-            await self._db.write(write)
+            try:
+                await self._db.write(write)
+            except IntegrityError:
+                await self._db.write(write_known)
         except Exception:
             log.exception("request log batch lost", extra={"rows": len(rows)})
             return
