@@ -111,6 +111,17 @@ def put_setting(session: Session, key: str, raw: Any) -> Any:
     return value
 
 
+def get_state(session: Session, name: str, default: Any = None) -> Any:
+    """A piece of the app's own state, read inside an open transaction."""
+    row = session.get(SettingRow, STATE_PREFIX + name)
+    return row.value if row is not None else default
+
+
+def put_state(session: Session, name: str, value: Any) -> None:
+    """Store a piece of the app's own state inside an open transaction (a job's watermark)."""
+    _put(session, STATE_PREFIX + name, value)
+
+
 def _all_rows(session: Session) -> dict[str, Any]:
     return {row.key: row.value for row in session.scalars(select(SettingRow))}
 

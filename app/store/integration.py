@@ -28,8 +28,64 @@ class ProviderConnection(Base):
     secret_names: Mapped[list[str]] = mapped_column(default=list)
     enabled: Mapped[bool] = mapped_column(default=True)
     webhook_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Seconds between health checks; None: the provider kind's default.
+    health_interval: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HealthCheckRow(Base):
+    """One scheduled health check: kept raw for 7 days, then only in the rollups."""
+
+    __tablename__ = "health_checks"
+    __table_args__ = (Index("ix_health_checks_connection_at", "connection_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ok: Mapped[bool]
+    latency_ms: Mapped[float]
+    error_class: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(300), default="")
+
+
+class MetricRollup(Base):
+    """A connection's traffic and checks over one minute, hour or day. Latencies are kept as a
+    histogram over fixed buckets (app.services.metrics), so rollups merge exactly and
+    percentiles can be estimated from any of them."""
+
+    __tablename__ = "metric_rollups"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    resolution: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    requests: Mapped[int] = mapped_column(default=0)
+    failures: Mapped[int] = mapped_column(default=0)
+    refused: Mapped[int] = mapped_column(default=0)
+    latency_total_ms: Mapped[float] = mapped_column(default=0.0)
+    latency_max_ms: Mapped[float] = mapped_column(default=0.0)
+    histogram: Mapped[list[int]] = mapped_column(JSON(), default=list)
+    checks: Mapped[int] = mapped_column(default=0)
+    checks_ok: Mapped[int] = mapped_column(default=0)
+
+
+class AlertRow(Base):
+    """A notice that a connection went down, recovered, or had its breaker open."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(String(500))
+    seen: Mapped[bool] = mapped_column(default=False)
 
 
 class CircuitStateRow(Base):
