@@ -36,6 +36,8 @@ T = TypeVar("T")
 TOPIC_STATE = "engine.state"
 UPKEEP_EVERY = timedelta(hours=6)
 UPKEEP_FIRST_AFTER = timedelta(minutes=5)
+# Each connection has its own check interval; this is how often the engine looks for one due.
+HEALTH_DISPATCH = timedelta(seconds=5)
 # A laptop that slept through a run should still do it on waking, once (coalesce), not skip it.
 MISFIRE_GRACE = timedelta(hours=12)
 WORK_CANCEL_TIMEOUT = 10.0
@@ -242,7 +244,21 @@ class Engine:
         async def upkeep() -> None:
             await services.jobs.run(UPKEEP_JOB, lambda: database_upkeep(services.db, services.jobs))
 
+        async def health_checks() -> None:
+            try:
+                await services.health.check_due()
+            except Exception:
+                log.exception("health checks failed")
+
         # Fixed ids and no persistent job store: jobs are re-registered on every start.
+        scheduler.add_job(
+            health_checks,
+            "interval",
+            seconds=HEALTH_DISPATCH.total_seconds(),
+            id="health-checks",
+            next_run_time=utcnow() + timedelta(seconds=2),
+            replace_existing=True,
+        )
         scheduler.add_job(
             upkeep,
             "interval",

@@ -13,6 +13,7 @@ from app.config import Config
 from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
+from app.services.health import HealthService
 from app.services.jobs import JobHistory
 from app.services.request_log import RequestLogWriter
 from app.services.school import SchoolService
@@ -33,6 +34,7 @@ class Services:
     jobs: JobHistory
     requests: RequestLogWriter
     connections: ConnectionService
+    health: HealthService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -50,6 +52,7 @@ class Services:
             await asyncio.to_thread(db.close)
             raise
         requests = RequestLogWriter(db, hub)
+        connections = ConnectionService(db, hub, secrets, requests)
         return cls(
             config=config,
             db=db,
@@ -60,7 +63,8 @@ class Services:
             csv=CsvTransfer(db, hub, settings),
             jobs=JobHistory(db, hub),
             requests=requests,
-            connections=ConnectionService(db, hub, secrets, requests),
+            connections=connections,
+            health=HealthService(db, hub, connections),
         )
 
     async def close(self) -> None:

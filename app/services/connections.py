@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets as random_tokens
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from app.store.integration import CircuitStateRow, ProviderConnection
 log = logging.getLogger("switchboard.connections")
 
 TOPIC = "connections"
+BreakerListener = Callable[[int, str, BreakerSnapshot], None]
 NAME_MAX = 100
 
 
@@ -48,6 +49,7 @@ class ConnectionRecord:
     webhook_token: str | None
     created_at: datetime
     breakers: Mapping[str, BreakerSnapshot]
+    health_interval: int | None = None
 
     @property
     def spec(self) -> ProviderSpec:
@@ -73,6 +75,7 @@ def _record(row: ProviderConnection, states: Mapping[str, Any]) -> ConnectionRec
         webhook_token=row.webhook_token,
         created_at=row.created_at,
         breakers=_snapshots(states),
+        health_interval=row.health_interval,
     )
 
 
@@ -92,6 +95,7 @@ class ConnectionService:
         # A breaker may change state on whichever thread looks at it: its saves are always
         # scheduled on the loop that owns the services.
         self._loop = asyncio.get_running_loop()
+        self._breaker_listeners: list[BreakerListener] = []
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -289,6 +293,10 @@ class ConnectionService:
 
     # --- breakers and shutdown ------------------------------------------------------------------
 
+    def on_breaker_change(self, listener: BreakerListener) -> None:
+        """Be told (on the services' loop) when any connection's breaker changes state."""
+        self._breaker_listeners.append(listener)
+
     def _save_breaker(self, connection_id: int, endpoint: str, snapshot: BreakerSnapshot) -> None:
         state = snapshot_to_json(snapshot)
 
@@ -312,6 +320,11 @@ class ConnectionService:
             self._events.publish(TOPIC, {"id": connection_id, "breaker": snapshot.state.value})
 
         def schedule() -> None:
+            for listener in self._breaker_listeners:
+                try:
+                    listener(connection_id, endpoint, snapshot)
+                except Exception:
+                    log.exception("breaker listener failed", extra={"connection": connection_id})
             task = self._loop.create_task(save())
             self._saving.add(task)
             task.add_done_callback(self._saving.discard)

@@ -4,7 +4,7 @@ credential store, breakers that remember they were open across a restart."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import keyring
@@ -14,63 +14,18 @@ from sqlalchemy import select, text
 
 from app.domain.errors import SwitchboardError, ValidationFailed
 from app.providers import KINDS
-from app.providers.base import Provider
 from app.providers.breaker import BreakerPolicy, BreakerState
-from app.providers.http import ProviderFailed, ProviderPaused, ProviderUnavailable, ResilientClient
+from app.providers.http import ProviderFailed, ProviderPaused, ProviderUnavailable
 from app.providers.spec import (
-    AuthKind,
-    Category,
-    ConfigField,
-    FieldKind,
-    Operation,
     ProviderSpec,
-    ResiliencePolicy,
-    RetryPolicy,
 )
 from app.services import Services
 from app.store.integration import CircuitStateRow, ProviderConnection, RequestLogEntry
 from tests.fakes.scripted import Reply, ScriptedServer
 from tests.support.memory_keyring import MemoryKeyring
+from tests.support.providers import SCRIPTED
 
 FAST_SANDBOX = {"latency_ms": "1", "latency_p95_ms": "2", "error_rate": "0"}
-
-
-def _scripted(
-    spec: ProviderSpec,
-    client: ResilientClient,
-    config: Mapping[str, Any],
-    secrets: Mapping[str, str],
-) -> Provider:
-    return Provider(spec, client, config, secrets)
-
-
-SCRIPTED = ProviderSpec(
-    key="scripted",
-    name="Scripted test provider",
-    category=Category.PAYMENTS,
-    description="A provider answered by the test's scripted server.",
-    fields=(
-        ConfigField("url", "Address", FieldKind.URL),
-        ConfigField("token", "Token", FieldKind.SECRET),
-    ),
-    auth=AuthKind.API_KEY,
-    capabilities=frozenset(),
-    health=Operation("ping", "GET", "/ping"),
-    base_url=lambda config: str(config["url"]),
-    factory=_scripted,
-    policy=ResiliencePolicy(
-        timeout=2,
-        retry=RetryPolicy(attempts=1),
-        breaker=BreakerPolicy(minimum_calls=3, failure_rate=0.5, open_seconds=600),
-    ),
-    headers=lambda _config, secrets: {"Authorization": f"Bearer {secrets['token']}"},
-)
-
-
-@pytest.fixture
-def scripted_kind(monkeypatch: pytest.MonkeyPatch) -> ProviderSpec:
-    monkeypatch.setitem(KINDS, SCRIPTED.key, SCRIPTED)
-    return SCRIPTED
 
 
 async def add_sandbox(services: Services, name: str = "Sandbox Pay", **values: str) -> Any:
@@ -204,8 +159,12 @@ async def test_removing_a_connection_removes_its_secrets(
 
 
 async def test_an_open_breaker_stays_open_across_a_restart(
-    services: Services, scripted_kind: ProviderSpec, scripted_server: ScriptedServer
+    services: Services, scripted_server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    strict = BreakerPolicy(minimum_calls=3, failure_rate=0.5, open_seconds=600)
+    monkeypatch.setitem(
+        KINDS, "scripted", replace(SCRIPTED, policy=replace(SCRIPTED.policy, breaker=strict))
+    )
     scripted_server.script("GET", "/ping", Reply(500))
     record = await services.connections.add(
         "scripted", "Flaky", {"url": scripted_server.url}, {"token": "t0ken-value"}
@@ -214,7 +173,7 @@ async def test_an_open_breaker_stays_open_across_a_restart(
     for _ in range(3):
         with pytest.raises(ProviderFailed):
             await provider.client.call(SCRIPTED.health)
-    assert provider.client.breaker.state is BreakerState.OPEN
+    assert provider.client.breaker.state is BreakerState.OPEN  # 3 of 3 failed
     await services.close()  # waits for the breaker's state to be saved
 
     reopened = await Services.open(services.config)
