@@ -23,6 +23,7 @@ from sqlalchemy import text
 from app.config import Config
 from app.domain.errors import SwitchboardError
 from app.services import Services
+from app.services.demo_traffic import DemoTraffic
 from app.services.events import EventHub
 from app.services.receiver import Address, Receiver
 from app.services.upkeep import JOB_ID as UPKEEP_JOB
@@ -244,6 +245,13 @@ class Engine:
         async def upkeep() -> None:
             await services.jobs.run(UPKEEP_JOB, lambda: database_upkeep(services.db, services.jobs))
 
+        traffic = DemoTraffic(services.connections)
+
+        async def demo_traffic() -> None:
+            # Only in a demo school's database (the demo seed sets the flag).
+            if services.settings.state("demo_traffic"):
+                await traffic.tick()
+
         async def health_checks() -> None:
             try:
                 await services.health.check_due()
@@ -251,6 +259,9 @@ class Engine:
                 log.exception("health checks failed")
 
         # Fixed ids and no persistent job store: jobs are re-registered on every start.
+        scheduler.add_job(
+            demo_traffic, "interval", seconds=1, id="demo-traffic", replace_existing=True
+        )
         scheduler.add_job(
             health_checks,
             "interval",

@@ -301,6 +301,8 @@ class DemoSummary:
     currencies: tuple[str, ...]
     first_day: date
     last_day: date
+    connections: int = 0
+    note: str = ""
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -916,6 +918,36 @@ def _write(session: Session, plan: _Plan) -> DemoSummary:
     )
 
 
+# Three simulated gateways with different temperaments, so the dashboard has something to show:
+# a quick and steady one, a slower and flakier mobile-money one, and one with regular outages.
+SANDBOXES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("Sandbox Cards", {"latency_ms": "90", "latency_p95_ms": "250", "error_rate": "0.01"}),
+    ("Sandbox EcoCash", {"latency_ms": "450", "latency_p95_ms": "1800", "error_rate": "0.06"}),
+    (
+        "Sandbox Bank Transfers",
+        {
+            "latency_ms": "200",
+            "latency_p95_ms": "600",
+            "error_rate": "0.02",
+            "outages": "every 20 min for 3 min",
+        },
+    ),
+)
+DEMO_KEY = "sk_sandbox_demo_key"
+
+
+async def _connect_sandboxes(services: Services) -> tuple[int, str]:
+    """The demo's sandbox gateways, and demo traffic through them; none (and why) when the
+    computer has no credential store for their keys."""
+    status = services.secrets.status()
+    if not status.available:
+        return 0, f"No sandbox connections were added: {status.problem}"
+    for name, values in SANDBOXES:
+        await services.connections.add("sandbox-payments", name, values, {"api_key": DEMO_KEY})
+    await services.settings.set_state("demo_traffic", True)
+    return len(SANDBOXES), ""
+
+
 async def seed_demo(
     services: Services, *, today: date | None = None, seed: int = 2026
 ) -> DemoSummary:
@@ -932,6 +964,8 @@ async def seed_demo(
     plan = _plan_demo(day, now, seed)
     summary = await services.db.write(_write, plan)
     await services.settings.reload(announce=[key for key, _ in SCHOOL_SETTINGS])
+    connections, note = await _connect_sandboxes(services)
+    summary = replace(summary, connections=connections, note=note)
     for topic in (
         TOPIC_TEACHERS,
         TOPIC_ROOMS,
