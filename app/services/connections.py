@@ -180,6 +180,57 @@ class ConnectionService:
         self._events.publish(TOPIC, {"id": connection_id})
         return await self.connection(connection_id)
 
+    async def update(
+        self,
+        connection_id: int,
+        name: str,
+        values: Mapping[str, Any],
+        secrets: Mapping[str, str],
+    ) -> ConnectionRecord:
+        """Change a connection's name and settings. A secret left empty keeps the stored one;
+        a secret given replaces it. The provider's client is rebuilt with the new settings."""
+        record = await self.connection(connection_id)
+        spec = record.spec
+        given = {field: value for field, value in secrets.items() if value}
+        kept_names = [field for field in record.secret_fields if field not in given]
+        # Stored secrets satisfy "required" without being read back out of the store.
+        config, new_secrets, errors = spec.check(
+            values, {**dict.fromkeys(kept_names, "(kept)"), **given}
+        )
+        new_secrets = {field: value for field, value in new_secrets.items() if field in given}
+        clean_name = " ".join(name.split())
+        if not clean_name:
+            errors.insert(0, FieldError("name", "Give the connection a name."))
+        if errors:
+            raise ValidationFailed(errors)
+
+        def write(session: Session) -> None:
+            row = session.get(ProviderConnection, connection_id)
+            if row is None:
+                raise NotFound(f"There is no connection number {connection_id}.")
+            taken = session.scalar(
+                select(func.count())
+                .select_from(ProviderConnection)
+                .where(func.lower(ProviderConnection.name) == clean_name.lower())
+                .where(ProviderConnection.id != connection_id)
+            )
+            if taken:
+                raise ValidationFailed(
+                    [FieldError("name", f"There is already a connection called {clean_name}.")]
+                )
+            row.name = clean_name
+            row.config = config
+            row.secret_names = [
+                secret_name(connection_id, field) for field in [*kept_names, *new_secrets]
+            ]
+
+        for field, value in new_secrets.items():
+            await self._secrets.aset(secret_name(connection_id, field), value)
+        await self._db.write(write)
+        await self._close(connection_id)
+        self._events.publish(TOPIC, {"id": connection_id})
+        return await self.connection(connection_id)
+
     async def remove(self, connection_id: int) -> None:
         """Remove the connection and its secrets (secrets first: if the credential store cannot
         be reached, the connection stays so its secrets are not orphaned)."""

@@ -226,3 +226,22 @@ async def test_connections_are_listed_by_name(services: Services) -> None:
         return len(list(session.scalars(select(ProviderConnection))))
 
     assert await services.db.read(rows) == 2
+
+
+async def test_changing_settings_keeps_a_secret_left_empty_and_replaces_one_given(
+    services: Services, memory_keyring: MemoryKeyring
+) -> None:
+    record = await add_sandbox(services)
+    changed = await services.connections.update(
+        record.id, "Sandbox Cards", {**FAST_SANDBOX, "error_rate": "0.5"}, {"api_key": ""}
+    )
+    assert (changed.name, changed.config["error_rate"]) == ("Sandbox Cards", 0.5)
+    key = (services.secrets.service, f"connection/{record.id}/api_key")
+    assert memory_keyring.entries[key] == "sk_sandbox_123456"
+    await services.connections.update(
+        record.id, "Sandbox Cards", FAST_SANDBOX, {"api_key": "sk_new_7890"}
+    )
+    assert memory_keyring.entries[key] == "sk_new_7890"
+    assert (
+        await services.connections.test(record.id)
+    ).ok  # the client was rebuilt with the new key
