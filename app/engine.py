@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -221,6 +223,7 @@ class Engine:
         if self._use_scheduler:
             self._scheduler = self._make_scheduler(self._services)
             self._scheduler.start()
+        asyncio.get_running_loop().create_task(self._tick_live(self._services), name="live")
         if self._listen is not None:
             host, port = self._listen
             settings = self._services.settings
@@ -242,16 +245,19 @@ class Engine:
             },
         )
 
+        @_ends_quietly_at_shutdown
         async def upkeep() -> None:
             await services.jobs.run(UPKEEP_JOB, lambda: database_upkeep(services.db, services.jobs))
 
         traffic = DemoTraffic(services.connections)
 
+        @_ends_quietly_at_shutdown
         async def demo_traffic() -> None:
             # Only in a demo school's database (the demo seed sets the flag).
             if services.settings.state("demo_traffic"):
                 await traffic.tick()
 
+        @_ends_quietly_at_shutdown
         async def health_checks() -> None:
             try:
                 await services.health.check_due()
@@ -279,6 +285,14 @@ class Engine:
             replace_existing=True,
         )
         return scheduler
+
+    @staticmethod
+    async def _tick_live(services: Services) -> None:
+        """Close each second of live metrics just after it ends (cancelled at shutdown)."""
+        while True:
+            now = time.time()
+            await asyncio.sleep(1.02 - (now - int(now)))
+            services.live.tick()
 
     async def _shutdown(self) -> None:
         # In this order: let requests in flight finish (a provider must get its answer), start
@@ -331,6 +345,22 @@ class Engine:
             "engine": self._state.value,
             "database": database,
         }
+
+
+def _ends_quietly_at_shutdown(
+    job: Callable[[], Awaitable[None]],
+) -> Callable[[], Awaitable[None]]:
+    """A job cancelled because the engine stops has not failed: end it without the scheduler
+    reporting an error for it."""
+
+    @functools.wraps(job)
+    async def run() -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            log.debug("background job stopped with the engine", extra={"job": job.__name__})
+
+    return run
 
 
 def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:

@@ -115,6 +115,20 @@ class ProviderFailed(ProviderError):
     error_class = "http_5xx"
 
 
+# How the request log's error classes count in the metrics: a call the breaker refused never
+# left (refused, not a request); these failed because of the provider; anything else (4xx, 429)
+# is about our request, not the provider's health.
+REFUSED = frozenset({ProviderUnavailable.error_class})
+PROVIDER_FAILURES = frozenset(
+    {
+        ProviderFailed.error_class,
+        ProviderTimeout.error_class,
+        OutcomeUnknown.error_class,
+        ProviderUnreachable.error_class,
+    }
+)
+
+
 class _Again(Exception):
     """An attempt that may be repeated: carries the error to raise if no attempt is left."""
 

@@ -10,11 +10,13 @@ import asyncio
 from dataclasses import dataclass
 
 from app.config import Config
+from app.providers.http import RequestRecord
 from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
 from app.services.health import HealthService
 from app.services.jobs import JobHistory
+from app.services.live import LiveMetrics
 from app.services.request_log import RequestLogWriter
 from app.services.school import SchoolService
 from app.services.secrets import SecretStore
@@ -35,6 +37,7 @@ class Services:
     requests: RequestLogWriter
     connections: ConnectionService
     health: HealthService
+    live: LiveMetrics
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -48,11 +51,19 @@ class Services:
             settings = SettingsService(db, hub)
             await settings.load()
             secrets = SecretStore(await settings.install_id())
+            requests = RequestLogWriter(db, hub)
+            live = LiveMetrics(hub)
+
+            def record(entry: RequestRecord) -> None:
+                requests.add(entry)
+                live.add(entry)
+
+            connections = ConnectionService(db, hub, secrets, requests, on_request=record)
+            health = HealthService(db, hub, connections)
+            await health.restore()
         except BaseException:
             await asyncio.to_thread(db.close)
             raise
-        requests = RequestLogWriter(db, hub)
-        connections = ConnectionService(db, hub, secrets, requests)
         return cls(
             config=config,
             db=db,
@@ -64,7 +75,8 @@ class Services:
             jobs=JobHistory(db, hub),
             requests=requests,
             connections=connections,
-            health=HealthService(db, hub, connections),
+            health=health,
+            live=live,
         )
 
     async def close(self) -> None:

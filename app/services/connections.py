@@ -22,7 +22,7 @@ from app.domain.errors import FieldError, NotFound, SwitchboardError, Validation
 from app.providers import KINDS, kind
 from app.providers.base import HealthResult, Provider
 from app.providers.breaker import BreakerSnapshot, snapshot_from_json, snapshot_to_json
-from app.providers.http import ResilientClient
+from app.providers.http import RequestRecord, ResilientClient
 from app.providers.spec import ProviderSpec
 from app.services.events import EventHub
 from app.services.request_log import RequestLogWriter
@@ -84,9 +84,16 @@ class ConnectionService:
     removed, or one of its breakers changes state."""
 
     def __init__(
-        self, db: Database, events: EventHub, secrets: SecretStore, requests: RequestLogWriter
+        self,
+        db: Database,
+        events: EventHub,
+        secrets: SecretStore,
+        requests: RequestLogWriter,
+        on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self._db = db
+        # Where every call attempt is told: the request log, and whoever else listens.
+        self._on_request = on_request or requests.add
         self._events = events
         self._secrets = secrets
         self._requests = requests
@@ -316,7 +323,7 @@ class ConnectionService:
             headers=spec.headers(config, secrets) if spec.headers else None,
             transport=spec.transport(connection_id, config, secrets) if spec.transport else None,
             restore=breakers,
-            on_request=self._requests.add if connection_id else None,
+            on_request=self._on_request if connection_id else None,
             on_breaker_change=breaker_changed,
             idempotency_header=spec.idempotency_header,
             secrets=list(secrets.values()),
@@ -328,11 +335,21 @@ class ConnectionService:
         return await provider.check_health()
 
     async def test_draft(
-        self, kind_key: str, values: Mapping[str, Any], secrets: Mapping[str, str]
+        self,
+        kind_key: str,
+        values: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        keep_from: int | None = None,
     ) -> HealthResult:
-        """ "Test connection" before saving: the same call a health check makes, with settings
-        that are not stored anywhere."""
+        """Try settings before saving them, with the call a health check makes; nothing is
+        stored. With `keep_from`, secrets left empty are that connection's stored ones
+        (testing a change before saving it)."""
         spec = kind(kind_key)
+        secrets = {name: value for name, value in secrets.items() if value}
+        if keep_from is not None:
+            for field in (await self.connection(keep_from)).secret_fields:
+                if field not in secrets:
+                    secrets[field] = await self._secrets.aget(secret_name(keep_from, field)) or ""
         config, kept, errors = spec.check(values, secrets)
         if errors:
             raise ValidationFailed(errors)

@@ -15,10 +15,11 @@ import itertools
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.domain.errors import SwitchboardError
@@ -35,6 +36,7 @@ from app.domain.school import (
     StudentDraft,
     TeacherDraft,
 )
+from app.providers.sandbox import SANDBOX_URL, Behaviour, behaviour_of
 from app.services import Services
 from app.services.school import (
     TOPIC_GUARDIANS,
@@ -51,6 +53,7 @@ from app.services.school import (
 )
 from app.services.settings import put_setting
 from app.store.base import Base
+from app.store.integration import HealthCheckRow, RequestLogEntry
 from app.store.school import Guardian, Invoice, Lesson, LessonStudent, Student, Teacher
 
 SCHOOL_SETTINGS = (
@@ -942,10 +945,76 @@ async def _connect_sandboxes(services: Services) -> tuple[int, str]:
     status = services.secrets.status()
     if not status.available:
         return 0, f"No sandbox connections were added: {status.problem}"
-    for name, values in SANDBOXES:
+    records = [
         await services.connections.add("sandbox-payments", name, values, {"api_key": DEMO_KEY})
+        for name, values in SANDBOXES
+    ]
+    await services.db.write(_history, [(record.id, dict(record.config)) for record in records])
+    await services.health.restore()
     await services.settings.set_state("demo_traffic", True)
     return len(SANDBOXES), ""
+
+
+HISTORY_SPACING = timedelta(seconds=30)  # a call every 30 s over the past day...
+RECENT = timedelta(minutes=15)
+RECENT_SPACING = timedelta(seconds=1)  # ...and every second over the last 15 minutes
+
+
+def _outcome(
+    behaviour: Behaviour, rng: random.Random, moment: datetime
+) -> tuple[int, float, str | None]:
+    """What a sandbox would have answered at `moment`: status, milliseconds, error class."""
+    if behaviour.in_outage(moment.timestamp()):
+        return 503, rng.uniform(5, 30), "http_5xx"
+    latency = behaviour.latency(rng) * 1000
+    if rng.random() < behaviour.error_rate:
+        return 502, latency, "http_5xx"
+    return 200, latency, None
+
+
+def _history(session: Session, connections: list[tuple[int, dict[str, Any]]]) -> None:
+    """A past day of calls and checks for each sandbox, drawn from its own behaviour (its
+    latency, failure rate and outages), so the dashboard has graphs from the first moment."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    for connection_id, config in connections:
+        behaviour = behaviour_of(connection_id, config)
+        rng = random.Random(connection_id)
+
+        moments = [now - timedelta(days=1) + HISTORY_SPACING * i for i in range(2880)]
+        moments = [m for m in moments if m < now - RECENT]
+        moments += [now - RECENT + RECENT_SPACING * i for i in range(int(RECENT / RECENT_SPACING))]
+        calls = []
+        for moment in moments:
+            status, latency, error = _outcome(behaviour, rng, moment)
+            calls.append(
+                {
+                    "at": moment,
+                    "connection_id": connection_id,
+                    "operation": "account",
+                    "method": "GET",
+                    "url": f"{SANDBOX_URL}/v1/account",
+                    "status_code": status,
+                    "latency_ms": round(latency, 3),
+                    "error_class": error,
+                    "attempt": 1,
+                }
+            )
+        checks = []
+        for minute in range(24 * 60):
+            moment = now - timedelta(days=1) + timedelta(minutes=minute)
+            status, latency, error = _outcome(behaviour, rng, moment)
+            checks.append(
+                {
+                    "connection_id": connection_id,
+                    "at": moment,
+                    "ok": error is None,
+                    "latency_ms": round(latency, 3),
+                    "error_class": error,
+                    "detail": "" if error is None else f"Sandbox answered HTTP {status}.",
+                }
+            )
+        session.execute(insert(RequestLogEntry), calls)
+        session.execute(insert(HealthCheckRow), checks)
 
 
 async def seed_demo(

@@ -7,10 +7,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Coroutine
 from typing import Any
-
-import httpx
 
 from app.providers.http import ProviderError
 from app.services.connections import ConnectionService
@@ -18,6 +15,7 @@ from app.services.connections import ConnectionService
 log = logging.getLogger("switchboard.demo")
 
 CALLS_PER_SECOND = 2.0
+MAX_IN_FLIGHT = 200
 
 
 class DemoTraffic:
@@ -25,22 +23,40 @@ class DemoTraffic:
         self._connections = connections
         self.rate = rate
         self._rng = random.Random()
+        self._calls: set[asyncio.Task[Any]] = set()
 
     async def tick(self) -> int:
         """One second of traffic: for each active sandbox connection, a Poisson-distributed
-        number of calls (on average `rate`), made at once. Returns how many were made."""
-        calls: list[Coroutine[Any, Any, httpx.Response]] = []
+        number of calls (on average `rate`). The calls run on their own, so a slow simulated
+        provider slows nothing else; returns how many were started."""
+        started = 0
         for record in await self._connections.connections():
             if not record.spec.sandbox or record.paused:
                 continue
             provider = await self._connections.provider(record.id)
-            count = self._poisson(self.rate)
-            calls.extend(provider.client.call(provider.spec.health) for _ in range(count))
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, ProviderError):
-                log.error("demo call failed unexpectedly", exc_info=result)
-        return len(calls)
+            for _ in range(self._poisson(self.rate)):
+                if len(self._calls) >= MAX_IN_FLIGHT:
+                    return started  # a provider that stopped answering: do not pile up
+                task = asyncio.get_running_loop().create_task(
+                    provider.client.call(provider.spec.health)
+                )
+                self._calls.add(task)
+                task.add_done_callback(self._finished)
+                started += 1
+        return started
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._calls.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, ProviderError):
+            log.error("demo call failed unexpectedly", exc_info=error)
+
+    async def settle(self) -> None:
+        """Wait for the calls started so far (tests)."""
+        if self._calls:
+            await asyncio.gather(*self._calls, return_exceptions=True)
 
     def _poisson(self, mean: float) -> int:
         # Knuth's method: fine for the small means used here.

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from app.providers.breaker import BreakerSnapshot, BreakerState
 from app.services.connections import ConnectionRecord, ConnectionService
 from app.services.events import EventHub
+from app.services.metrics import ConnectionSummary, summaries
 from app.store.database import Database
 from app.store.integration import AlertRow, HealthCheckRow
 
@@ -53,6 +54,15 @@ class Check:
     latency_ms: float
     error_class: str | None
     detail: str
+
+
+@dataclass(frozen=True)
+class ConnectionHealth:
+    """What the dashboard shows of one connection: its settings, status and traffic figures."""
+
+    record: ConnectionRecord
+    status: Status
+    summary: ConnectionSummary | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,34 @@ class HealthService:
         self._running: set[int] = set()
         self._deciding: set[asyncio.Task[None]] = set()
         connections.on_breaker_change(self._breaker_changed)
+
+    async def restore(self) -> None:
+        """Take up each connection's status where the last checks left it (after a restart),
+        instead of showing every connection as never checked."""
+
+        def latest(session: Session) -> dict[int, list[bool]]:
+            recent: dict[int, list[bool]] = {}
+            rows = session.execute(
+                select(HealthCheckRow.connection_id, HealthCheckRow.ok)
+                .where(HealthCheckRow.at >= datetime.now(UTC) - timedelta(hours=1))
+                .order_by(HealthCheckRow.id.desc())
+            )
+            for connection_id, ok in rows:
+                found = recent.setdefault(connection_id, [])
+                if len(found) < max(DOWN_AFTER, UP_AFTER):
+                    found.append(ok)
+            return recent
+
+        for connection_id, newest_first in (await self._db.read(latest)).items():
+            tracker = self._trackers.setdefault(connection_id, _Tracker())
+            for ok in reversed(newest_first):
+                tracker.oks, tracker.fails = (tracker.oks + 1, 0) if ok else (0, tracker.fails + 1)
+            if tracker.fails >= DOWN_AFTER:
+                tracker.status = Status.DOWN
+            elif tracker.fails:
+                tracker.status = Status.DEGRADED
+            else:
+                tracker.status = Status.HEALTHY
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -167,6 +205,22 @@ class HealthService:
         return list(await asyncio.gather(*(self.check(record.id) for record in records)))
 
     # --- status ---------------------------------------------------------------------------------
+
+    async def overview(self, since: datetime) -> list[ConnectionHealth]:
+        """Every connection with its status and its traffic since `since` (the start of the
+        school's day), in one call for the dashboard."""
+        records = await self._connections.connections()
+        figures = await summaries(
+            self._db, [record.id for record in records], since, datetime.now(UTC)
+        )
+        return [
+            ConnectionHealth(
+                record,
+                Status.PAUSED if record.paused else self.status(record.id),
+                figures.get(record.id),
+            )
+            for record in records
+        ]
 
     def status(self, connection_id: int) -> Status:
         tracker = self._trackers.get(connection_id)

@@ -126,12 +126,16 @@ class RequestLogWriter:
             await asyncio.gather(*self._writing)
 
     async def recent(
-        self, connection_id: int | None = None, limit: int = 200
+        self, connection_id: int | None = None, limit: int = 200, problems_only: bool = False
     ) -> list[LoggedRequest]:
+        """The latest calls, newest first; `problems_only` keeps those without a good answer."""
+
         def query(session: Session) -> list[LoggedRequest]:
             statement = select(RequestLogEntry).order_by(RequestLogEntry.id.desc()).limit(limit)
             if connection_id is not None:
                 statement = statement.where(RequestLogEntry.connection_id == connection_id)
+            if problems_only:
+                statement = statement.where(RequestLogEntry.error_class.is_not(None))
             return [
                 LoggedRequest(
                     row.id,

@@ -146,8 +146,12 @@ class MainWindow(QMainWindow):
         raise KeyError(key)
 
     def show_page(self, key: str) -> Page:
+        """Show a page by its key, or by "key:argument" to open it on something."""
+        key, _, argument = key.partition(":")
         page = self.page(key)
         self.sidebar.setCurrentRow(self.pages.index(page))
+        if argument:
+            page.open_with(argument)
         return page
 
     @property

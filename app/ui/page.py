@@ -25,7 +25,8 @@ class Page(QWidget):
     through the bridge and show it (the content, or the empty state that says how to start).
 
     Signals:
-        navigate(str): the page wants another page shown (its key).
+        navigate(str): the page wants another page shown: its key, or "key:argument" for a page
+            that can be opened on something (see `open_with`).
         demo_requested(): the user asked to explore the demo school.
     """
 
@@ -96,6 +97,9 @@ class Page(QWidget):
             await self.refresh()
             if not self._again:
                 return
+
+    def open_with(self, argument: str) -> None:
+        """Show what `argument` names (a page opened with "key:argument"); by default nothing."""
 
     async def settle(self) -> None:
         """Wait until the page shows current data: screenshots and tests await this."""

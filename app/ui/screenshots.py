@@ -5,12 +5,37 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import qasync
 
 from app.config import Config
 
 SIZE = (1280, 800)
+
+
+def _connect_dialog(window: Any, out_dir: Path) -> Path:
+    """The "Connect a provider" dialog as it opens from the dashboard, its first kind chosen."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.ui.connect_dialog import ConnectDialog
+
+    dashboard = window.show_page("dashboard")
+    connections = dashboard.bridge.services.connections
+
+    async def never(_draft: Any) -> Any:
+        raise AssertionError("screenshots save nothing")
+
+    dialog = ConnectDialog(connections.kinds(), never, never, None, dashboard)
+    dialog.name.setText("Card payments")
+    dialog.show()
+    QApplication.processEvents()
+    path = out_dir / "connect-dialog.png"
+    if not dialog.grab().save(str(path)):
+        raise OSError(f"could not write {path}")
+    dialog.close()
+    dialog.deleteLater()
+    return path
 
 
 def render_all(config: Config, out_dir: Path) -> list[Path]:
@@ -37,6 +62,7 @@ def render_all(config: Config, out_dir: Path) -> list[Path]:
             if not window.grab().save(str(path)):
                 raise OSError(f"could not write {path}")
             written.append(path)
+        written.append(_connect_dialog(window, out_dir))
     finally:
         shell.stop()
         loop.run_until_complete(asyncio.sleep(0))

@@ -20,6 +20,7 @@ from app.config import Config, demo_config
 from app.domain.errors import SwitchboardError
 from app.engine import Engine, EngineError, EngineState
 from app.logs import set_level
+from app.services.health import TOPIC_ALERTS
 from app.services.settings import TOPIC_PREFIX
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
@@ -208,6 +209,9 @@ class Shell(QObject):
             self.tray.set_paused(state == EngineState.PAUSED.value)
 
     def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
+        if topic == TOPIC_ALERTS and payload.get("message") and self.tray is not None:
+            self.tray.notify("Switchboard", str(payload["message"]))
+            return
         if not topic.startswith(TOPIC_PREFIX):
             return
         if payload.get("key") == "appearance.theme":

@@ -7,15 +7,19 @@ from app.ui.page import Page
 
 
 def build_pages(bridge: EngineBridge) -> list[Page]:
+    from app.views.dashboard import DashboardPage
     from app.views.guardians import GuardiansPage
     from app.views.invoices import InvoicesPage
     from app.views.lessons import LessonsPage
     from app.views.overview import OverviewPage
+    from app.views.request_log import RequestLogPage
     from app.views.students import StudentsPage
     from app.views.teachers import TeachersPage
 
     return [
         OverviewPage(bridge),
+        DashboardPage(bridge),
+        RequestLogPage(bridge),
         StudentsPage(bridge),
         GuardiansPage(bridge),
         TeachersPage(bridge),

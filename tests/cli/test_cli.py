@@ -19,17 +19,29 @@ from PySide6.QtGui import QImage
 from app import __version__
 
 SWITCHBOARD = Path(sys.executable).with_name("switchboard")
-PAGES = ("overview", "students", "guardians", "teachers", "lessons", "invoices")
+PAGES = (
+    "overview",
+    "dashboard",
+    "requests",
+    "students",
+    "guardians",
+    "teachers",
+    "lessons",
+    "invoices",
+)
 
 
 def switchboard(
-    *args: str, data_dir: Path | None = None, timeout: float = 120
+    *args: str,
+    data_dir: Path | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     command = [str(SWITCHBOARD)]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*command, *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
 
 
@@ -136,25 +148,34 @@ def distinct_colours(path: Path) -> int:
 
 @pytest.mark.slow
 def test_demo_seed_then_screenshots_renders_every_page_with_the_demo_data(tmp_path: Path) -> None:
+    # A credential store for the subprocesses, so the demo connects its sandbox gateways.
+    environment = {
+        **os.environ,
+        "PYTHON_KEYRING_BACKEND": "tests.support.file_keyring.FileKeyring",
+        "SWITCHBOARD_TEST_KEYRING": str(tmp_path / "keyring.json"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
     data = tmp_path / "school"
-    seeded = switchboard("demo", "seed", "--json", data_dir=data)
+    seeded = switchboard("demo", "seed", "--json", data_dir=data, env=environment)
     assert seeded.returncode == 0, seeded.stderr
     summary = json.loads(seeded.stdout)
     assert summary["students"] >= 150
     assert sorted(summary["currencies"]) == ["USD", "ZWG"]
+    assert summary["connections"] == 3
 
-    again = switchboard("demo", "seed", data_dir=data)
+    again = switchboard("demo", "seed", data_dir=data, env=environment)
     assert again.returncode == 1
     assert "already" in again.stderr
 
     shots = tmp_path / "shots"
-    rendered = switchboard("screenshots", "--out", str(shots), data_dir=data)
+    rendered = switchboard("screenshots", "--out", str(shots), data_dir=data, env=environment)
     assert rendered.returncode == 0, rendered.stderr
-    assert sorted(path.name for path in shots.iterdir()) == sorted(f"{page}.png" for page in PAGES)
+    expected = [f"{page}.png" for page in PAGES] + ["connect-dialog.png"]
+    assert sorted(path.name for path in shots.iterdir()) == sorted(expected)
     for page in PAGES:
         image = QImage(str(shots / f"{page}.png"))
         assert (image.width(), image.height()) == (1280, 800)
-        # An empty page is a few flat colours; a page full of names, numbers and bars has many.
+        # An empty page is a few flat colours; a page full of names, numbers and curves has many.
         assert distinct_colours(shots / f"{page}.png") > 60, page
 
 
@@ -163,7 +184,7 @@ def test_screenshots_of_an_empty_school_show_the_empty_states(tmp_path: Path) ->
         "screenshots", "--out", str(tmp_path / "shots"), data_dir=tmp_path / "empty"
     )
     assert rendered.returncode == 0, rendered.stderr
-    assert len(list((tmp_path / "shots").glob("*.png"))) == len(PAGES)
+    assert len(list((tmp_path / "shots").glob("*.png"))) == len(PAGES) + 1  # and the dialog
 
 
 def test_environment_variables_choose_the_data_folder(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ async def test_demo_traffic_calls_only_sandbox_providers_and_is_logged(services:
     traffic = DemoTraffic(services.connections, rate=5.0)
     made = await traffic.tick()
     assert made > 0
+    await traffic.settle()
     await services.requests.flush()
     logged = await services.requests.recent(limit=1000)
     assert len(logged) >= made  # each call is logged (retries add attempts)

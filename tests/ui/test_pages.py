@@ -104,7 +104,9 @@ def test_every_page_shows_the_schools_data(gui: Gui, window: MainWindow) -> None
     for page in window.pages:
         window.show_page(page.key)
         gui.run(page.settle())
-        assert page.states.state == "content", page.key
+        # Without a provider connection the dashboard and the request log say how to start.
+        expected = "empty" if page.key in ("dashboard", "requests") else "content"
+        assert page.states.state == expected, page.key
         if page.key in expected_rows:
             assert page.table.proxy.rowCount() == expected_rows[page.key], page.key
         gui.save(window, page.key)
