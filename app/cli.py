@@ -115,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("id", type=int, help="the connection's number (see `connection list`)")
         one.add_argument("--json", action="store_true", help="print one JSON document")
 
+    bench = commands.add_parser(
+        "bench", parents=[common], help="measure Switchboard on this computer"
+    )
+    bench.add_argument("name", choices=["ui-stall"], help="which benchmark")
+    bench.add_argument("--seconds", type=float, default=20.0, help="how long to measure")
+    bench.add_argument("--connections", type=int, default=50, help="sandbox connections")
+    bench.add_argument("--rate", type=float, default=200.0, help="calls per second in all")
+    bench.add_argument("--json", action="store_true", help="print one JSON document")
+
     shots = commands.add_parser(
         "screenshots", parents=[common], help="render every page to PNG files, offscreen"
     )
@@ -246,6 +255,23 @@ def _demo(args: argparse.Namespace, config: Config) -> int:
             f"Demo school ready in {config.paths.data_dir}: {summary.students} students, "
             f"{summary.guardians} guardians, {summary.teachers} teachers, {summary.lessons} "
             f"lessons, {summary.invoices} invoices."
+        )
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace, config: Config) -> int:
+    from app.ui.bench import ui_stall
+
+    figures = ui_stall(seconds=args.seconds, connections=args.connections, rate=args.rate)
+    if args.json:
+        _print_json(figures)
+    else:
+        dashboard, reference = figures["dashboard"], figures["reference"]
+        print(
+            f"GUI heartbeat lateness with the dashboard: p99 {dashboard['p99_ms']} ms, worst "
+            f"{dashboard['worst_ms']} ms ({figures['calls_per_second']} calls/s recorded); "
+            f"redrawing every point instead: p99 {reference['p99_ms']} ms, worst "
+            f"{reference['worst_ms']} ms."
         )
     return EXIT_OK
 
@@ -436,4 +462,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "screenshots": _screenshots,
     "provider": _provider,
     "connection": _connection,
+    "bench": _bench,
 }

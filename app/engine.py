@@ -27,6 +27,7 @@ from app.domain.errors import SwitchboardError
 from app.services import Services
 from app.services.demo_traffic import DemoTraffic
 from app.services.events import EventHub
+from app.services.metrics import apply_retention, roll_up
 from app.services.receiver import Address, Receiver
 from app.services.upkeep import JOB_ID as UPKEEP_JOB
 from app.services.upkeep import database_upkeep
@@ -41,6 +42,7 @@ UPKEEP_EVERY = timedelta(hours=6)
 UPKEEP_FIRST_AFTER = timedelta(minutes=5)
 # Each connection has its own check interval; this is how often the engine looks for one due.
 HEALTH_DISPATCH = timedelta(seconds=5)
+RETENTION_EVERY = timedelta(minutes=10)
 # A laptop that slept through a run should still do it on waking, once (coalesce), not skip it.
 MISFIRE_GRACE = timedelta(hours=12)
 WORK_CANCEL_TIMEOUT = 10.0
@@ -258,6 +260,21 @@ class Engine:
                 await traffic.tick()
 
         @_ends_quietly_at_shutdown
+        async def metrics_rollup() -> None:
+            try:
+                await roll_up(services.db, utcnow())
+            except Exception:
+                log.exception("metrics roll-up failed")
+
+        @_ends_quietly_at_shutdown
+        async def metrics_retention() -> None:
+            try:
+                await roll_up(services.db, utcnow())  # nothing is deleted before it is rolled up
+                await apply_retention(services.db, utcnow())
+            except Exception:
+                log.exception("metrics retention failed")
+
+        @_ends_quietly_at_shutdown
         async def health_checks() -> None:
             try:
                 await services.health.check_due()
@@ -267,6 +284,17 @@ class Engine:
         # Fixed ids and no persistent job store: jobs are re-registered on every start.
         scheduler.add_job(
             demo_traffic, "interval", seconds=1, id="demo-traffic", replace_existing=True
+        )
+        scheduler.add_job(
+            metrics_rollup, "interval", seconds=60, id="metrics-rollup", replace_existing=True
+        )
+        scheduler.add_job(
+            metrics_retention,
+            "interval",
+            seconds=RETENTION_EVERY.total_seconds(),
+            id="metrics-retention",
+            next_run_time=utcnow() + timedelta(minutes=2),
+            replace_existing=True,
         )
         scheduler.add_job(
             health_checks,

@@ -184,3 +184,15 @@ def test_stopping_mid_work_cancels_it_closes_cleanly_and_takes_no_more(config: C
     with pytest.raises(EngineError, match="not running"):
         engine.submit(_noop())
     assert other_threads(before) == []
+
+
+def test_the_engine_schedules_checks_metrics_and_retention(config: Config) -> None:
+    engine = Engine(config)
+    engine.start()
+    try:
+        scheduler = engine._scheduler
+        assert scheduler is not None
+        ids = {job.id for job in scheduler.get_jobs()}
+        assert {"health-checks", "metrics-rollup", "metrics-retention", "database-upkeep"} <= ids
+    finally:
+        engine.stop()

@@ -154,6 +154,12 @@ class RequestLogWriter:
 
         return await self._db.read(query)
 
+    async def count_all(self) -> int:
+        def query(session: Session) -> int:
+            return int(session.scalar(select(func.count()).select_from(RequestLogEntry)) or 0)
+
+        return await self._db.read(query)
+
     async def count_since(self, connection_id: int, since: datetime) -> int:
         def query(session: Session) -> int:
             return int(

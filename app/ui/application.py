@@ -20,8 +20,14 @@ from app.ui.icons import app_icon
 from app.ui.shell import Shell
 from app.ui.single_instance import SingleInstance, instance_key
 
+# The engine and database threads run Python too. CPython hands the GIL to a waiting thread only
+# after the holder's switch interval (5 ms by default), so with busy background threads each
+# GUI callback can wait several intervals. 1 ms keeps the window responsive (bench ui-stall).
+GUI_SWITCH_INTERVAL = 0.001
+
 
 def make_application() -> QApplication:
+    sys.setswitchinterval(GUI_SWITCH_INTERVAL)
     QCoreApplication.setApplicationName("Switchboard")
     QCoreApplication.setOrganizationName("Switchboard")
     QCoreApplication.setApplicationVersion(__version__)

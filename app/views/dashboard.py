@@ -57,8 +57,14 @@ RANGES = (
 LIVE_RANGE = 86_400  # ranges up to a day are plotted from the ring buffers
 SECONDS_BACKFILL = 900  # per-second history read back for the last 15 minutes
 REDRAW_MS = 100  # 10 frames a second at most, and only when something changed
+STAGGER_MS = 40
+COUNT_MS = 5000
 FIGURES_REFRESH_MS = 30_000
-CARD_ROW_HEIGHT = 250
+LEFT_AXIS_WIDTH = 64
+CARD_WIDTH = 330
+CARD_HEIGHT = 270
+VALUE_WIDTH = 190
+CARD_ROW_HEIGHT = CARD_HEIGHT + 30
 
 STATUS_COLORS = {
     Status.HEALTHY: HEALTHY,
@@ -101,13 +107,17 @@ class ConnectionCard(QFrame):
         self.connection_id = connection_id
         self.setObjectName("Card")
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setMinimumWidth(300)
+        # Fixed sizes everywhere a figure changes: Qt then repaints the label alone instead of
+        # laying out every card again (with 50 cards updated each second, that was the stall).
+        self.setFixedSize(CARD_WIDTH, CARD_HEIGHT)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 10, 14, 10)
         top = QHBoxLayout()
         self.name = QLabel()
         self.name.setObjectName("EmptyTitle")
         self.status = QLabel()
+        self.status.setFixedSize(130, 22)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         top.addWidget(self.name, 1)
         top.addWidget(self.status)
         layout.addLayout(top)
@@ -128,6 +138,7 @@ class ConnectionCard(QFrame):
             name = QLabel(label)
             name.setObjectName("Muted")
             value = QLabel("—")
+            value.setFixedSize(VALUE_WIDTH, 20)
             grid.addWidget(name, row, 0)
             grid.addWidget(value, row, 1)
             self.figures[key] = value
@@ -135,9 +146,11 @@ class ConnectionCard(QFrame):
         self.last_error = QLabel()
         self.last_error.setWordWrap(True)
         self.last_error.setObjectName("Muted")
+        self.last_error.setFixedSize(CARD_WIDTH - 28, 34)
         layout.addWidget(self.last_error)
         self.note = QLabel()
         self.note.setWordWrap(True)
+        self.note.setFixedSize(CARD_WIDTH - 28, 34)
         layout.addWidget(self.note)
         buttons = QHBoxLayout()
         self.buttons: dict[str, QPushButton] = {}
@@ -161,6 +174,7 @@ class ConnectionCard(QFrame):
         buttons.addWidget(more)
         layout.addLayout(buttons)
         self.paused = False
+        self.calls_today = 0
 
     def _act(self, key: str) -> None:
         if key == "pause" and self.paused:
@@ -187,6 +201,7 @@ class ConnectionCard(QFrame):
         self.figures["breaker"].setToolTip(breaker.reason if breaker else "")
         if summary is None:
             return
+        self.calls_today = summary.requests
         self.figures["requests"].setText(f"{summary.requests:,}")
         self.figures["success"].setText(_percent(summary.success_rate))
         self.figures["latency"].setText(f"{_ms(summary.avg_ms)} · {_ms(summary.p95_ms)}")
@@ -196,8 +211,18 @@ class ConnectionCard(QFrame):
         else:
             self.last_error.setText("No errors in the last 7 days.")
 
+    def add_calls(self, calls: int) -> None:
+        self.calls_today += calls
+        self.figures["requests"].setText(f"{self.calls_today:,}")
+
     def set_chosen(self, chosen: bool) -> None:
-        self.setStyleSheet("#Card { border: 2px solid palette(highlight); }" if chosen else "")
+        """Mark the card whose graphs are shown. A property styled by the app's stylesheet, and
+        only when it changes: restyling a widget re-polishes all its children."""
+        if bool(self.property("chosen")) == chosen:
+            return
+        self.setProperty("chosen", chosen)
+        self.style().unpolish(self)
+        self.style().polish(self)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         self.chosen.emit(self.connection_id)
@@ -221,6 +246,10 @@ class DashboardPage(Page):
         self._first_live: dict[int, float] = {}
         self._history: dict[tuple[int, int], tuple[float, Any]] = {}
         self._dirty = True
+        self._arranged: list[int] = []
+        self._columns = 0
+        self._last_redraw = 0.0
+        self._forced = True  # a person changed something: draw at once
 
         self.connect_button = QPushButton("Connect a provider…")
         self.connect_button.clicked.connect(
@@ -272,6 +301,8 @@ class DashboardPage(Page):
         self.error_plot = self._plot("Errors (%)")
         self.latency_plot.addLegend(offset=(-10, 10))
         self.error_plot.setXLink(self.latency_plot)
+        # One time axis for both (the lower plot's): painting dates is much of a frame's cost.
+        self.latency_plot.getAxis("bottom").setStyle(showValues=False)
         self.avg_curve = self.latency_plot.plot(name="average", pen=pg.mkPen("#1f6feb", width=1))
         self.p95_curve = self.latency_plot.plot(
             name="95th percentile", pen=pg.mkPen(DEGRADED, width=1)
@@ -292,6 +323,11 @@ class DashboardPage(Page):
         self.redraw_timer.setInterval(REDRAW_MS)
         self.redraw_timer.timeout.connect(self.redraw)
         self.redraw_timer.start()
+        self._new_calls: dict[int, int] = {}
+        self.count_timer = QTimer(self)
+        self.count_timer.setInterval(COUNT_MS)
+        self.count_timer.timeout.connect(self._count_calls)
+        self.count_timer.start()
         self.figures_timer = QTimer(self)
         self.figures_timer.setInterval(FIGURES_REFRESH_MS)
         self.figures_timer.timeout.connect(lambda: self.isVisible() and self.schedule_refresh())
@@ -310,6 +346,8 @@ class DashboardPage(Page):
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.setLabel("left", label)
         plot.setMinimumHeight(120)
+        # A fixed width: tick labels growing from "900" to "1200" must not re-lay out the plot.
+        plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
         plot.getPlotItem().enableAutoRange(axis="x", enable=False)
         return plot
 
@@ -342,7 +380,7 @@ class DashboardPage(Page):
 
     def set_range(self, seconds: int) -> None:
         self.range_seconds = seconds
-        self._dirty = True
+        self._dirty = self._forced = True
         if seconds > LIVE_RANGE and self.selected is not None:
             tasks.start(self.load_history(self.selected, seconds), owner=self)
 
@@ -354,22 +392,39 @@ class DashboardPage(Page):
             for key, (requests, failures, avg_ms, p95_ms) in second["samples"].items():
                 connection_id = int(key)
                 self._first_live.setdefault(connection_id, t)
-                buffer = self.buffers.setdefault(connection_id, SeriesBuffer())
+                buffer = self.buffer(connection_id)
                 buffer.append(t, requests, failures, avg_ms, p95_ms)
-                card = self.cards.get(connection_id)
-                if card is not None:
-                    count = card.figures["requests"]
-                    current = int(count.text().replace(",", "")) if count.text() != "—" else 0
-                    count.setText(f"{current + requests:,}")
+                self._new_calls[connection_id] = self._new_calls.get(connection_id, 0) + requests
         self._dirty = True
 
-    def redraw(self) -> None:
-        """Plot the selected connection's range (10 times a second at most, and only when
-        something changed or time moved the range)."""
+    def _count_calls(self) -> None:
+        """Add the calls since the last count to the cards (every few seconds: repainting 50
+        cards every second costs the window more than anyone gains from it)."""
+        for connection_id, calls in self._new_calls.items():
+            card = self.cards.get(connection_id)
+            if card is not None:
+                card.add_calls(calls)
+        self._new_calls.clear()
+
+    def buffer(self, connection_id: int) -> SeriesBuffer:
+        """The connection's ring buffer, made on first use (a day of samples: never build one
+        just to throw it away)."""
+        buffer = self.buffers.get(connection_id)
+        if buffer is None:
+            buffer = self.buffers[connection_id] = SeriesBuffer()
+        return buffer
+
+    def redraw(self, *, now: float | None = None) -> None:
+        """Plot the selected connection's range: at most 10 times a second, only when something
+        changed, and for long ranges only once a bin's worth of time has passed."""
         if not self._dirty or not self.isVisible() or self.selected is None:
             return
-        self._dirty = False
-        now = time.time()
+        now = time.time() if now is None else now
+        bin_seconds = self.range_seconds / POINTS
+        if not self._forced and now - self._last_redraw < bin_seconds:
+            return  # nothing would visibly move yet
+        self._dirty = self._forced = False
+        self._last_redraw = now
         start = now - self.range_seconds
         self.latency_plot.setXRange(start, now, padding=0)
         if self.range_seconds <= LIVE_RANGE:
@@ -385,7 +440,10 @@ class DashboardPage(Page):
             t, avg, p95, errors = cached[1]
         self.avg_curve.setData(t, avg, connect="finite")
         self.p95_curve.setData(t, p95, connect="finite")
-        self.error_curve.setData(t, errors, connect="finite")
+        # The second plot a moment later: two short paints instead of one long one.
+        QTimer.singleShot(
+            STAGGER_MS, self, lambda: self.error_curve.setData(t, errors, connect="finite")
+        )
 
     # --- loading --------------------------------------------------------------------------------
 
@@ -428,15 +486,23 @@ class DashboardPage(Page):
         for connection_id in list(self.cards):
             if connection_id not in self.health:
                 self.cards.pop(connection_id).deleteLater()
-        columns = max(1, self.card_area.viewport().width() // 340)
-        for position, item in enumerate(overview):
-            card = self.cards.get(item.record.id)
-            if card is None:
-                card = ConnectionCard(item.record.id)
-                card.chosen.connect(self.choose)
-                card.action.connect(lambda cid, key: tasks.start(self.act(cid, key), owner=self))
-                self.cards[item.record.id] = card
-            self.card_grid.addWidget(card, position // columns, position % columns)
+        columns = max(1, self.card_area.viewport().width() // (CARD_WIDTH + 12))
+        arranged = [item.record.id for item in overview]
+        if arranged != self._arranged or columns != self._columns:
+            # Only when cards come, go or the width changes: placing them is a full layout.
+            for position, item in enumerate(overview):
+                card = self.cards.get(item.record.id)
+                if card is None:
+                    card = ConnectionCard(item.record.id)
+                    card.chosen.connect(self.choose)
+                    card.action.connect(
+                        lambda cid, key: tasks.start(self.act(cid, key), owner=self)
+                    )
+                    self.cards[item.record.id] = card
+                self.card_grid.addWidget(card, position // columns, position % columns)
+            self._arranged, self._columns = arranged, columns
+        for item in overview:
+            card = self.cards[item.record.id]
             card.show_health(item, zone)
             card.set_chosen(item.record.id == self.selected)
 
@@ -447,7 +513,7 @@ class DashboardPage(Page):
             card.set_chosen(card_id == connection_id)
         item = self.health.get(connection_id)
         self.graph_title.setText(f"{item.record.name}: latency and errors" if item else "")
-        self._dirty = True
+        self._dirty = self._forced = True
         if not later:
             return
         if connection_id not in self._backfilled:
@@ -468,7 +534,7 @@ class DashboardPage(Page):
             series, db, connection_id, end - timedelta(days=1), seconds_from, 60
         )
         seconds = await self.bridge.call(series, db, connection_id, seconds_from, end, 1)
-        buffer = self.buffers.setdefault(connection_id, SeriesBuffer())
+        buffer = self.buffer(connection_id)
         for history, span in ((minutes, 60.0), (seconds, 1.0)):
             start = history.start.timestamp()
             steps = np.arange(len(history.requests), dtype=np.float64)
