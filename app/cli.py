@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=float, default=200.0, help="calls per second in all")
     bench.add_argument("--json", action="store_true", help="print one JSON document")
 
+    health = commands.add_parser(
+        "health", parents=[common], help="check every connection now and show its figures"
+    )
+    health.add_argument("--json", action="store_true", help="print one JSON document")
+
     shots = commands.add_parser(
         "screenshots", parents=[common], help="render every page to PNG files, offscreen"
     )
@@ -257,6 +262,53 @@ def _demo(args: argparse.Namespace, config: Config) -> int:
             f"lessons, {summary.invoices} invoices."
         )
     return EXIT_OK
+
+
+def _health(args: argparse.Namespace, config: Config) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    async def run(services: Any) -> int:
+        checks = {check.connection_id: check for check in await services.health.check_all()}
+        await services.requests.flush()
+        overview = await services.health.overview(datetime.now(UTC) - timedelta(days=1))
+        rows = [_health_row(item, checks.get(item.record.id)) for item in overview]
+        if args.json:
+            _print_json({"connections": rows})
+        elif not rows:
+            print("No connections yet; add one with `switchboard connection add KIND`.")
+        for row in [] if args.json else rows:
+            figures = row["last_24h"] or {}
+            rate = figures.get("success_rate")
+            success = "—" if rate is None else f"{rate * 100:.1f}%"
+            detail = row["check"]["detail"] if row["check"] else "paused, not checked"
+            print(
+                f"{row['id']:>4}  {row['name']}: {row['status']}; {detail} "
+                f"(24 h: {figures.get('calls', 0)} calls, {success} succeeded)"
+            )
+        return EXIT_FAILED if any(row["status"] == "down" for row in rows) else EXIT_OK
+
+    return _with_services(config, run)
+
+
+def _health_row(item: Any, check: Any) -> dict[str, Any]:
+    summary = item.summary
+    return {
+        "id": item.record.id,
+        "name": item.record.name,
+        "kind": item.record.kind,
+        "status": item.status.value,
+        "check": _health_json(check) if check else None,
+        "last_24h": None
+        if summary is None
+        else {
+            "calls": summary.requests,
+            "failures": summary.failures,
+            "success_rate": summary.success_rate,
+            "avg_ms": summary.avg_ms,
+            "p95_ms": summary.p95_ms,
+            "uptime": summary.uptime,
+        },
+    }
 
 
 def _bench(args: argparse.Namespace, config: Config) -> int:
@@ -463,4 +515,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "provider": _provider,
     "connection": _connection,
     "bench": _bench,
+    "health": _health,
 }

@@ -12,6 +12,7 @@ import qasync
 from app.config import Config
 
 SIZE = (1280, 800)
+SETTLE_SECONDS = 0.15
 
 
 def _connect_dialog(window: Any, out_dir: Path) -> Path:
@@ -57,6 +58,8 @@ def render_all(config: Config, out_dir: Path) -> list[Path]:
         for page in window.pages:
             window.show_page(page.key)
             loop.run_until_complete(page.settle())
+            # What follows a load by a moment (the dashboard's second plot) is on screen too.
+            loop.run_until_complete(asyncio.sleep(SETTLE_SECONDS))
             QApplication.processEvents()
             path = out_dir / f"{page.key}.png"
             if not window.grab().save(str(path)):

@@ -62,8 +62,10 @@ COUNT_MS = 5000
 FIGURES_REFRESH_MS = 30_000
 LEFT_AXIS_WIDTH = 64
 CARD_WIDTH = 330
-CARD_HEIGHT = 270
+CARD_HEIGHT = 290
 VALUE_WIDTH = 190
+STATUS_WIDTH = 118
+NAME_WIDTH = CARD_WIDTH - STATUS_WIDTH - 40
 CARD_ROW_HEIGHT = CARD_HEIGHT + 30
 
 STATUS_COLORS = {
@@ -84,6 +86,10 @@ STATUS_WORDS = {
 
 def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} ms"
+
+
+def _uptime(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
 
 
 def _percent(value: float | None) -> str:
@@ -116,7 +122,7 @@ class ConnectionCard(QFrame):
         self.name = QLabel()
         self.name.setObjectName("EmptyTitle")
         self.status = QLabel()
-        self.status.setFixedSize(130, 22)
+        self.status.setFixedSize(STATUS_WIDTH, 22)
         self.status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         top.addWidget(self.name, 1)
         top.addWidget(self.status)
@@ -132,6 +138,7 @@ class ConnectionCard(QFrame):
                 ("requests", "Calls today"),
                 ("success", "Success rate"),
                 ("latency", "Average · p95"),
+                ("uptime", "Up 24 h · 7 d · 30 d"),
                 ("breaker", "Breaker"),
             )
         ):
@@ -183,7 +190,10 @@ class ConnectionCard(QFrame):
 
     def show_health(self, health: ConnectionHealth, zone: ZoneInfo) -> None:
         record, summary = health.record, health.summary
-        self.name.setText(record.name)
+        self.name.ensurePolished()  # the title font comes from the stylesheet
+        metrics = self.name.fontMetrics()
+        self.name.setText(metrics.elidedText(record.name, Qt.TextElideMode.ElideRight, NAME_WIDTH))
+        self.name.setToolTip(record.name)
         self.kind.setText(record.spec.name)
         color = STATUS_COLORS[health.status]
         self.status.setText(f"<span style='color:{color}'>●</span> {STATUS_WORDS[health.status]}")
@@ -205,6 +215,9 @@ class ConnectionCard(QFrame):
         self.figures["requests"].setText(f"{summary.requests:,}")
         self.figures["success"].setText(_percent(summary.success_rate))
         self.figures["latency"].setText(f"{_ms(summary.avg_ms)} · {_ms(summary.p95_ms)}")
+        self.figures["uptime"].setText(
+            " · ".join(_uptime(summary.uptime.get(window)) for window in ("24h", "7d", "30d"))
+        )
         if summary.last_error is not None:
             when, _error_class, detail = summary.last_error
             self.last_error.setText(f"Last error {when.astimezone(zone):%d %b %H:%M}: {detail}")
@@ -478,7 +491,7 @@ class DashboardPage(Page):
             await self.backfill(selected)
         if self.range_seconds > LIVE_RANGE:
             await self.load_history(selected, self.range_seconds)
-        self._dirty = True
+        self._dirty = self._forced = True
         self.redraw()
 
     def _show_cards(self, overview: list[ConnectionHealth], zone: ZoneInfo) -> None:
@@ -546,7 +559,7 @@ class DashboardPage(Page):
                 np.array([np.nan if v is None else v for v in history.p95_ms], dtype=np.float64),
                 span,
             )
-        self._dirty = True
+        self._dirty = self._forced = True  # history arrived: draw it now
 
     async def load_history(self, connection_id: int, seconds: int) -> None:
         """7 or 30 days: hourly figures from the database (kept a few minutes)."""
@@ -574,7 +587,7 @@ class DashboardPage(Page):
         avg = np.array([np.nan if v is None else v for v in history.avg_ms], dtype=np.float64)
         p95 = np.array([np.nan if v is None else v for v in history.p95_ms], dtype=np.float64)
         self._history[(connection_id, seconds)] = (time.time(), (t, avg, p95, errors))
-        self._dirty = True
+        self._dirty = self._forced = True
 
     # --- alerts ---------------------------------------------------------------------------------
 

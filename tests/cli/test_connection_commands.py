@@ -158,3 +158,48 @@ def test_without_a_credential_store_adding_a_secret_is_refused(run) -> None:  # 
     )
     assert refused.returncode == 1
     assert "No credential store" in refused.stderr
+
+
+def test_health_checks_every_connection_and_reports_its_figures(run) -> None:  # type: ignore[no-untyped-def]
+    run(
+        "connection",
+        "add",
+        "sandbox-payments",
+        "--name",
+        "Sandbox Pay",
+        *FAST,
+        "--secret",
+        "api_key=env:SANDBOX_KEY",
+    )
+    checked = run("health", "--json")
+    assert checked.returncode == 0, checked.stderr
+    (row,) = json.loads(checked.stdout)["connections"]
+    assert row["name"] == "Sandbox Pay"
+    assert row["status"] == "healthy"
+    assert row["check"]["ok"] is True
+    assert row["last_24h"]["calls"] >= 1
+    assert row["last_24h"]["uptime"]["24h"] == 1.0
+    text = run("health")
+    assert "Sandbox Pay: healthy" in text.stdout
+
+
+def test_health_exits_one_when_a_connection_is_down(run) -> None:  # type: ignore[no-untyped-def]
+    run(
+        "connection",
+        "add",
+        "sandbox-payments",
+        "--name",
+        "Broken",
+        "--set",
+        "error_rate=1",
+        "--set",
+        "latency_ms=1",
+        "--set",
+        "latency_p95_ms=2",
+        "--secret",
+        "api_key=env:SANDBOX_KEY",
+    )
+    for _ in range(2):  # down after two failed checks; statuses carry over between runs
+        checked = run("health", "--json")
+    assert json.loads(checked.stdout)["connections"][0]["status"] == "down"
+    assert checked.returncode == 1

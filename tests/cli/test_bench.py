@@ -1,0 +1,45 @@
+"""`switchboard bench ui-stall` runs and reports its figures (the figures themselves are for
+people to read: speed targets live in benchmarks, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SWITCHBOARD = Path(sys.executable).with_name("switchboard")
+
+
+@pytest.mark.slow
+def test_bench_ui_stall_reports_the_dashboard_and_the_reference() -> None:
+    completed = subprocess.run(
+        [
+            str(SWITCHBOARD),
+            "bench",
+            "ui-stall",
+            "--seconds",
+            "2",
+            "--connections",
+            "3",
+            "--rate",
+            "30",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    figures = json.loads(completed.stdout)
+    assert figures["benchmark"] == "ui-stall"
+    assert figures["parameters"]["connections"] == 3
+    assert figures["calls_recorded"] > 0
+    for part in ("dashboard", "reference"):
+        assert figures[part]["beats"] > 0
+        assert figures[part]["worst_ms"] >= figures[part]["p99_ms"] >= figures[part]["p50_ms"]
+    assert figures["targets"] == {"p99_ms": 16.0, "worst_ms": 50.0}
+    assert isinstance(figures["met"], bool)
