@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a secret, read from env:VARIABLE, file:PATH or - (standard input); never typed "
         "on the command line, where other users and the shell history could see it",
     )
+    add.add_argument(
+        "--check-every", type=int, metavar="SECONDS", help="seconds between health checks"
+    )
     add.add_argument("--json", action="store_true", help="print one JSON document")
     listing = connection_commands.add_parser("list", parents=[common], help="list connections")
     listing.add_argument("--json", action="store_true", help="print one JSON document")
@@ -305,6 +308,7 @@ def _health_row(item: Any, check: Any) -> dict[str, Any]:
             "failures": summary.failures,
             "success_rate": summary.success_rate,
             "avg_ms": summary.avg_ms,
+            "p50_ms": summary.p50_ms,
             "p95_ms": summary.p95_ms,
             "uptime": summary.uptime,
         },
@@ -421,6 +425,7 @@ def _connection_json(record: Any) -> dict[str, Any]:
         "config": dict(record.config),
         "secrets": list(record.secret_fields),
         "paused": record.paused,
+        "check_every": record.health_interval or record.spec.health_interval,
         "breakers": {
             endpoint or "*": {"state": snapshot.state.value, "reason": snapshot.reason}
             for endpoint, snapshot in record.breakers.items()
@@ -453,7 +458,9 @@ def _connection(args: argparse.Namespace, config: Config) -> int:
                 for field, source in _pairs(args.secret, "The secret").items()
             }
             try:
-                record = await connections.add(args.kind, args.name, values, secrets)
+                record = await connections.add(
+                    args.kind, args.name, values, secrets, args.check_every
+                )
             except ValidationFailed as exc:
                 raise CommandFailed(
                     "; ".join(f"{error.field}: {error.message}" for error in exc.errors)

@@ -34,6 +34,7 @@ from app.store.integration import CircuitStateRow, ProviderConnection
 log = logging.getLogger("switchboard.connections")
 
 TOPIC = "connections"
+CHECK_EVERY_MIN, CHECK_EVERY_MAX = 10, 86_400
 BreakerListener = Callable[[int, str, BreakerSnapshot], None]
 NAME_MAX = 100
 
@@ -135,11 +136,14 @@ class ConnectionService:
         name: str,
         values: Mapping[str, Any],
         secrets: Mapping[str, str],
+        health_interval: int | None = None,
     ) -> ConnectionRecord:
         """Check the settings against the kind's spec, save the connection, and put its secrets
-        in the credential store; if the store refuses, nothing is saved."""
+        in the credential store; if the store refuses, nothing is saved. `health_interval` is
+        seconds between health checks (None: the kind's default)."""
         spec = kind(kind_key)
         config, kept, errors = spec.check(values, secrets)
+        errors.extend(_interval_problems(health_interval))
         clean_name = " ".join(name.split())
         if not clean_name:
             errors.insert(0, FieldError("name", "Give the connection a name."))
@@ -169,6 +173,7 @@ class ConnectionService:
                 config=config,
                 secret_names=[],
                 webhook_token=random_tokens.token_urlsafe(24),
+                health_interval=health_interval,
             )
             session.add(row)
             session.flush()
@@ -193,6 +198,7 @@ class ConnectionService:
         name: str,
         values: Mapping[str, Any],
         secrets: Mapping[str, str],
+        health_interval: int | None = None,
     ) -> ConnectionRecord:
         """Change a connection's name and settings. A secret left empty keeps the stored one;
         a secret given replaces it. The provider's client is rebuilt with the new settings."""
@@ -205,6 +211,7 @@ class ConnectionService:
             values, {**dict.fromkeys(kept_names, "(kept)"), **given}
         )
         new_secrets = {field: value for field, value in new_secrets.items() if field in given}
+        errors.extend(_interval_problems(health_interval))
         clean_name = " ".join(name.split())
         if not clean_name:
             errors.insert(0, FieldError("name", "Give the connection a name."))
@@ -227,6 +234,7 @@ class ConnectionService:
                 )
             row.name = clean_name
             row.config = config
+            row.health_interval = health_interval
             row.secret_names = [
                 secret_name(connection_id, field) for field in [*kept_names, *new_secrets]
             ]
@@ -417,6 +425,18 @@ class ConnectionService:
             await self._close(connection_id)
         if self._saving:
             await asyncio.gather(*self._saving, return_exceptions=True)
+
+
+def _interval_problems(seconds: int | None) -> list[FieldError]:
+    if seconds is None or CHECK_EVERY_MIN <= seconds <= CHECK_EVERY_MAX:
+        return []
+    return [
+        FieldError(
+            "health_interval",
+            f"Checks can be from every {CHECK_EVERY_MIN} seconds to once a day "
+            f"({CHECK_EVERY_MAX} seconds), not every {seconds}.",
+        )
+    ]
 
 
 def _all_states(session: Session) -> dict[int, dict[str, Any]]:

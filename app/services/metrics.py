@@ -159,6 +159,7 @@ class ConnectionSummary:
     refused: int
     success_rate: float | None  # (requests - failures) / requests; None without requests
     avg_ms: float | None
+    p50_ms: float | None  # estimated from the latency histogram, like p95
     p95_ms: float | None
     # (when, error_class, detail) of the latest failed check or failed request in the raw rows.
     last_error: tuple[datetime, str, str] | None
@@ -359,6 +360,10 @@ class _Totals:
     @property
     def avg_ms(self) -> float | None:
         return self.latency_total_ms / self.requests if self.requests else None
+
+    @property
+    def p50_ms(self) -> float | None:
+        return percentile(self.histogram, 0.5, self.latency_max_ms) if self.requests else None
 
     @property
     def p95_ms(self) -> float | None:
@@ -799,6 +804,7 @@ def _summaries(
                 (totals.requests - totals.failures) / totals.requests if totals.requests else None
             ),
             avg_ms=totals.avg_ms,
+            p50_ms=totals.p50_ms,
             p95_ms=totals.p95_ms,
             last_error=errors.get(connection_id),
             uptime=uptime,

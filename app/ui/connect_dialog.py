@@ -16,12 +16,14 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QWidget,
 )
 
 from app.domain.errors import FieldError, SwitchboardError, ValidationFailed
 from app.providers.base import HealthResult
 from app.providers.spec import ConfigField, FieldKind, ProviderSpec
+from app.services.connections import CHECK_EVERY_MIN
 from app.ui import tasks
 from app.ui.dialogs import RecordDialog
 from app.ui.theme import DOWN, HEALTHY
@@ -38,6 +40,7 @@ class ConnectionDraft:
     values: Mapping[str, Any]
     secrets: Mapping[str, str]
     kept_secrets: tuple[str, ...] = field(default=())  # stored already; left empty to keep
+    health_interval: int | None = None
 
     def problems(self) -> list[FieldError]:
         present = {**dict.fromkeys(self.kept_secrets, "(kept)"), **self.secrets}
@@ -114,6 +117,16 @@ class ConnectDialog(RecordDialog):
         self.name = QLineEdit(record.name if record else "")
         self.name.setPlaceholderText("e.g. Card payments")
         self.add_field("name", "Name", self.name)
+        self.check_every = QSpinBox()
+        self.check_every.setRange(CHECK_EVERY_MIN, 3600)
+        self.check_every.setSingleStep(30)
+        self.check_every.setSuffix(" s")
+        self.add_field(
+            "health_interval",
+            "Check every",
+            self.check_every,
+            "How often Switchboard makes a small test call to see that the provider answers.",
+        )
         self._fields_start = self.form.rowCount()
 
         test_row = QWidget()
@@ -140,6 +153,8 @@ class ConnectDialog(RecordDialog):
             self.form.removeRow(self._fields_start)
         self._editors.clear()
         spec = self.spec
+        chosen = self.record.health_interval if self.record is not None else None
+        self.check_every.setValue(int(chosen or spec.health_interval))
         self.description.setText(spec.description)
         config = self.record.config if self.record is not None else {}
         kept = self.record.secret_fields if self.record is not None else ()
@@ -168,7 +183,15 @@ class ConnectDialog(RecordDialog):
             elif value not in ("", None):
                 values[spec_field.name] = value
         kept = tuple(self.record.secret_fields) if self.record is not None else ()
-        return ConnectionDraft(spec, self.name.text(), values, secrets, kept)
+        interval = self.check_every.value()
+        return ConnectionDraft(
+            spec,
+            self.name.text(),
+            values,
+            secrets,
+            kept,
+            None if interval == spec.health_interval else interval,
+        )
 
     async def run_test(self) -> HealthResult | None:
         draft = self.draft()

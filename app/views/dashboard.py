@@ -137,7 +137,7 @@ class ConnectionCard(QFrame):
             (
                 ("requests", "Calls today"),
                 ("success", "Success rate"),
-                ("latency", "Average · p95"),
+                ("latency", "Median · p95"),
                 ("uptime", "Up 24 h · 7 d · 30 d"),
                 ("breaker", "Breaker"),
             )
@@ -214,7 +214,8 @@ class ConnectionCard(QFrame):
         self.calls_today = summary.requests
         self.figures["requests"].setText(f"{summary.requests:,}")
         self.figures["success"].setText(_percent(summary.success_rate))
-        self.figures["latency"].setText(f"{_ms(summary.avg_ms)} · {_ms(summary.p95_ms)}")
+        self.figures["latency"].setText(f"{_ms(summary.p50_ms)} · {_ms(summary.p95_ms)}")
+        self.figures["latency"].setToolTip(f"Average {_ms(summary.avg_ms)}")
         self.figures["uptime"].setText(
             " · ".join(_uptime(summary.uptime.get(window)) for window in ("24h", "7d", "30d"))
         )
@@ -654,10 +655,20 @@ class DashboardPage(Page):
         async def save(draft: ConnectionDraft) -> Any:
             if record is None:
                 return await self.bridge.call(
-                    connections.add, draft.spec.key, draft.name, draft.values, draft.secrets
+                    connections.add,
+                    draft.spec.key,
+                    draft.name,
+                    draft.values,
+                    draft.secrets,
+                    draft.health_interval,
                 )
             return await self.bridge.call(
-                connections.update, record.id, draft.name, draft.values, draft.secrets
+                connections.update,
+                record.id,
+                draft.name,
+                draft.values,
+                draft.secrets,
+                draft.health_interval,
             )
 
         async def test(draft: ConnectionDraft) -> Any:

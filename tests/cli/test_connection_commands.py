@@ -66,11 +66,14 @@ def test_a_connection_is_added_tested_listed_and_removed_with_its_secret(run) ->
         *FAST,
         "--secret",
         "api_key=env:SANDBOX_KEY",
+        "--check-every",
+        "120",
         "--json",
     )
     assert added.returncode == 0, added.stderr
     connection = json.loads(added.stdout)
     assert connection["secrets"] == ["api_key"]
+    assert connection["check_every"] == 120
     assert "sk_sandbox_from_env" not in added.stdout
     assert "sk_sandbox_from_env" in run.keyring_file.read_text()
 

@@ -245,3 +245,16 @@ async def test_changing_settings_keeps_a_secret_left_empty_and_replaces_one_give
     assert (
         await services.connections.test(record.id)
     ).ok  # the client was rebuilt with the new key
+
+
+async def test_each_connection_can_have_its_own_check_interval(services: Services) -> None:
+    with pytest.raises(ValidationFailed, match="from every 10 seconds"):
+        await services.connections.add(
+            "sandbox-payments", "Too often", FAST_SANDBOX, {"api_key": "sk_x_123456"}, 5
+        )
+    record = await services.connections.add(
+        "sandbox-payments", "Sandbox", FAST_SANDBOX, {"api_key": "sk_x_123456"}, 300
+    )
+    assert record.health_interval == 300
+    changed = await services.connections.update(record.id, "Sandbox", FAST_SANDBOX, {}, None)
+    assert changed.health_interval is None  # back to the kind's default

@@ -61,6 +61,8 @@ def test_a_provider_is_tested_then_connected_from_the_generated_dialog(
     assert isinstance(key, QLineEdit)
     assert key.echoMode() is QLineEdit.EchoMode.Password
     dialog.name.setText("Card payments")
+    assert dialog.check_every.value() == 60  # the kind's default
+    dialog.check_every.setValue(300)
     key.setText("sk_sandbox_typed")
     for field, value in FAST.items():
         dialog._editors[field].setText(value)  # type: ignore[attr-defined]
@@ -73,6 +75,7 @@ def test_a_provider_is_tested_then_connected_from_the_generated_dialog(
     qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
     saved = gui.run(opening)
     assert saved.name == "Card payments"
+    assert saved.health_interval == 300
     gui.wait_until(lambda: saved.id in page.cards)
     assert page.selected == saved.id
     gui.save(window, "dashboard-one-connection")
