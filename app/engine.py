@@ -261,25 +261,16 @@ class Engine:
 
         @_ends_quietly_at_shutdown
         async def metrics_rollup() -> None:
-            try:
-                await roll_up(services.db, utcnow())
-            except Exception:
-                log.exception("metrics roll-up failed")
+            await roll_up(services.db, utcnow())
 
         @_ends_quietly_at_shutdown
         async def metrics_retention() -> None:
-            try:
-                await roll_up(services.db, utcnow())  # nothing is deleted before it is rolled up
-                await apply_retention(services.db, utcnow())
-            except Exception:
-                log.exception("metrics retention failed")
+            await roll_up(services.db, utcnow())  # nothing is deleted before it is rolled up
+            await apply_retention(services.db, utcnow())
 
         @_ends_quietly_at_shutdown
         async def health_checks() -> None:
-            try:
-                await services.health.check_due()
-            except Exception:
-                log.exception("health checks failed")
+            await services.health.check_due()
 
         # Fixed ids and no persistent job store: jobs are re-registered on every start.
         scheduler.add_job(
@@ -379,7 +370,8 @@ def _ends_quietly_at_shutdown(
     job: Callable[[], Awaitable[None]],
 ) -> Callable[[], Awaitable[None]]:
     """A job cancelled because the engine stops has not failed: end it without the scheduler
-    reporting an error for it."""
+    reporting an error for it. A job that fails is logged with its name and runs again at its
+    next time."""
 
     @functools.wraps(job)
     async def run() -> None:
@@ -387,6 +379,8 @@ def _ends_quietly_at_shutdown(
             await job()
         except asyncio.CancelledError:
             log.debug("background job stopped with the engine", extra={"job": job.__name__})
+        except Exception:
+            log.exception("background job failed", extra={"job": job.__name__})
 
     return run
 
