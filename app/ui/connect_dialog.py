@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from app.domain.errors import FieldError, SwitchboardError, ValidationFailed
 from app.providers.base import HealthResult
 from app.providers.spec import ConfigField, FieldKind, ProviderSpec
-from app.services.connections import CHECK_EVERY_MIN
+from app.services.connections import CHECK_EVERY_MAX, CHECK_EVERY_MIN
 from app.ui import tasks
 from app.ui.dialogs import RecordDialog
 from app.ui.theme import DOWN, HEALTHY
@@ -118,7 +118,7 @@ class ConnectDialog(RecordDialog):
         self.name.setPlaceholderText("e.g. Card payments")
         self.add_field("name", "Name", self.name)
         self.check_every = QSpinBox()
-        self.check_every.setRange(CHECK_EVERY_MIN, 3600)
+        self.check_every.setRange(CHECK_EVERY_MIN, CHECK_EVERY_MAX)
         self.check_every.setSingleStep(30)
         self.check_every.setSuffix(" s")
         self.add_field(

@@ -102,6 +102,7 @@ def _stylesheet(colors: Colors) -> str:
     #Muted {{ color: {colors.muted}; }}
     #Card {{ background: {colors.card}; border: 1px solid {colors.border}; border-radius: 8px; }}
     #Card[chosen="true"] {{ border: 2px solid {colors.highlight}; }}
+    #Card QPushButton {{ padding: 3px 6px; }}
     #CardValue {{ font-size: 24px; font-weight: 600; }}
     #CardLabel {{ color: {colors.muted}; }}
     #Banner {{ background: {colors.alternate}; border: 1px solid {colors.border};

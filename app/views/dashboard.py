@@ -160,6 +160,7 @@ class ConnectionCard(QFrame):
         self.note.setFixedSize(CARD_WIDTH - 28, 34)
         layout.addWidget(self.note)
         buttons = QHBoxLayout()
+        buttons.setSpacing(4)  # five buttons fit a card's width with their words whole
         self.buttons: dict[str, QPushButton] = {}
         for key, label in (
             ("test", "Test"),
@@ -313,7 +314,7 @@ class DashboardPage(Page):
         graph_layout.addLayout(header)
         self.latency_plot = self._plot("Latency (ms)")
         self.error_plot = self._plot("Errors (%)")
-        self.latency_plot.addLegend(offset=(-10, 10))
+        self.legend = self.latency_plot.addLegend(offset=(-10, 10))
         self.error_plot.setXLink(self.latency_plot)
         # One time axis for both (the lower plot's): painting dates is much of a frame's cost.
         self.latency_plot.getAxis("bottom").setStyle(showValues=False)
@@ -369,10 +370,13 @@ class DashboardPage(Page):
         palette = self.palette()
         for plot, label in ((self.latency_plot, "Latency (ms)"), (self.error_plot, "Errors (%)")):
             plot.setBackground(palette.base().color())
-            plot.setLabel("left", label, color=palette.text().color().name())
             for axis in ("left", "bottom"):
-                plot.getAxis(axis).setTextPen(palette.text().color())
                 plot.getAxis(axis).setPen(palette.mid().color())
+                plot.getAxis(axis).setTextPen(palette.text().color())  # after: it colours labels
+            plot.setLabel("left", label, color=palette.text().color().name())
+        self.legend.setLabelTextColor(palette.text().color())
+        for _sample, label in self.legend.items:
+            label.setText(label.text)  # pyqtgraph applies a new colour only on the next text
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)

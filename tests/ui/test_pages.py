@@ -142,7 +142,7 @@ def test_a_student_is_added_through_the_dialog_and_selected(
 ) -> None:
     page: StudentsPage = window.show_page("students")  # type: ignore[assignment]
     gui.run(page.settle())
-    task = tasks.start(page.open_editor(None))
+    task = tasks.start(page.open_editor(None), owner=page)
     dialog = gui.find(StudentDialog, page)
     qtbot.keyClicks(dialog.first_name, "Nyasha")
     qtbot.keyClicks(dialog.last_name, "Gumbo")
@@ -163,7 +163,7 @@ def test_problems_are_shown_beside_their_fields_and_nothing_is_saved(
 ) -> None:
     page: StudentsPage = window.show_page("students")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(None))
+    page.edit(None)
     dialog = gui.find(StudentDialog, page)
     qtbot.keyClicks(dialog.email, "tendai@")
     qtbot.keyClicks(dialog.date_of_birth, "07/03/2014")
@@ -216,7 +216,7 @@ def test_a_new_guardian_made_from_the_student_dialog_is_linked(
 ) -> None:
     page: StudentsPage = window.show_page("students")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(None))
+    page.edit(None)
     dialog = gui.find(StudentDialog, page)
     creating = tasks.start(dialog.new_guardian())
     guardian_dialog = gui.find(GuardianDialog, dialog)
@@ -236,7 +236,7 @@ def test_saving_over_someone_elses_change_is_refused_in_plain_words(
     data = small_school(gui)
     page: TeachersPage = window.show_page("teachers")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(page.table.current_record()))
+    page.edit(page.table.current_record())
     dialog = gui.find(TeacherDialog, page)
     gui.call(
         gui.bridge.services.school.save_teacher,
@@ -255,7 +255,7 @@ def test_a_double_booked_lesson_is_refused_beside_the_teacher(
     data = small_school(gui)
     page: LessonsPage = window.show_page("lessons")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(None))
+    page.edit(None)
     dialog = gui.find(LessonDialog, page)
     start = data["start"].astimezone(ZoneInfo(ZONE))
     dialog.title.setText("Theory — Chipo")
@@ -291,7 +291,7 @@ def test_an_invoice_is_written_with_lines_in_the_schools_currency(
     data = small_school(gui)
     page: InvoicesPage = window.show_page("invoices")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(None))
+    page.edit(None)
     dialog = gui.find(InvoiceDialog, page)
     dialog.student.setCurrentIndex(dialog.student.findData(data["tendai"].id))
     assert dialog.bill_to.currentData() == data["mother"].id  # the primary guardian is billed
@@ -361,7 +361,7 @@ def test_a_lesson_across_the_clock_change_keeps_its_length_when_saved_again(
     gui.run(page.settle())
     page.go_to_week(date(2030, 10, 27))
     gui.run(page.settle())
-    tasks.start(page.open_editor(None))
+    page.edit(None)
     dialog = gui.find(LessonDialog, page)
     dialog.title.setText("Night rehearsal")
     dialog.teacher.setCurrentIndex(dialog.teacher.findData(teacher.id))
@@ -372,7 +372,7 @@ def test_a_lesson_across_the_clock_change_keeps_its_length_when_saved_again(
     lesson = dialog.saved
     assert lesson.duration == timedelta(minutes=180)
     for _ in range(2):  # open and save, unchanged, twice
-        tasks.start(page.open_editor(lesson))
+        page.edit(lesson)
         again = gui.find(LessonDialog, page)
         assert again.duration.value() == 180
         assert gui.run(again.submit()) is True
@@ -387,7 +387,7 @@ def test_an_existing_invoice_is_edited_in_a_comma_decimal_locale(
     gui.call(gui.bridge.services.settings.set, "school.locale", "de_DE")
     page: InvoicesPage = window.show_page("invoices")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(data["invoice"]))
+    page.edit(data["invoice"])
     dialog = gui.find(InvoiceDialog, page)
     assert dialog.lines.item(0, 2).text() == "20,00"
     dialog.lines.item(0, 1).setText("5")
@@ -401,7 +401,7 @@ def test_an_edited_lesson_moves_and_keeps_its_students(gui: Gui, window: MainWin
     page: LessonsPage = window.show_page("lessons")  # type: ignore[assignment]
     gui.run(page.settle())
     page.table.select_key(data["lesson"].id)
-    tasks.start(page.open_editor(page.table.current_record()))
+    page.edit(page.table.current_record())
     dialog = gui.find(LessonDialog, page)
     dialog.start.setTime(time(16, 0))
     assert gui.run(dialog.submit()) is True
@@ -415,7 +415,7 @@ def test_an_absurd_invoice_amount_is_refused_not_crashed_on(gui: Gui, window: Ma
     data = small_school(gui)
     page: InvoicesPage = window.show_page("invoices")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(data["invoice"]))
+    page.edit(data["invoice"])
     dialog = gui.find(InvoiceDialog, page)
     dialog.lines.item(0, 1).setText("1000")
     dialog.lines.item(0, 2).setText("9999999999999")
@@ -461,7 +461,7 @@ def test_a_guardian_is_edited_from_the_student_dialog(
     data = small_school(gui)
     page: StudentsPage = window.show_page("students")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(gui.call(gui.bridge.services.school.student, data["tendai"].id)))
+    page.edit(gui.call(gui.bridge.services.school.student, data["tendai"].id))
     dialog = gui.find(StudentDialog, page)
     editing = tasks.start(dialog.edit_guardian(0))
     guardian_dialog = gui.find(GuardianDialog, dialog)
@@ -477,7 +477,7 @@ def test_a_room_is_created_from_the_lesson_dialog(
     data = small_school(gui)
     page: LessonsPage = window.show_page("lessons")  # type: ignore[assignment]
     gui.run(page.settle())
-    tasks.start(page.open_editor(None))
+    page.edit(None)
     dialog = gui.find(LessonDialog, page)
     creating = tasks.start(dialog.create_room())
     room_dialog = gui.find(RoomDialog, dialog)
