@@ -117,9 +117,12 @@ def ui_stall(
             traffic = DemoTraffic(services.connections, rate=rate / max(connections, 1))
 
             async def drive() -> None:
-                while True:
+                loop = asyncio.get_running_loop()
+                due = loop.time()
+                while True:  # on the second, however long a tick took
                     await traffic.tick()
-                    await asyncio.sleep(1.0)
+                    due += 1.0
+                    await asyncio.sleep(max(0.0, due - loop.time()))
 
             driving = engine.submit(drive())
 

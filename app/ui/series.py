@@ -34,26 +34,21 @@ class Binned:
     p95_ms: Floats
 
 
+# The rows of a buffer: one array for all fields, so selecting a range is one pass, not six.
+T, SPAN, REQUESTS, FAILURES, AVG, P95 = range(6)
+
+
 class SeriesBuffer:
     """A fixed-size ring of samples for one connection: appending never allocates."""
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
-        self._t = np.full(capacity, np.nan)
-        self._span = np.zeros(capacity)  # seconds each sample covers (1 live, 60 history)
-        self._requests = np.zeros(capacity)
-        self._failures = np.zeros(capacity)
-        self._avg = np.full(capacity, np.nan)
-        self._p95 = np.full(capacity, np.nan)
+        self._rows = np.full((6, capacity), np.nan)
         self._next = 0
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
-
-    @property
-    def last_time(self) -> float | None:
-        return float(self._t[(self._next - 1) % self.capacity]) if self._count else None
 
     def append(
         self,
@@ -64,14 +59,15 @@ class SeriesBuffer:
         p95_ms: float | None,
         span: float = 1.0,
     ) -> None:
-        i = self._next
-        self._t[i] = t
-        self._span[i] = span
-        self._requests[i] = requests
-        self._failures[i] = failures
-        self._avg[i] = np.nan if avg_ms is None else avg_ms
-        self._p95[i] = np.nan if p95_ms is None else p95_ms
-        self._next = (i + 1) % self.capacity
+        self._rows[:, self._next] = (
+            t,
+            span,
+            requests,
+            failures,
+            np.nan if avg_ms is None else avg_ms,
+            np.nan if p95_ms is None else p95_ms,
+        )
+        self._next = (self._next + 1) % self.capacity
         self._count = min(self._count + 1, self.capacity)
 
     def extend(
@@ -84,44 +80,30 @@ class SeriesBuffer:
         span: float,
     ) -> None:
         """Add many samples at once (history read back, or a benchmark's preload)."""
-        n = len(t)
+        n = min(len(t), self.capacity)
         if n == 0:
             return
-        if n > self.capacity:
-            t, requests, failures = (
-                t[-self.capacity :],
-                requests[-self.capacity :],
-                failures[-self.capacity :],
-            )
-            avg_ms, p95_ms = avg_ms[-self.capacity :], p95_ms[-self.capacity :]
-            n = self.capacity
         positions = (self._next + np.arange(n)) % self.capacity
-        self._t[positions] = t
-        self._span[positions] = span
-        self._requests[positions] = requests
-        self._failures[positions] = failures
-        self._avg[positions] = avg_ms
-        self._p95[positions] = p95_ms
+        for row, values in ((T, t), (REQUESTS, requests), (FAILURES, failures)):
+            self._rows[row, positions] = values[-n:]
+        self._rows[AVG, positions] = avg_ms[-n:]
+        self._rows[P95, positions] = p95_ms[-n:]
+        self._rows[SPAN, positions] = span
         self._next = int((self._next + n) % self.capacity)
         self._count = min(self._count + n, self.capacity)
 
     def clear(self) -> None:
-        self._t[:] = np.nan
+        self._rows[T] = np.nan
         self._next = self._count = 0
 
     def binned(self, start: float, end: float, points: int = POINTS) -> Binned:
         """The samples in [start, end) reduced to `points` equal bins."""
         edges = np.linspace(start, end, points + 1)
         centres = (edges[:-1] + edges[1:]) / 2
-        used = ~np.isnan(self._t)
-        mask = used & (self._t >= start) & (self._t < end)
-        t = self._t[mask]
+        times = self._rows[T]
+        # Unused slots hold NaN, which compares false: they fall out with the rest.
+        t, span, requests, failures, avg, p95 = self._rows[:, (times >= start) & (times < end)]
         index = np.clip(((t - start) / (end - start) * points).astype(np.int64), 0, points - 1)
-        requests = self._requests[mask]
-        failures = self._failures[mask]
-        span = self._span[mask]
-        avg = self._avg[mask]
-        p95 = self._p95[mask]
         bin_requests = np.bincount(index, weights=requests, minlength=points)
         bin_failures = np.bincount(index, weights=failures, minlength=points)
         bin_seconds = np.bincount(index, weights=span, minlength=points)

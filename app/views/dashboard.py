@@ -315,7 +315,6 @@ class DashboardPage(Page):
         self.latency_plot = self._plot("Latency (ms)")
         self.error_plot = self._plot("Errors (%)")
         self.legend = self.latency_plot.addLegend(offset=(-10, 10))
-        self.error_plot.setXLink(self.latency_plot)
         # One time axis for both (the lower plot's): painting dates is much of a frame's cost.
         self.latency_plot.getAxis("bottom").setStyle(showValues=False)
         self.avg_curve = self.latency_plot.plot(name="average", pen=pg.mkPen("#1f6feb", width=1))
@@ -363,7 +362,7 @@ class DashboardPage(Page):
         plot.setMinimumHeight(120)
         # A fixed width: tick labels growing from "900" to "1200" must not re-lay out the plot.
         plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
-        plot.getPlotItem().enableAutoRange(axis="x", enable=False)
+        plot.getPlotItem().enableAutoRange(enable=False)  # `_show` sets the ranges
         return plot
 
     def _apply_theme(self) -> None:
@@ -444,7 +443,6 @@ class DashboardPage(Page):
         self._dirty = self._forced = False
         self._last_redraw = now
         start = now - self.range_seconds
-        self.latency_plot.setXRange(start, now, padding=0)
         if self.range_seconds <= LIVE_RANGE:
             buffer = self.buffers.get(self.selected)
             if buffer is None:
@@ -456,12 +454,24 @@ class DashboardPage(Page):
             if cached is None:
                 return
             t, avg, p95, errors = cached[1]
-        self.avg_curve.setData(t, avg, connect="finite")
-        self.p95_curve.setData(t, p95, connect="finite")
+        self._show(self.latency_plot, (start, now), t, (self.avg_curve, avg), (self.p95_curve, p95))
         # The second plot a moment later: two short paints instead of one long one.
         QTimer.singleShot(
-            STAGGER_MS, self, lambda: self.error_curve.setData(t, errors, connect="finite")
+            STAGGER_MS,
+            self,
+            lambda: self._show(self.error_plot, (start, now), t, (self.error_curve, errors)),
         )
+
+    def _show(self, plot: pg.PlotWidget, span: tuple[float, float], t: Any, *curves: Any) -> None:
+        """Put data and both ranges on a plot at once. The ranges are set here rather than by
+        pyqtgraph's auto-range, which finds them while painting and then paints again."""
+        top = 0.0
+        for curve, values in curves:
+            curve.setData(t, values, connect="finite")
+            finite = values[np.isfinite(values)]
+            top = max(top, float(finite.max()) if finite.size else 0.0)
+        plot.setXRange(*span, padding=0)
+        plot.setYRange(0, top or 1.0, padding=0.08)
 
     # --- loading --------------------------------------------------------------------------------
 
