@@ -19,6 +19,7 @@ from typing import Any
 
 from app import __version__
 from app.config import Config, ConfigError, resolve_config
+from app.domain import inbox
 from app.domain.errors import SwitchboardError
 
 EXIT_OK, EXIT_FAILED = 0, 1  # bad usage exits with 2, from argparse
@@ -118,13 +119,41 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("id", type=int, help="the connection's number (see `connection list`)")
         one.add_argument("--json", action="store_true", help="print one JSON document")
 
+    hook_url = commands.add_parser(
+        "webhook-url", parents=[common], help="the address to give a provider for its callbacks"
+    )
+    hook_url.add_argument("id", type=int, help="the connection's number (see `connection list`)")
+    hook_url.add_argument("--json", action="store_true", help="print one JSON document")
+
+    events = commands.add_parser("events", parents=[common], help="callbacks providers sent")
+    event_commands = events.add_subparsers(dest="events_command", required=True)
+    event_list = event_commands.add_parser("list", parents=[common], help="the latest events")
+    event_list.add_argument("--connection", type=int, metavar="ID", help="one connection's")
+    event_list.add_argument("--status", choices=inbox.STATUSES, help="only events in this state")
+    event_list.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    event_list.add_argument("--json", action="store_true", help="print one JSON document")
+    event_show = event_commands.add_parser("show", parents=[common], help="one event in full")
+    event_show.add_argument("id", type=int, help="the event's number (see `events list`)")
+    event_show.add_argument("--json", action="store_true", help="print one JSON document")
+
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
-    bench.add_argument("name", choices=["ui-stall"], help="which benchmark")
-    bench.add_argument("--seconds", type=float, default=20.0, help="how long to measure")
-    bench.add_argument("--connections", type=int, default=50, help="sandbox connections")
-    bench.add_argument("--rate", type=float, default=200.0, help="calls per second in all")
+    bench.add_argument("name", choices=["ui-stall", "webhooks"], help="which benchmark")
+    bench.add_argument(
+        "--seconds", type=float, help="how long to measure (ui-stall 20, webhooks 10 per phase)"
+    )
+    bench.add_argument(
+        "--connections",
+        type=int,
+        help="ui-stall: sandbox connections (50); webhooks: sender connections (64)",
+    )
+    bench.add_argument(
+        "--rate",
+        type=float,
+        help="ui-stall: provider calls a second (200); webhooks: the steady phase's events a "
+        "second (500)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON document")
 
     health = commands.add_parser(
@@ -316,9 +345,13 @@ def _health_row(item: Any, check: Any) -> dict[str, Any]:
 
 
 def _bench(args: argparse.Namespace, config: Config) -> int:
+    if args.name == "webhooks":
+        return _bench_webhooks(args, config)
     from app.ui.bench import ui_stall
 
-    figures = ui_stall(seconds=args.seconds, connections=args.connections, rate=args.rate)
+    figures = ui_stall(
+        seconds=args.seconds or 20.0, connections=args.connections or 50, rate=args.rate or 200.0
+    )
     if args.json:
         _print_json(figures)
     else:
@@ -328,6 +361,30 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
             f"{dashboard['worst_ms']} ms ({figures['calls_per_second']} calls/s recorded); "
             f"redrawing every point instead: p99 {reference['p99_ms']} ms, worst "
             f"{reference['worst_ms']} ms."
+        )
+    return EXIT_OK
+
+
+def _bench_webhooks(args: argparse.Namespace, config: Config) -> int:
+    from app.benchmarks.webhooks import webhooks
+
+    config.paths.create()
+    figures = webhooks(
+        folder=config.paths.data_dir,
+        seconds=args.seconds or 10.0,
+        connections=args.connections or 64,
+        steady_rate=args.rate or 500.0,
+    )
+    if args.json:
+        _print_json(figures)
+    else:
+        ours, reference = figures["receiver"], figures["reference"]
+        print(
+            f"Receiver: {ours['throughput']['events_per_second']} verified, durable events/s "
+            f"(reference {reference['throughput']['events_per_second']}/s, "
+            f"{figures['throughput_ratio']}x); at {figures['parameters']['steady_rate']:g}/s "
+            f"acknowledged in p50 {ours['steady']['p50_ms']} ms, p99 {ours['steady']['p99_ms']} "
+            f"ms; {ours['lost']} of {ours['acknowledged']} acknowledged events lost."
         )
     return EXIT_OK
 
@@ -500,6 +557,88 @@ def _connection(args: argparse.Namespace, config: Config) -> int:
     return _with_services(config, run)
 
 
+def _webhook_url(args: argparse.Namespace, config: Config) -> int:
+    from app.services import Services
+    from app.services.receiver import Address
+
+    async def run(services: Services) -> int:
+        settings = services.settings
+        public = settings.get("receiver.public_url")
+        local = Address(settings.get("receiver.host"), settings.get("receiver.port")).url
+        url = await services.intake.url(args.id, public or local)
+        if args.json:
+            _print_json({"id": args.id, "url": url, "public": bool(public)})
+        else:
+            print(url)
+        return EXIT_OK
+
+    return _with_services(config, run)
+
+
+def _events(args: argparse.Namespace, config: Config) -> int:
+    from app.services import Services
+
+    async def run(services: Services) -> int:
+        if args.events_command == "list":
+            if args.limit < 1:
+                raise CommandFailed("--limit must be at least 1.")
+            found = await services.inbox.recent(args.connection, args.status, args.limit)
+            if args.json:
+                _print_json([_event_json(event, full=False) for event in found])
+            elif not found:
+                print("No events yet: providers send them to the address `webhook-url` gives.")
+            for event in [] if args.json else found:
+                at = event.received_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+                kind = event.event_type or "(no type)"
+                source = f"connection {event.connection_id}"
+                print(f"{event.id:>6}  {at}  {event.status:<9}  {source}  {kind}")
+            return EXIT_OK
+        one = await services.inbox.event(args.id)
+        if one is None:
+            raise CommandFailed(f"There is no event number {args.id}.")
+        if args.json:
+            _print_json(_event_json(one, full=True))
+        else:
+            shown = _event_json(one, full=True)
+            body = shown.pop("body")
+            headers = shown.pop("headers")
+            for key, value in shown.items():
+                print(f"{key:<18}{value}")
+            print("headers")
+            for name, value in sorted(headers.items()):
+                print(f"  {name}: {value}")
+            print("body")
+            print(
+                json.dumps(body, indent=2, ensure_ascii=False)
+                if not isinstance(body, str)
+                else body
+            )
+        return EXIT_OK
+
+    return _with_services(config, run)
+
+
+def _event_json(event: Any, *, full: bool) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "id": event.id,
+        "connection_id": event.connection_id,
+        "provider_event_id": event.provider_event_id,
+        "type": event.event_type,
+        "received_at": event.received_at.isoformat(),
+        "status": event.status,
+        "attempts": event.attempts,
+        "last_error": event.last_error,
+        "processed_at": event.processed_at.isoformat() if event.processed_at else None,
+    }
+    if full:
+        shown["headers"] = event.headers
+        try:
+            shown["body"] = json.loads(event.body)
+        except ValueError:
+            shown["body"] = event.body.decode("utf-8", errors="replace")
+    return shown
+
+
 def _with_services(config: Config, work: Callable[[Any], Any]) -> int:
     from app.services import Services
 
@@ -523,4 +662,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "connection": _connection,
     "bench": _bench,
     "health": _health,
+    "webhook-url": _webhook_url,
+    "events": _events,
 }

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -212,6 +213,15 @@ def _check_not_blank(text: str) -> str | None:
     return "it cannot be empty." if not text else None
 
 
+def _check_public_url(text: str) -> str | None:
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        return "it must be a web address like https://school-hooks.example.org."
+    return None
+
+
 def _system_timezone() -> str:
     try:
         import tzlocal
@@ -305,6 +315,38 @@ SETTINGS: tuple[Setting[Any], ...] = (
         "Receiver",
         minimum=1,
         maximum=65535,
+    ),
+    Setting(
+        "receiver.public_url",
+        str,
+        "",
+        "Public address of the receiver",
+        "Where providers reach the receiver from the internet, for example the https address "
+        "of a tunnel (cloudflared, ngrok) that forwards to this computer. Empty: this "
+        "computer's own address, which only works for providers on the same network.",
+        "Receiver",
+        check=_check_public_url,
+    ),
+    Setting(
+        "receiver.max_body_kib",
+        int,
+        1024,
+        "Largest webhook accepted (KiB)",
+        "Callbacks larger than this are refused before they are read.",
+        "Receiver",
+        minimum=1,
+        maximum=65536,
+    ),
+    Setting(
+        "receiver.sender_rate",
+        int,
+        50,
+        "Callbacks a second from one sender",
+        "More than this from one address (after a burst of twice as many) is refused with "
+        "'too many requests', which providers retry later. 0: no limit.",
+        "Receiver",
+        minimum=0,
+        maximum=100_000,
     ),
     Setting(
         "diagnostics.log_level",

@@ -226,6 +226,7 @@ class Engine:
             self._scheduler = self._make_scheduler(self._services)
             self._scheduler.start()
         asyncio.get_running_loop().create_task(self._tick_live(self._services), name="live")
+        self._services.inbox_worker.start()  # events acknowledged before a restart, first
         if self._listen is not None:
             host, port = self._listen
             settings = self._services.settings
@@ -233,6 +234,8 @@ class Engine:
                 self.health,
                 host or settings.get("receiver.host"),
                 settings.get("receiver.port") if port is None else port,
+                intake=self._services.intake,
+                max_body=settings.get("receiver.max_body_kib") * 1024,
             )
             self._receiver.start()
 

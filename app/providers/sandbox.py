@@ -30,6 +30,7 @@ from app.providers.spec import (
     ProviderSpec,
     RatePolicy,
     ResiliencePolicy,
+    WebhookSpec,
 )
 
 SANDBOX_URL = "https://sandbox.switchboard.invalid"
@@ -214,6 +215,16 @@ SANDBOX_PAYMENTS = ProviderSpec(
             default="errors",
             choices=("errors", "timeouts"),
         ),
+        ConfigField(
+            "webhook_secret",
+            "Webhook signing secret",
+            FieldKind.SECRET,
+            required=False,
+            help=(
+                "Signs the gateway's callbacks (Standard Webhooks, whsec_…). While replacing "
+                "it, give the new and the old one separated by a space."
+            ),
+        ),
     ),
     auth=AuthKind.API_KEY,
     capabilities=frozenset(),
@@ -224,4 +235,5 @@ SANDBOX_PAYMENTS = ProviderSpec(
     headers=_headers,
     transport=_transport,
     sandbox=True,
+    webhook=WebhookSpec("standard-webhooks", "webhook_secret"),
 )

@@ -178,6 +178,17 @@ HeadersFactory = Callable[[Mapping[str, Any], Mapping[str, str]], dict[str, str]
 
 
 @dataclass(frozen=True)
+class WebhookSpec:
+    """How a provider calls Switchboard back: the signature scheme (a key of
+    `app.providers.webhooks.VERIFIERS`), the secret field holding the signing secret (several,
+    separated by spaces, while one is being replaced), and the body it sends."""
+
+    verifier: str
+    secret_field: str
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     key: str
     name: str
@@ -195,6 +206,7 @@ class ProviderSpec:
     idempotency_header: str = "Idempotency-Key"
     health_interval: float = 60.0
     sandbox: bool = False
+    webhook: WebhookSpec | None = None  # None: the provider never calls back
 
     def field(self, name: str) -> ConfigField:
         for candidate in self.fields:

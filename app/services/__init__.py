@@ -15,12 +15,15 @@ from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
 from app.services.health import HealthService
+from app.services.inbox import Inbox
+from app.services.inbox_worker import InboxWorker
 from app.services.jobs import JobHistory
 from app.services.live import LiveMetrics
 from app.services.request_log import RequestLogWriter
 from app.services.school import SchoolService
 from app.services.secrets import SecretStore
 from app.services.settings import SettingsService
+from app.services.webhook_intake import SourceLimiter, WebhookIntake
 from app.store.database import Database
 
 
@@ -38,6 +41,9 @@ class Services:
     connections: ConnectionService
     health: HealthService
     live: LiveMetrics
+    inbox: Inbox
+    intake: WebhookIntake
+    inbox_worker: InboxWorker
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -61,6 +67,11 @@ class Services:
             connections = ConnectionService(db, hub, secrets, requests, on_request=record)
             health = HealthService(db, hub, connections)
             await health.restore()
+            inbox = Inbox(db, hub)
+            inbox_worker = InboxWorker(db, hub)
+            inbox.on_stored(inbox_worker.wake)
+            rate = settings.get("receiver.sender_rate")
+            intake = WebhookIntake(connections, secrets, inbox, SourceLimiter(rate, 2 * rate))
         except BaseException:
             await asyncio.to_thread(db.close)
             raise
@@ -77,11 +88,15 @@ class Services:
             connections=connections,
             health=health,
             live=live,
+            inbox=inbox,
+            intake=intake,
+            inbox_worker=inbox_worker,
         )
 
     async def close(self) -> None:
         """Close provider clients, write the last request-log rows, then close the database."""
         try:
+            await self.inbox.drain()
             await self.connections.close()
             await self.requests.flush()
         finally:

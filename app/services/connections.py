@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from app.domain import inbox
 from app.domain.errors import FieldError, NotFound, SwitchboardError, ValidationFailed
 from app.providers import KINDS, kind
 from app.providers.base import HealthResult, Provider
@@ -29,7 +30,7 @@ from app.services.request_log import RequestLogWriter
 from app.services.secrets import SecretStore
 from app.store.base import utcnow
 from app.store.database import Database
-from app.store.integration import CircuitStateRow, ProviderConnection
+from app.store.integration import CircuitStateRow, ProviderConnection, WebhookInboxEntry
 
 log = logging.getLogger("switchboard.connections")
 
@@ -104,6 +105,7 @@ class ConnectionService:
         # scheduled on the loop that owns the services.
         self._loop = asyncio.get_running_loop()
         self._breaker_listeners: list[BreakerListener] = []
+        self._closed_listeners: list[Callable[[int], None]] = []
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -250,6 +252,7 @@ class ConnectionService:
         """Remove the connection and its secrets (secrets first: if the credential store cannot
         be reached, the connection stays so its secrets are not orphaned)."""
         record = await self.connection(connection_id)
+        await self._db.read(_refuse_with_waiting_events, connection_id, record.name)
         for field in record.secret_fields:
             await self._secrets.adelete(secret_name(connection_id, field))
         await self._close(connection_id)
@@ -407,7 +410,14 @@ class ConnectionService:
 
         self._loop.call_soon_threadsafe(schedule)
 
+    def on_closed(self, listener: Callable[[int], None]) -> None:
+        """Be told when a connection's settings change or it is removed (forget what was
+        kept of it)."""
+        self._closed_listeners.append(listener)
+
     async def _close(self, connection_id: int) -> None:
+        for listener in self._closed_listeners:
+            listener(connection_id)
         provider = self._providers.pop(connection_id, None)
         if provider is not None:
             await provider.client.aclose()
@@ -457,5 +467,27 @@ def _snapshots(states: Mapping[str, Any]) -> dict[str, BreakerSnapshot]:
     return snapshots
 
 
+def _refuse_with_waiting_events(session: Session, connection_id: int, name: str) -> None:
+    """An event we acknowledged is never thrown away unprocessed."""
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(WebhookInboxEntry)
+        .where(
+            WebhookInboxEntry.connection_id == connection_id,
+            WebhookInboxEntry.status.in_((inbox.RECEIVED, inbox.FAILED)),
+        )
+    )
+    if waiting:
+        raise SwitchboardError(
+            f"{name} has {waiting} event(s) it sent that are not processed yet; remove it once "
+            "they are (see Events)."
+        )
+
+
 def _delete_row(session: Session, connection_id: int) -> None:
+    _refuse_with_waiting_events(session, connection_id, f"Connection {connection_id}")
+    # Its processed events go with it: what they did is recorded where it happened.
+    session.execute(
+        delete(WebhookInboxEntry).where(WebhookInboxEntry.connection_id == connection_id)
+    )
     session.execute(delete(ProviderConnection).where(ProviderConnection.id == connection_id))

@@ -18,15 +18,24 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app import __version__
 from app.domain.errors import SwitchboardError
+from app.services.webhook_intake import (
+    MALFORMED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    UNKNOWN,
+    Answer,
+    WebhookIntake,
+)
 
 log = logging.getLogger("switchboard.receiver")
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
+MAX_BODY = 1024 * 1024
 
 
 class PortUnavailable(SwitchboardError):
@@ -44,18 +53,64 @@ class Address:
         return f"http://{host}:{self.port}"
 
 
-def build_app(probe: HealthProbe) -> Starlette:
+def build_app(
+    probe: HealthProbe, intake: WebhookIntake | None = None, max_body: int = MAX_BODY
+) -> Starlette:
     async def health(_request: Request) -> JSONResponse:
         report = await probe()
         healthy = report.get("status") == "ok"
         return JSONResponse({"version": __version__, **report}, status_code=200 if healthy else 503)
 
-    return Starlette(routes=[Route("/health", health, methods=["GET"])])
+    async def hook(request: Request) -> Response:
+        # Nothing a sender can put in a request makes this answer 500: every path ends in one
+        # of the intake's answers, and anything unforeseen in a 503 the sender will retry.
+        try:
+            answer = await _hook(request, intake, max_body)
+        except Exception:
+            log.exception("webhook handling failed")
+            answer = UNAVAILABLE
+        return PlainTextResponse(answer.reason, status_code=answer.status)
+
+    routes = [Route("/health", health, methods=["GET"])]
+    if intake is not None:
+        routes.append(Route("/hooks/{connection_id}/{token}", hook, methods=["POST"]))
+    return Starlette(routes=routes)
+
+
+async def _hook(request: Request, intake: WebhookIntake | None, max_body: int) -> Answer:
+    raw_id = request.path_params["connection_id"]
+    if intake is None:
+        return UNKNOWN
+    sender = request.client.host if request.client else ""
+    if not raw_id.isdigit() or len(raw_id) > 18:
+        return intake.refuse(UNKNOWN, 0, sender)
+    connection_id = int(raw_id)
+    declared = request.headers.get("content-length")
+    if declared is not None and not declared.isdigit():
+        return intake.refuse(MALFORMED, connection_id, sender)
+    if declared is not None and int(declared) > max_body:
+        return intake.refuse(TOO_LARGE, connection_id, sender)  # refused before reading it
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body:
+            # Sent without its length: stop reading at the limit.
+            return intake.refuse(TOO_LARGE, connection_id, sender)
+    return await intake.accept(
+        connection_id,
+        request.path_params["token"],
+        str(request.url),
+        {name.lower(): value for name, value in request.headers.items()},
+        bytes(body),
+        sender,
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named explicitly: asyncio turns Nagle's algorithm off only on sockets that say
+    # they are TCP, and with it on every answer waited ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -85,12 +140,19 @@ def _why_not(host: str, port: int, error: OSError) -> str:
 class Receiver:
     """uvicorn serving the Starlette app on a socket bound up front."""
 
-    def __init__(self, probe: HealthProbe, host: str, port: int) -> None:
+    def __init__(
+        self,
+        probe: HealthProbe,
+        host: str,
+        port: int,
+        intake: WebhookIntake | None = None,
+        max_body: int = MAX_BODY,
+    ) -> None:
         self._socket = bind(host, port)
         bound_host, bound_port = self._socket.getsockname()[:2]
         self.address = Address(bound_host, bound_port)
         config = uvicorn.Config(
-            build_app(probe),
+            build_app(probe, intake, max_body),
             lifespan="off",
             log_config=None,
             access_log=False,

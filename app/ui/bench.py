@@ -20,9 +20,8 @@ from typing import Any, TypeVar
 
 import keyring
 import numpy as np
-from keyring.backend import KeyringBackend
-from keyring.errors import PasswordDeleteError
 
+from app.benchmarks.run_keyring import RunKeyring
 from app.config import resolve_config
 
 T = TypeVar("T")
@@ -30,27 +29,6 @@ T = TypeVar("T")
 TARGET_P99_MS = 16.0
 TARGET_WORST_MS = 50.0
 SANDBOX = {"latency_ms": "20", "latency_p95_ms": "80", "error_rate": "0.01"}
-
-
-class _RunKeyring(KeyringBackend):
-    """The benchmark's own sandbox keys, held in memory for the run and gone with it (never a
-    substitute for the computer's credential store)."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.entries.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.entries[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.entries.pop((service, username), None) is None:
-            raise PasswordDeleteError(username)
 
 
 def _day_of_samples(now: float, rng: np.random.Generator) -> tuple[Any, ...]:
@@ -85,7 +63,7 @@ def ui_stall(
     from app.views.dashboard import RANGES, DashboardPage
 
     previous_keyring = keyring.get_keyring()
-    keyring.set_keyring(_RunKeyring())
+    keyring.set_keyring(RunKeyring())
     app = make_application()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)

@@ -1,0 +1,676 @@
+"""Webhook signature verifiers: is this request really from the provider, and which event is it?
+
+Anyone on the internet can post to the receiver's address, so nothing in a webhook is believed
+until its signature checks out against a secret only we and the provider know. Each verifier
+here is pure and synchronous (no I/O, no clock: the receiver says when the request arrived), so
+the receiver, the sandbox sender, the benchmark and the tests all use the same code.
+
+The rules every verifier keeps:
+
+- `secrets` may hold several secrets while one is being rotated; a request is good if any one
+  of them verifies it. No secret at all refuses everything.
+- Every comparison is constant-time (`hmac.compare_digest`), so the time an answer takes says
+  nothing about how much of a forged signature was right.
+- A signed timestamp must be within the tolerance of the arrival time in both directions: an
+  old one may be a captured request replayed, a future one a clock we should not trust.
+- What goes wrong is a `Rejected` with one of two reasons, never another exception:
+  "signature" (the receiver answers 401) when the signature is missing, does not match, or
+  is stale; "malformed" (400) when a piece needed to check it (a timestamp, an id) or the body
+  that names the event cannot be read. A signature value that is not even hex or base64 is a
+  wrong signature, so it is "signature" too.
+- The signature is checked before the body is read for the event's id, and the timestamp after
+  the signature, so a "stale" in the log always means a genuine request arrived late.
+- `Verified.event_id` is the provider's id of the event (never empty), which the receiver
+  deduplicates on: providers deliver at least once. Where a scheme has no id, the id is
+  "sha256:" and the body's digest, which is the same for every retry of the same delivery.
+
+Messages are for the log only and never hold a secret or a signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+DEFAULT_TOLERANCE_SECONDS = 300
+
+# Generous for every scheme here (the longest real header is a Stripe header during rotation,
+# well under 1 KiB), and small enough that parsing a hostile header costs nothing.
+MAX_HEADER_LENGTH = 8192
+# The receiver stores the id to deduplicate on; real ids are under 100 characters.
+MAX_EVENT_ID_LENGTH = 255
+# Twilio's and Paynow's form bodies have a few dozen fields.
+MAX_FORM_FIELDS = 1000
+
+_Key = TypeVar("_Key", str, bytes)
+
+
+# --- what the receiver passes in and gets back -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """One request as it arrived: the receiver lower-cases the header names."""
+
+    url: str  # the full URL the provider called (scheme, host, path and query): Twilio signs it
+    headers: Mapping[str, str]
+    body: bytes
+    received_at: float  # epoch seconds
+
+
+class Rejected(Exception):
+    """Why a request is refused. `reason` is "malformed" (the receiver answers 400) or
+    "signature" (401: missing, bad, stale or future signature). The message is for the log only,
+    never sent back, and never contains a secret or a full signature."""
+
+    def __init__(self, reason: Literal["malformed", "signature"], message: str) -> None:
+        super().__init__(message)
+        self.reason: Literal["malformed", "signature"] = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A request that is from the provider: which event it carries."""
+
+    event_id: str  # the provider's id of this event, to deduplicate on (never empty)
+    event_type: str  # e.g. "payment_intent.succeeded"; "" when the provider names none
+
+
+class Verifier(Protocol):
+    key: str
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified: ...
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """Headers a sender would add (used by our own sandbox sender, the benchmark and tests)."""
+        ...
+
+
+# --- shared pieces -----------------------------------------------------------------------------
+
+
+def _utf8(text: str) -> bytes:
+    # "surrogatepass" so that no string, however odd, makes encoding raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time equality of what we computed and what the request carries."""
+    return hmac.compare_digest(_utf8(expected), _utf8(given))
+
+
+def _hmac_hex(key: bytes, message: bytes) -> str:
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _hmac_base64(key: bytes, message: bytes, digest: str = "sha256") -> str:
+    return base64.b64encode(hmac.new(key, message, digest).digest()).decode("ascii")
+
+
+def _usable(secrets: Sequence[str]) -> list[str]:
+    """The secrets to try. An empty secret is a setup mistake, never a key: with it, a request
+    without any token would match an empty expected token."""
+    if isinstance(secrets, str):  # one secret passed where a list was meant
+        secrets = [secrets]
+    usable = [secret for secret in secrets if secret]
+    if not usable:
+        raise Rejected("signature", "no webhook secret is set for this connection")
+    return usable
+
+
+def _any_secret(secrets: Sequence[_Key], matches: Callable[[_Key], bool]) -> bool:
+    """Whether any secret verifies the request. Every secret is tried, so the time taken does
+    not say which one matched."""
+    found = False
+    for secret in secrets:
+        found = matches(secret) or found
+    return found
+
+
+def _header(request: WebhookRequest, name: str) -> str | None:
+    """A header's value, trimmed; None when absent. `name` is lower-case."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_HEADER_LENGTH:
+        raise Rejected("malformed", f"the {name} header is not a plausible value")
+    return value.strip()
+
+
+def _signature_header(request: WebhookRequest, name: str) -> str:
+    value = _header(request, name)
+    if not value:
+        raise Rejected("signature", f"the request has no {name} header")
+    return value
+
+
+def _timestamp(text: str | None, name: str) -> int:
+    # ASCII digits only: str.isdigit() alone accepts "²", which int() refuses.
+    if not text or not (text.isascii() and text.isdigit()) or len(text) > 15:
+        raise Rejected("malformed", f"{name} is not a timestamp in epoch seconds")
+    return int(text)
+
+
+def _check_age(signed_at: int, received_at: float, tolerance: float) -> None:
+    age = received_at - signed_at
+    # Written so that a NaN arrival time fails instead of passing every comparison.
+    if -tolerance <= age <= tolerance:
+        return
+    if age > 0:
+        raise Rejected(
+            "signature",
+            f"its timestamp is {age:.0f} s before it arrived, more than the {tolerance:g} s "
+            "allowed (a replay, or a delivery that waited too long)",
+        )
+    raise Rejected(
+        "signature",
+        f"its timestamp is {-age:.0f} s after it arrived, more than the {tolerance:g} s "
+        "allowed (the sender's clock is wrong)",
+    )
+
+
+def _body_id(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _event_id(value: str) -> str:
+    if not value or len(value) > MAX_EVENT_ID_LENGTH:
+        raise Rejected("malformed", "the event id is empty or implausibly long")
+    return value
+
+
+def _json(body: bytes) -> Any:
+    """The body as JSON, or None when it is not JSON."""
+    try:
+        return json.loads(body)
+    # ValueError covers bad JSON and bad UTF-8; RecursionError a body nested thousands deep.
+    except (ValueError, RecursionError):
+        return None
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    parsed = _json(body)
+    if not isinstance(parsed, dict):
+        raise Rejected("malformed", "the body is not a JSON object")
+    return parsed
+
+
+def _json_event(body: bytes, id_field: str, type_field: str) -> Verified:
+    event = _json_object(body)
+    event_id = event.get(id_field)
+    if not isinstance(event_id, str):
+        raise Rejected("malformed", f"the body has no {id_field!r} string")
+    event_type = event.get(type_field)
+    return Verified(_event_id(event_id), event_type if isinstance(event_type, str) else "")
+
+
+def _form(text: str | bytes) -> list[tuple[str, str]]:
+    """Form fields (application/x-www-form-urlencoded) in the order sent; a field without "=" is
+    a field with an empty value, as web frameworks read it."""
+    try:
+        decoded = text.decode("utf-8") if isinstance(text, bytes) else text
+        return parse_qsl(
+            decoded, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError as exc:  # bad UTF-8, bad percent-escapes, too many fields
+        raise Rejected("malformed", "the body is not a readable form") from exc
+
+
+# --- Stripe --------------------------------------------------------------------------------------
+
+
+class StripeVerifier:
+    """`Stripe-Signature: t=<epoch>,v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 of "<t>.<body>" with the
+    endpoint's signing secret. Several v1 entries come while a secret is being rolled; v0 and
+    unknown schemes are ignored.
+
+    Relied on: the SDK's stripe/_webhook.py (WebhookSignature.verify_header and
+    generate_signature_header) in stripe 16.1, and Stripe's "Check the webhook signatures",
+    verifying manually (stripe.com/docs/webhooks/signatures).
+    """
+
+    key = "stripe"
+
+    def __init__(self, tolerance: float = DEFAULT_TOLERANCE_SECONDS) -> None:
+        self.tolerance = tolerance
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        keys = _usable(secrets)
+        header = _signature_header(request, "stripe-signature")
+        timestamp: str | None = None
+        signatures: list[str] = []
+        for item in header.split(","):
+            name, _, value = item.partition("=")
+            name, value = name.strip(), value.strip()
+            if name == "t" and timestamp is None:  # the first t, as the SDK takes it
+                timestamp = value
+            elif name == "v1" and value:
+                signatures.append(value.lower())
+        signed_at = _timestamp(timestamp, "the Stripe-Signature t")
+        if not signatures:
+            raise Rejected("signature", "Stripe-Signature has no v1 signature")
+        signed = f"{signed_at}.".encode() + request.body
+        if not _any_secret(
+            keys,
+            lambda secret: any(
+                _same(_hmac_hex(_utf8(secret), signed), given) for given in signatures
+            ),
+        ):
+            raise Rejected("signature", "no v1 signature in Stripe-Signature matches the body")
+        _check_age(signed_at, request.received_at, self.tolerance)
+        return _json_event(request.body, "id", "type")
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """The id travels in the body, so `event_id` is not used."""
+        signature = _hmac_hex(_utf8(secret), f"{timestamp}.".encode() + body)
+        return {"Stripe-Signature": f"t={timestamp},v1={signature}"}
+
+
+# --- Standard Webhooks (Svix) ----------------------------------------------------------------
+
+
+class StandardWebhooksVerifier:
+    """`webhook-id`, `webhook-timestamp` and `webhook-signature` (space-separated "v1,<base64>"
+    entries), HMAC-SHA256 of "<id>.<timestamp>.<body>" keyed with the base64-decoded secret
+    ("whsec_" prefix optional). Svix sends the same headers named svix-*.
+
+    Relied on: the Standard Webhooks specification and its reference library
+    (standard-webhooks/standard-webhooks, libraries/python/standardwebhooks/webhooks.py), and
+    Svix's "Verifying webhooks manually" (docs.svix.com/receiving/verifying-payloads/how-manual).
+    """
+
+    key = "standard-webhooks"
+
+    def __init__(self, tolerance: float = DEFAULT_TOLERANCE_SECONDS) -> None:
+        self.tolerance = tolerance
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        keys = [key for key in map(self._secret_key, _usable(secrets)) if key]
+        if not keys:
+            raise Rejected("signature", "no webhook secret for this connection is valid base64")
+        # One family of names or the other, never a mix of the two.
+        prefix = "webhook-" if "webhook-signature" in request.headers else "svix-"
+        header = _signature_header(request, prefix + "signature")
+        message_id = _header(request, prefix + "id")
+        if not message_id:
+            raise Rejected("malformed", f"the request has no {prefix}id header")
+        timestamp = _header(request, prefix + "timestamp")
+        signed_at = _timestamp(timestamp, f"the {prefix}timestamp header")
+        signatures = [
+            value.strip()
+            for version, _, value in (entry.partition(",") for entry in header.split())
+            if version == "v1" and value.strip()
+        ]
+        if not signatures:
+            raise Rejected("signature", f"{prefix}signature has no v1 signature")
+        # The timestamp exactly as sent, since that is the text the sender signed.
+        signed = _utf8(f"{message_id}.{timestamp}.") + request.body
+        if not _any_secret(
+            keys,
+            lambda key: any(_same(_hmac_base64(key, signed), given) for given in signatures),
+        ):
+            raise Rejected("signature", f"no v1 signature in {prefix}signature matches the body")
+        _check_age(signed_at, request.received_at, self.tolerance)
+        event = _json(request.body)
+        event_type = event.get("type") if isinstance(event, dict) else None
+        return Verified(_event_id(message_id), event_type if isinstance(event_type, str) else "")
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        key = self._secret_key(secret)
+        if not key or not event_id:
+            raise ValueError("Standard Webhooks needs a base64 secret and an event id to sign")
+        signature = _hmac_base64(key, _utf8(f"{event_id}.{timestamp}.") + body)
+        return {
+            "webhook-id": event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": f"v1,{signature}",
+        }
+
+    @staticmethod
+    def _secret_key(secret: str) -> bytes:
+        """The HMAC key a secret stands for; b"" when it is not base64."""
+        text = secret.strip().removeprefix("whsec_")
+        try:
+            # As the reference library does: padding added in case the secret was unpadded
+            # (the decoder ignores padding beyond what it needs).
+            return base64.b64decode(text + "==")
+        except ValueError:  # binascii.Error, or a non-ASCII secret
+            return b""
+
+
+# --- Twilio ---------------------------------------------------------------------------------------
+
+_TWILIO_DIGESTS = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
+
+# (the id field, the status fields in order of preference, the event's kind)
+_TWILIO_EVENTS = (
+    ("MessageSid", ("MessageStatus", "SmsStatus"), "message"),
+    ("SmsSid", ("SmsStatus", "MessageStatus"), "message"),
+    ("CallSid", ("CallStatus",), "call"),
+)
+
+
+def twilio_body_url(url: str, body: bytes) -> str:
+    """`url` with the bodySHA256 query parameter Twilio adds when it posts a JSON body; sign and
+    send to this URL."""
+    parts = urlsplit(url)
+    query = urlencode([("bodySHA256", hashlib.sha256(body).hexdigest())])
+    return urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
+
+
+class TwilioVerifier:
+    """`X-Twilio-Signature`: base64 HMAC-SHA1, keyed with the auth token, of the full URL followed
+    by every POST parameter's name and value, sorted by name. For a JSON body the URL carries
+    `bodySHA256` (the body's SHA-256 in hex), only the URL is signed, and the body must hash to
+    that value. No timestamp: a replayed request is caught by its event id instead.
+
+    Relied on: Twilio's "Secure webhooks" (twilio.com/docs/usage/webhooks/webhooks-security), the
+    support article "Twilio Signature Validation Program Examples for JSON Content", and the SDK's
+    twilio/request_validator.py (RequestValidator) in twilio 9.13, whose port handling,
+    parameter sorting and X-Twilio-Webhooks-Signature-Settings algorithm choice this mirrors.
+    """
+
+    key = "twilio"
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        tokens = _usable(secrets)
+        signature = _signature_header(request, "x-twilio-signature")
+        digest = self._digest(_header(request, "x-twilio-webhooks-signature-settings"))
+        try:
+            query = parse_qsl(urlsplit(request.url).query, keep_blank_values=True)
+        except ValueError as exc:  # an unreadable URL (a bad IPv6 host, a bad escape)
+            raise Rejected("malformed", "the request URL cannot be read") from exc
+        body_hash = next((value for name, value in query if name == "bodySHA256"), None)
+        if body_hash is None:
+            params = _form(request.body)
+        else:
+            params = []
+            if not _same(hashlib.sha256(request.body).hexdigest(), body_hash.strip().lower()):
+                raise Rejected("signature", "the body does not match the URL's bodySHA256")
+        urls = self._urls(request.url)
+        if not _any_secret(
+            tokens,
+            lambda token: any(
+                _same(self._signature(token, url, params, digest), signature) for url in urls
+            ),
+        ):
+            raise Rejected("signature", "X-Twilio-Signature does not match the URL and body")
+        if body_hash is not None:
+            event = _json_object(request.body)
+            fields = {name: value for name, value in event.items() if isinstance(value, str)}
+        else:
+            # A GET callback carries its parameters in the URL instead of the body.
+            fields = dict(reversed(params or query))  # reversed: the first value wins
+        return self._event(fields, request.body)
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """Signs `url` and the form `body`; for a JSON body, pass `twilio_body_url(url, body)`.
+        Twilio's ids travel in the body, so `event_id` and `timestamp` are not used."""
+        has_body_hash = any(name == "bodySHA256" for name, _ in parse_qsl(urlsplit(url).query))
+        params = [] if has_body_hash else _form(body)
+        return {"X-Twilio-Signature": self._signature(secret, url, params, "sha1")}
+
+    @staticmethod
+    def _signature(token: str, url: str, params: list[tuple[str, str]], digest: str) -> str:
+        values: dict[str, set[str]] = {}
+        for name, value in params:
+            values.setdefault(name, set()).add(value)
+        # As the SDK: names sorted, and a name's values sorted with repeats dropped.
+        signed = url + "".join(
+            name + value for name in sorted(values) for value in sorted(values[name])
+        )
+        return _hmac_base64(_utf8(token), _utf8(signed), digest)
+
+    @staticmethod
+    def _digest(settings: str | None) -> str:
+        """The hash a SharedKey signature uses (twilio.com/docs/usage/webhooks/webhook-shared-keys):
+        the settings header names it; without the header it is the auth token's HMAC-SHA1."""
+        for part in (settings or "").split(","):
+            name, _, value = part.partition("=")
+            if name.strip() == "algorithm" and value.strip():
+                digest = _TWILIO_DIGESTS.get(value.strip().upper())
+                if digest is None:
+                    raise Rejected("signature", "the request names an unknown signing algorithm")
+                return digest
+        return "sha1"
+
+    @staticmethod
+    def _urls(url: str) -> list[str]:
+        """The URL as given, without its port and with the default port: Twilio signs whichever
+        form it called, and the SDK tries both because Twilio's back end is not consistent."""
+        urls = [url]
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return urls
+        if port is not None:
+            urls.append(urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0])))
+        elif parts.netloc:
+            default = 443 if parts.scheme == "https" else 80
+            urls.append(urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}")))
+        return urls
+
+    @staticmethod
+    def _event(fields: Mapping[str, str], body: bytes) -> Verified:
+        # Twilio posts one callback per status of a message or call, all with the same sid, so
+        # the status is part of the id; retries of one callback share both.
+        for sid_field, status_fields, kind in _TWILIO_EVENTS:
+            sid = fields.get(sid_field)
+            if not sid:
+                continue
+            status = next((fields[name] for name in status_fields if fields.get(name)), "")
+            if not status:
+                # Several callbacks without a status (recordings, say) share the sid: the
+                # body tells them apart, and is the same for every retry of one of them.
+                return Verified(_body_id(body), kind)
+            status = status.strip().lower()
+            return Verified(_event_id(f"{sid}:{status}"), f"{kind}.{status}")
+        return Verified(_body_id(body), "")
+
+
+# --- X-Hub-Signature-256 (GitHub, Meta's WhatsApp Cloud API) ---------------------------------
+
+
+class HubSignatureVerifier:
+    """`X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 of the raw body: GitHub keys it with the
+    webhook's secret, Meta (WhatsApp Cloud API) with the app secret. No timestamp.
+
+    Relied on: GitHub's "Validating webhook deliveries" (docs.github.com/webhooks/using-webhooks/
+    validating-webhook-deliveries) and Meta's "Webhooks from Meta" (developers.facebook.com/
+    docs/graph-api/webhooks: getting started, validating payloads; the notification's shape).
+    """
+
+    key = "hub-signature-256"
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        keys = _usable(secrets)
+        header = _signature_header(request, "x-hub-signature-256")
+        scheme, _, given = header.partition("=")
+        if scheme.strip().lower() != "sha256" or not given.strip():
+            raise Rejected("signature", "X-Hub-Signature-256 is not sha256=<hex>")
+        given = given.strip().lower()
+        if not _any_secret(keys, lambda key: _same(_hmac_hex(_utf8(key), request.body), given)):
+            raise Rejected("signature", "X-Hub-Signature-256 does not match the body")
+        delivery = _header(request, "x-github-delivery")
+        event_id = _event_id(delivery) if delivery else _body_id(request.body)
+        return Verified(event_id, _header(request, "x-github-event") or self._meta_field(request))
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        headers = {"X-Hub-Signature-256": "sha256=" + _hmac_hex(_utf8(secret), body)}
+        if event_id:
+            headers["X-GitHub-Delivery"] = event_id
+        return headers
+
+    @staticmethod
+    def _meta_field(request: WebhookRequest) -> str:
+        """The first change's field of a Meta notification ({"object", "entry": [{"changes":
+        [{"field": …}]}]}), e.g. "messages"; "" for any other body."""
+        event = _json(request.body)
+        if not isinstance(event, dict) or "object" not in event:
+            return ""
+        entries = event.get("entry")
+        entry = entries[0] if isinstance(entries, list) and entries else None
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        change = changes[0] if isinstance(changes, list) and changes else None
+        field = change.get("field") if isinstance(change, dict) else None
+        return field if isinstance(field, str) else ""
+
+
+# --- Dwolla -----------------------------------------------------------------------------------
+
+
+class DwollaVerifier:
+    """`X-Request-Signature-SHA-256`: hex HMAC-SHA256 of the raw body, keyed with the secret given
+    when the webhook subscription was created. No timestamp.
+
+    Relied on: Dwolla's "Processing & validating webhooks" (developers.dwolla.com/docs/balance/
+    webhooks/process-validate) and its webhooks FAQ.
+    """
+
+    key = "dwolla"
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        keys = _usable(secrets)
+        given = _signature_header(request, "x-request-signature-sha-256").lower()
+        if not _any_secret(keys, lambda key: _same(_hmac_hex(_utf8(key), request.body), given)):
+            raise Rejected("signature", "X-Request-Signature-SHA-256 does not match the body")
+        return _json_event(request.body, "id", "topic")
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """The id travels in the body, so `event_id` is not used."""
+        return {"X-Request-Signature-SHA-256": _hmac_hex(_utf8(secret), body)}
+
+
+# --- Google Calendar push notifications -----------------------------------------------------------
+
+
+class GoogleChannelVerifier:
+    """Google Calendar push notifications carry no body and no signature: the channel's token,
+    which we chose when we created the channel, comes back in `X-Goog-Channel-Token`, and is the
+    secret here. No timestamp.
+
+    Relied on: Google Calendar API "Push notifications" (developers.google.com/calendar/api/
+    guides/push), "Understand the notification message format".
+    """
+
+    key = "google-channel"
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        tokens = _usable(secrets)
+        token = _signature_header(request, "x-goog-channel-token")
+        if not _any_secret(tokens, lambda expected: _same(expected, token)):
+            raise Rejected("signature", "X-Goog-Channel-Token is not this channel's token")
+        channel = _header(request, "x-goog-channel-id")
+        number = _header(request, "x-goog-message-number")
+        if not channel:
+            raise Rejected("malformed", "the request has no X-Goog-Channel-ID header")
+        if not number or not (number.isascii() and number.isdigit()):
+            raise Rejected("malformed", "X-Goog-Message-Number is not a number")
+        # The message number is unique within the channel and kept across retries.
+        return Verified(
+            _event_id(f"{channel}:{number}"), _header(request, "x-goog-resource-state") or ""
+        )
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """The headers of one notification: `secret` is the channel token and `event_id` is
+        "<channel id>:<message number>". Message 1 is the "sync" that opens a channel."""
+        channel, _, number = event_id.rpartition(":")
+        if not channel or not number.isdigit():
+            raise ValueError("a Google channel event id is '<channel id>:<message number>'")
+        return {
+            "X-Goog-Channel-ID": channel,
+            "X-Goog-Channel-Token": secret,
+            "X-Goog-Message-Number": number,
+            "X-Goog-Resource-ID": f"resource-{channel}",
+            "X-Goog-Resource-State": "sync" if number == "1" else "exists",
+        }
+
+
+# --- Paynow (Zimbabwe) ------------------------------------------------------------------------
+
+
+def _paynow_hash(values: Sequence[str], integration_key: str) -> str:
+    return hashlib.sha512(_utf8("".join(values) + integration_key)).hexdigest().upper()
+
+
+def paynow_signed_body(fields: Mapping[str, str], integration_key: str) -> bytes:
+    """A status update's form body with its `hash` field added, as Paynow would post it (the
+    signature is in the body, which is why PaynowVerifier.sign returns no headers)."""
+    items = [(name, value) for name, value in fields.items() if name.lower() != "hash"]
+    digest = _paynow_hash([value for _, value in items], integration_key)
+    return urlencode([*items, ("hash", digest)]).encode("ascii")
+
+
+class PaynowVerifier:
+    """A Paynow status update is a form whose `hash` field is the upper-case hex SHA-512 of every
+    other field's URL-decoded value, in the order sent, followed by the integration key. No
+    timestamp and no header.
+
+    Relied on: Paynow's developer docs (paynow/docs: docs/status_update.md, "Generating Hash",
+    and "Validating a hash on an inbound message" with its worked example).
+    """
+
+    key = "paynow"
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        keys = _usable(secrets)
+        fields = _form(request.body)
+        hashes = [value for name, value in fields if name.lower() == "hash"]
+        if not hashes or not hashes[0].strip():
+            raise Rejected("signature", "the status update has no hash field")
+        if len(hashes) > 1:
+            raise Rejected("malformed", "the status update has more than one hash field")
+        given = hashes[0].strip().upper()
+        values = [value for name, value in fields if name.lower() != "hash"]
+        if not _any_secret(keys, lambda key: _same(_paynow_hash(values, key), given)):
+            raise Rejected("signature", "the status update's hash does not match its fields")
+        named = {name.lower(): value.strip() for name, value in reversed(fields)}
+        reference, status = named.get("paynowreference"), named.get("status", "").lower()
+        if not reference or not status:
+            raise Rejected("malformed", "the status update has no paynowreference or status")
+        # Paynow posts again when the status changes (paid, then delivered): one event each.
+        return Verified(_event_id(f"{reference}:{status}"), f"payment.{status}")
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """No headers: the signature is the body's `hash` field (see paynow_signed_body)."""
+        return {}
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+VERIFIERS: dict[str, Verifier] = {
+    verifier.key: verifier
+    for verifier in (
+        StripeVerifier(),
+        StandardWebhooksVerifier(),
+        TwilioVerifier(),
+        HubSignatureVerifier(),
+        DwollaVerifier(),
+        GoogleChannelVerifier(),
+        PaynowVerifier(),
+    )
+}

@@ -1,0 +1,185 @@
+"""Processing the inbox: each stored event handed to its handler, exactly once.
+
+A handler runs inside the same database transaction that marks its event processed (the
+transactional inbox): either both happen or neither, so a crash between "done" and "marked"
+cannot make an event count twice. A handler that needs the outside world (a calendar to sync,
+a message to send) records that in the same transaction, for the outbox to deliver.
+
+A handler that fails is tried again later, waiting longer each time (exponential backoff with
+jitter, up to an hour); after `MAX_ATTEMPTS` the event is dead and waits for a person, who can
+replay it once the cause is fixed. Handlers are idempotent and must tolerate events out of
+order: providers promise neither once-only nor in-order delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from app.domain.inbox import DEAD, FAILED, PROCESSED, RECEIVED, SKIPPED
+from app.services.events import EventHub
+from app.services.inbox import InboxEvent, inbox_event
+from app.store.base import utcnow
+from app.store.database import Database
+from app.store.integration import ProviderConnection, WebhookInboxEntry
+
+log = logging.getLogger("switchboard.inbox")
+
+TOPIC = "inbox"
+MAX_ATTEMPTS = 8
+FIRST_RETRY_SECONDS = 5.0
+LONGEST_RETRY_SECONDS = 3600.0
+BATCH = 200
+POLL_SECONDS = 5.0  # retries come due without anyone waking the worker
+
+# (session, event): runs inside the transaction that marks the event processed.
+Handler = Callable[[Session, InboxEvent], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+def retry_delay(attempts: int, rng: random.Random | None = None) -> float:
+    """Seconds before attempt `attempts + 1`: doubling from 5 s, capped at an hour, with up to
+    a quarter of jitter so events that failed together do not all come back together."""
+    base = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2.0 ** max(attempts - 1, 0))
+    return base * (1 - 0.25 * (rng or random).random())
+
+
+class InboxWorker:
+    def __init__(self, db: Database, events: EventHub) -> None:
+        self._db = db
+        self._events = events
+        self._handlers: dict[tuple[str, str], Handler] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, provider_kind: str, event_type: str, handler: Handler) -> None:
+        """Handle a provider kind's events of one type ("*": every type without its own)."""
+        self._handlers[(provider_kind, event_type)] = handler
+
+    def wake(self) -> None:
+        """New events are in the inbox (call on the services' loop)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="inbox-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                outcome = await self.process_due()
+            except Exception:
+                log.exception("inbox processing failed; trying again shortly")
+                outcome = Outcome()
+            if outcome.processed + outcome.skipped + outcome.failed + outcome.dead >= BATCH:
+                continue  # more may be waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    async def process_due(self, now: datetime | None = None) -> Outcome:
+        """Process every event that is due (new, or failed and waiting long enough), a batch
+        to a transaction: one handler failing rolls back only its own event's work."""
+        due = await self._db.read(_due, now or utcnow(), BATCH)
+        if not due:
+            return Outcome()
+        work = [
+            (event, self._handlers.get((kind, event.event_type)) or self._handlers.get((kind, "*")))
+            for event, kind in due
+        ]
+        statuses = await self._db.write(_apply_all, work)
+        for (event, _handler), status in zip(work, statuses, strict=True):
+            if status in (FAILED, DEAD):
+                log.warning(
+                    "event handler failed",
+                    extra={"event": event.id, "attempts": event.attempts + 1, "status": status},
+                )
+        self._events.publish(TOPIC, {"processed": len(due)})
+        return Outcome(*(statuses.count(status) for status in (PROCESSED, SKIPPED, FAILED, DEAD)))
+
+    async def replay(self, event_ids: Iterable[int]) -> int:
+        """Process these events again (a dead one after its cause was fixed, or any to check
+        what it does; handlers are idempotent). How many were found."""
+        count = await self._db.write(_replay, list(event_ids))
+        self.wake()
+        return count
+
+
+def _due(session: Session, now: datetime, limit: int) -> list[tuple[InboxEvent, str]]:
+    rows = session.execute(
+        select(WebhookInboxEntry, ProviderConnection.kind)
+        .join(ProviderConnection, ProviderConnection.id == WebhookInboxEntry.connection_id)
+        .where(
+            WebhookInboxEntry.status.in_((RECEIVED, FAILED)),
+            or_(
+                WebhookInboxEntry.next_attempt_at.is_(None),
+                WebhookInboxEntry.next_attempt_at <= now,
+            ),
+        )
+        .order_by(WebhookInboxEntry.id)
+        .limit(limit)
+    )
+    return [(inbox_event(entry), kind) for entry, kind in rows]
+
+
+def _apply_all(session: Session, work: list[tuple[InboxEvent, Handler | None]]) -> list[str | None]:
+    return [_apply(session, event, handler) for event, handler in work]
+
+
+def _apply(session: Session, event: InboxEvent, handler: Handler | None) -> str | None:
+    row = session.get(WebhookInboxEntry, event.id)
+    if row is None or row.status not in (RECEIVED, FAILED) or row.attempts != event.attempts:
+        return None  # changed since it was read (replayed, say): its next turn will come
+    row.attempts = event.attempts + 1
+    if handler is None:
+        row.status, row.last_error = SKIPPED, "nothing in Switchboard acts on this event"
+    else:
+        try:
+            with session.begin_nested():  # the handler's work, undone alone if it fails
+                handler(session, event)
+        except Exception as exc:
+            row.status = DEAD if row.attempts >= MAX_ATTEMPTS else FAILED
+            row.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            row.next_attempt_at = (
+                None
+                if row.status == DEAD
+                else utcnow() + timedelta(seconds=retry_delay(row.attempts))
+            )
+            return row.status
+        row.status, row.last_error = PROCESSED, None
+    row.processed_at = utcnow()
+    row.next_attempt_at = None
+    return row.status
+
+
+def _replay(session: Session, event_ids: list[int]) -> int:
+    found = list(
+        session.scalars(select(WebhookInboxEntry.id).where(WebhookInboxEntry.id.in_(event_ids)))
+    )
+    session.execute(
+        update(WebhookInboxEntry)
+        .where(WebhookInboxEntry.id.in_(found))
+        .values(status=RECEIVED, attempts=0, next_attempt_at=utcnow(), processed_at=None)
+    )
+    return len(found)

@@ -1,0 +1,232 @@
+"""What happens to a provider's callback between the socket and the inbox.
+
+In order: the sender's rate, the connection and its path token, the content type, the
+signature (with the provider's own scheme, against every secret the connection holds), and
+then the inbox, which commits before the answer. Each refusal is an answer the sender can act
+on and nothing more: the status code, a short fixed reason, never which check failed inside a
+signature. Every refusal is counted by reason, and logged at most once per reason every few
+seconds, so a flood of forgeries cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TTLCache
+
+from app.domain.errors import NotFound, SwitchboardError
+from app.providers.webhooks import VERIFIERS, Rejected, Verifier, WebhookRequest
+from app.services.connections import ConnectionService, secret_name
+from app.services.inbox import Inbox, InboxUnavailable, IncomingEvent
+from app.services.secrets import SecretStore
+
+log = logging.getLogger("switchboard.webhooks")
+
+# Header values never kept in the inbox: credentials, not evidence.
+REDACTED_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-goog-channel-token", "x-api-key"}
+)
+LOG_EVERY_SECONDS = 10.0
+SOURCES_TRACKED = 10_000
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    reason: str  # a few fixed words, safe to send back
+
+    @property
+    def accepted(self) -> bool:
+        return self.status < 300
+
+
+ACCEPTED = Answer(200, "accepted")
+DUPLICATE = Answer(200, "duplicate")
+TOO_LARGE = Answer(413, "body too large")
+UNKNOWN = Answer(404, "not found")
+BAD_CONTENT_TYPE = Answer(400, "wrong content type")
+MALFORMED = Answer(400, "malformed request")
+BAD_SIGNATURE = Answer(401, "signature not valid")
+TOO_FAST = Answer(429, "too many requests")
+UNAVAILABLE = Answer(503, "try again later")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A connection that receives callbacks, as the intake needs it (cached)."""
+
+    connection_id: int
+    token: str
+    verifier: Verifier
+    secrets: tuple[str, ...]
+    content_type: str
+
+
+class SourceLimiter:
+    """A token bucket per sender address: `rate` requests a second, bursts of `burst`; the
+    least recently seen senders are forgotten beyond `tracked`. rate 0: no limit."""
+
+    def __init__(self, rate: float, burst: float, tracked: int = SOURCES_TRACKED) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self._tracked = tracked
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: str, now: float | None = None) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(source, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self._tracked:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class WebhookIntake:
+    def __init__(
+        self,
+        connections: ConnectionService,
+        secrets: SecretStore,
+        inbox: Inbox,
+        limiter: SourceLimiter,
+    ) -> None:
+        self._connections = connections
+        self._secrets = secrets
+        self._inbox = inbox
+        self.limiter = limiter
+        # A few seconds for unknown ids too, so a scan of made-up addresses costs no database
+        # work per request; a changed or removed connection is forgotten at once.
+        self._sources: TTLCache[int, Source | None] = TTLCache(maxsize=4096, ttl=30)
+        self._loading: dict[int, asyncio.Future[Source | None]] = {}
+        self.refused: Counter[str] = Counter()
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: Counter[str] = Counter()
+        connections.on_closed(self.forget)
+
+    def forget(self, connection_id: int) -> None:
+        self._sources.pop(connection_id, None)
+
+    async def accept(
+        self,
+        connection_id: int,
+        token: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        sender: str,
+    ) -> Answer:
+        """Check one callback and store it; the answer to send. `headers` are lower-cased."""
+        if not self.limiter.allow(sender):
+            return self.refuse(TOO_FAST, connection_id, sender)
+        try:
+            source = await self._source(connection_id)
+        except Exception:
+            log.exception(
+                "webhook source could not be read", extra={"connection_id": connection_id}
+            )
+            return self.refuse(UNAVAILABLE, connection_id, sender)
+        if source is None or not hmac.compare_digest(source.token.encode(), token.encode()):
+            return self.refuse(UNKNOWN, connection_id, sender)
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type != source.content_type:
+            return self.refuse(BAD_CONTENT_TYPE, connection_id, sender)
+        request = WebhookRequest(url=url, headers=headers, body=body, received_at=time.time())
+        try:
+            verified = source.verifier.verify(request, source.secrets)
+        except Rejected as rejected:
+            answer = MALFORMED if rejected.reason == "malformed" else BAD_SIGNATURE
+            return self.refuse(answer, connection_id, sender, str(rejected))
+        event = IncomingEvent(
+            connection_id=connection_id,
+            provider_event_id=verified.event_id[:200],
+            event_type=verified.event_type[:200],
+            headers={
+                name: "[redacted]" if name in REDACTED_HEADERS else value
+                for name, value in headers.items()
+            },
+            body=body,
+        )
+        try:
+            new = await self._inbox.store(event)
+        except InboxUnavailable:
+            return self.refuse(UNAVAILABLE, connection_id, sender)
+        return ACCEPTED if new else DUPLICATE
+
+    async def _source(self, connection_id: int) -> Source | None:
+        if connection_id in self._sources:
+            return self._sources[connection_id]
+        loading = self._loading.get(connection_id)
+        if loading is None:
+            # One lookup however many callbacks for this connection arrive meanwhile.
+            loading = asyncio.ensure_future(self._load(connection_id))
+            self._loading[connection_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(connection_id, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, connection_id: int) -> Source | None:
+        try:
+            record = await self._connections.connection(connection_id)
+        except NotFound:
+            self._sources[connection_id] = None
+            return None
+        spec = record.spec
+        if spec.webhook is None or not record.webhook_token:
+            source = None
+        else:
+            field = spec.webhook.secret_field
+            stored = field in record.secret_fields
+            value = await self._secrets.aget(secret_name(connection_id, field)) if stored else None
+            source = Source(
+                connection_id=connection_id,
+                token=record.webhook_token,
+                verifier=VERIFIERS[spec.webhook.verifier],
+                secrets=tuple((value or "").split()),
+                content_type=spec.webhook.content_type,
+            )
+        self._sources[connection_id] = source
+        return source
+
+    def refuse(self, answer: Answer, connection_id: int, sender: str, detail: str = "") -> Answer:
+        self.refused[answer.reason] += 1
+        now = time.monotonic()
+        if now - self._logged_at.get(answer.reason, -LOG_EVERY_SECONDS) < LOG_EVERY_SECONDS:
+            self._unlogged[answer.reason] += 1
+            return answer
+        self._logged_at[answer.reason] = now
+        extra: dict[str, Any] = {
+            "reason": answer.reason,
+            "status": answer.status,
+            "connection_id": connection_id,
+            "sender": sender,
+            "not_logged_since": self._unlogged.pop(answer.reason, 0),
+        }
+        if detail:
+            extra["detail"] = detail
+        log.warning("webhook refused", extra=extra)
+        return answer
+
+    def refusals(self) -> dict[str, int]:
+        return dict(self.refused)
+
+    async def url(self, connection_id: int, base: str) -> str:
+        """Where this connection's provider must send its callbacks."""
+        record = await self._connections.connection(connection_id)
+        if record.spec.webhook is None or not record.webhook_token:
+            raise SwitchboardError(f"{record.name} does not call Switchboard back.")
+        return webhook_url(connection_id, record.webhook_token, base)
+
+
+def webhook_url(connection_id: int, token: str, base: str) -> str:
+    """The address to paste into the provider: `base` is the receiver's public address (a
+    tunnel's) or, without one, its local address."""
+    return f"{base.rstrip('/')}/hooks/{connection_id}/{token}"

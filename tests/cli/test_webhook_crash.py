@@ -1,0 +1,114 @@
+"""An acknowledged webhook is never lost: senders post signed events while `switchboard serve`
+is killed with SIGKILL at a random moment; after a restart, every event that got a 2xx is in
+the inbox, once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import secrets
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.providers.webhooks import VERIFIERS
+from tests.cli.test_cli import SWITCHBOARD, switchboard
+
+pytestmark = pytest.mark.slow
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHON_KEYRING_BACKEND": "tests.support.file_keyring.FileKeyring",
+        "SWITCHBOARD_TEST_KEYRING": str(tmp_path / "keyring.json"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+
+
+def serve(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [str(SWITCHBOARD), "--data-dir", str(data), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("listening on "), process.stderr.read() if process.stderr else line
+    return process, line.removeprefix("listening on ").strip()
+
+
+async def kill_while_sending(
+    process: subprocess.Popen[str], url: str, secret: str, acknowledged: list[str], after: float
+) -> None:
+    """Many concurrent senders post new signed events; `after` seconds in, the server is
+    killed. An event counts as acknowledged only when its 200 arrived."""
+    verifier = VERIFIERS["standard-webhooks"]
+    counter = iter(range(10**9))
+    deadline = time.monotonic() + after + 10
+    prefix = secrets.token_hex(4)
+
+    async def sender(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            event_id = f"evt_{prefix}_{next(counter)}"
+            body = json.dumps({"type": "payment.succeeded", "id": event_id}).encode()
+            headers = verifier.sign(
+                secret, body, url=url, timestamp=int(time.time()), event_id=event_id
+            )
+            try:
+                response = await client.post(
+                    url, content=body, headers={**headers, "content-type": "application/json"}
+                )
+            except httpx.HTTPError:
+                return  # the server died: whatever was not answered was not acknowledged
+            if response.status_code == 200:
+                acknowledged.append(event_id)
+
+    async def kill() -> None:
+        await asyncio.sleep(after)
+        process.send_signal(signal.SIGKILL)
+
+    async with httpx.AsyncClient(timeout=5) as client:
+        await asyncio.gather(kill(), *(sender(client) for _ in range(16)))
+
+
+def test_every_acknowledged_event_survives_a_kill_and_is_stored_once(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    data = tmp_path / "school"
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    env["HOOK_SECRET"] = secret
+    added = switchboard(
+        "connection", "add", "sandbox-payments", "--name", "Gateway",
+        "--secret", "api_key=env:HOOK_SECRET", "--secret", "webhook_secret=env:HOOK_SECRET",
+        "--json", data_dir=data, env=env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    connection_id = json.loads(added.stdout)["id"]
+    rng = random.Random()
+    acknowledged: list[str] = []
+    for _round in range(2):
+        process, base = serve(data, env)
+        found = switchboard("webhook-url", str(connection_id), "--json", data_dir=data, env=env)
+        assert found.returncode == 0, found.stderr
+        path = json.loads(found.stdout)["url"].split("/hooks/", 1)[1]
+        url = f"{base}/hooks/{path}"
+        before = len(acknowledged)
+        asyncio.run(kill_while_sending(process, url, secret, acknowledged, rng.uniform(0.5, 2.0)))
+        assert process.wait(10) == -signal.SIGKILL
+        assert len(acknowledged) > before, "no event was acknowledged before the kill"
+
+    with sqlite3.connect(data / "switchboard.db") as db:
+        stored = [row[0] for row in db.execute("SELECT provider_event_id FROM webhook_inbox")]
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    missing = set(acknowledged) - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
