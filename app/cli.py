@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     event_show = event_commands.add_parser("show", parents=[common], help="one event in full")
     event_show.add_argument("id", type=int, help="the event's number (see `events list`)")
     event_show.add_argument("--json", action="store_true", help="print one JSON document")
+    event_replay = event_commands.add_parser(
+        "replay", parents=[common], help="process events again (a running app picks them up)"
+    )
+    event_replay.add_argument("ids", type=int, nargs="+", metavar="ID", help="event numbers")
+    event_replay.add_argument("--json", action="store_true", help="print one JSON document")
 
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
@@ -153,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="ui-stall: provider calls a second (200); webhooks: the steady phase's events a "
         "second (500)",
+    )
+    bench.add_argument(
+        "--webhooks",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="ui-stall: also post this many signed webhooks a second to the receiver",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -350,7 +362,10 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
     from app.ui.bench import ui_stall
 
     figures = ui_stall(
-        seconds=args.seconds or 20.0, connections=args.connections or 50, rate=args.rate or 200.0
+        seconds=args.seconds or 20.0,
+        connections=args.connections or 50,
+        rate=args.rate or 200.0,
+        webhooks=args.webhooks,
     )
     if args.json:
         _print_json(figures)
@@ -593,6 +608,17 @@ def _events(args: argparse.Namespace, config: Config) -> int:
                 source = f"connection {event.connection_id}"
                 print(f"{event.id:>6}  {at}  {event.status:<9}  {source}  {kind}")
             return EXIT_OK
+        if args.events_command == "replay":
+            replayed = await services.inbox_worker.replay(args.ids)
+            missing = len(set(args.ids)) - replayed
+            if args.json:
+                _print_json({"replayed": replayed, "not_found": missing})
+            else:
+                print(
+                    f"{replayed} event(s) will be processed again by the running app or server."
+                    + (f" {missing} number(s) matched no event." if missing else "")
+                )
+            return EXIT_OK if replayed else EXIT_FAILED
         one = await services.inbox.event(args.id)
         if one is None:
             raise CommandFailed(f"There is no event number {args.id}.")

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,7 +37,8 @@ TOPIC = "inbox"
 MAX_ATTEMPTS = 8
 FIRST_RETRY_SECONDS = 5.0
 LONGEST_RETRY_SECONDS = 3600.0
-BATCH = 200
+BATCH = 500
+NOTHING_ACTS = "nothing in Switchboard acts on this event"
 POLL_SECONDS = 5.0  # retries come due without anyone waking the worker
 
 # (session, event): runs inside the transaction that marks the event processed.
@@ -104,17 +105,19 @@ class InboxWorker:
         due = await self._db.read(_due, now or utcnow(), BATCH)
         if not due:
             return Outcome()
-        work = [
-            (event, self._handlers.get((kind, event.event_type)) or self._handlers.get((kind, "*")))
-            for event, kind in due
-        ]
-        statuses = await self._db.write(_apply_all, work)
-        for (event, _handler), status in zip(work, statuses, strict=True):
+        handled: dict[int, Handler] = {}
+        for item in due:
+            handler = self._handlers.get((item.kind, item.event_type)) or self._handlers.get(
+                (item.kind, "*")
+            )
+            if handler is not None:
+                handled[item.id] = handler
+        unhandled = [item for item in due if item.id not in handled]
+        statuses = await self._db.write(_apply_all, [i for i in due if i.id in handled], handled)
+        statuses += await self._db.write(_skip_all, unhandled) if unhandled else []
+        for event_id, status in zip(handled, statuses, strict=False):
             if status in (FAILED, DEAD):
-                log.warning(
-                    "event handler failed",
-                    extra={"event": event.id, "attempts": event.attempts + 1, "status": status},
-                )
+                log.warning("event handler failed", extra={"event": event_id, "status": status})
         self._events.publish(TOPIC, {"processed": len(due)})
         return Outcome(*(statuses.count(status) for status in (PROCESSED, SKIPPED, FAILED, DEAD)))
 
@@ -126,9 +129,24 @@ class InboxWorker:
         return count
 
 
-def _due(session: Session, now: datetime, limit: int) -> list[tuple[InboxEvent, str]]:
+@dataclass(frozen=True)
+class _Due:
+    """What choosing a handler needs; the event itself is read only if one is found."""
+
+    id: int
+    kind: str
+    event_type: str
+    attempts: int
+
+
+def _due(session: Session, now: datetime, limit: int) -> list[_Due]:
     rows = session.execute(
-        select(WebhookInboxEntry, ProviderConnection.kind)
+        select(
+            WebhookInboxEntry.id,
+            ProviderConnection.kind,
+            WebhookInboxEntry.event_type,
+            WebhookInboxEntry.attempts,
+        )
         .join(ProviderConnection, ProviderConnection.id == WebhookInboxEntry.connection_id)
         .where(
             WebhookInboxEntry.status.in_((RECEIVED, FAILED)),
@@ -140,34 +158,65 @@ def _due(session: Session, now: datetime, limit: int) -> list[tuple[InboxEvent, 
         .order_by(WebhookInboxEntry.id)
         .limit(limit)
     )
-    return [(inbox_event(entry), kind) for entry, kind in rows]
+    return [_Due(*row) for row in rows]
 
 
-def _apply_all(session: Session, work: list[tuple[InboxEvent, Handler | None]]) -> list[str | None]:
-    return [_apply(session, event, handler) for event, handler in work]
-
-
-def _apply(session: Session, event: InboxEvent, handler: Handler | None) -> str | None:
-    row = session.get(WebhookInboxEntry, event.id)
-    if row is None or row.status not in (RECEIVED, FAILED) or row.attempts != event.attempts:
-        return None  # changed since it was read (replayed, say): its next turn will come
-    row.attempts = event.attempts + 1
-    if handler is None:
-        row.status, row.last_error = SKIPPED, "nothing in Switchboard acts on this event"
-    else:
-        try:
-            with session.begin_nested():  # the handler's work, undone alone if it fails
-                handler(session, event)
-        except Exception as exc:
-            row.status = DEAD if row.attempts >= MAX_ATTEMPTS else FAILED
-            row.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            row.next_attempt_at = (
-                None
-                if row.status == DEAD
-                else utcnow() + timedelta(seconds=retry_delay(row.attempts))
+def _skip_all(session: Session, due: list[_Due]) -> list[str | None]:
+    """Set aside, in one statement, events nothing acts on (unless changed since read)."""
+    now = utcnow()
+    changed: list[str | None] = []
+    for attempts in {item.attempts for item in due}:
+        ids = [item.id for item in due if item.attempts == attempts]
+        done = list(
+            session.scalars(
+                update(WebhookInboxEntry)
+                .where(
+                    WebhookInboxEntry.id.in_(ids),
+                    WebhookInboxEntry.status.in_((RECEIVED, FAILED)),
+                    WebhookInboxEntry.attempts == attempts,
+                )
+                .values(
+                    status=SKIPPED,
+                    attempts=attempts + 1,
+                    processed_at=now,
+                    next_attempt_at=None,
+                    last_error=NOTHING_ACTS,
+                )
+                .returning(WebhookInboxEntry.id)
             )
-            return row.status
-        row.status, row.last_error = PROCESSED, None
+        )
+        changed += [SKIPPED] * len(done)
+    return changed
+
+
+def _apply_all(
+    session: Session, due: list[_Due], handlers: Mapping[int, Handler]
+) -> list[str | None]:
+    rows = {
+        row.id: row
+        for row in session.scalars(
+            select(WebhookInboxEntry).where(WebhookInboxEntry.id.in_([item.id for item in due]))
+        )
+    }
+    return [_apply(session, rows.get(item.id), item.attempts, handlers[item.id]) for item in due]
+
+
+def _apply(
+    session: Session, row: WebhookInboxEntry | None, attempts: int, handler: Handler
+) -> str | None:
+    if row is None or row.status not in (RECEIVED, FAILED) or row.attempts != attempts:
+        return None  # changed since it was read (replayed, say): its next turn will come
+    row.attempts = attempts + 1
+    try:
+        with session.begin_nested():  # the handler's work, undone alone if it fails
+            handler(session, inbox_event(row))
+    except Exception as exc:
+        row.status = DEAD if row.attempts >= MAX_ATTEMPTS else FAILED
+        row.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        delay = timedelta(seconds=retry_delay(row.attempts))
+        row.next_attempt_at = None if row.status == DEAD else utcnow() + delay
+        return row.status
+    row.status, row.last_error = PROCESSED, None
     row.processed_at = utcnow()
     row.next_attempt_at = None
     return row.status

@@ -12,10 +12,14 @@ per-second point, ten times a second.
 from __future__ import annotations
 
 import asyncio
+import base64
+import multiprocessing
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Awaitable
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 import keyring
@@ -29,6 +33,34 @@ T = TypeVar("T")
 TARGET_P99_MS = 16.0
 TARGET_WORST_MS = 50.0
 SANDBOX = {"latency_ms": "20", "latency_p95_ms": "80", "error_rate": "0.01"}
+
+
+async def _webhook_plan(engine: Any, seconds: float, rate: float) -> Any:
+    """A sandbox connection that receives signed webhooks, and the sender's plan for it."""
+    if not rate:
+        return None
+    from app.benchmarks.webhook_sender import SendPlan
+    from app.services.webhook_intake import SourceLimiter, webhook_url
+
+    services = engine.services
+    services.intake.limiter = SourceLimiter(0, 0)  # one sender, by design: no limit
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    record = await services.connections.add(
+        "sandbox-payments", "Webhook sender", {}, {"api_key": "sk", "webhook_secret": secret}
+    )
+    url = webhook_url(record.id, record.webhook_token, engine.address.url)
+    return SendPlan(url, secret, "standard-webhooks", seconds, 32, rate=rate, prefix="ui")
+
+
+def _start_sender(plan: Any) -> Future[Any] | None:
+    if plan is None:
+        return None
+    from app.benchmarks.webhook_sender import send
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    future = pool.submit(send, plan)
+    pool.shutdown(wait=False)  # the process ends with its one job
+    return future
 
 
 def _day_of_samples(now: float, rng: np.random.Generator) -> tuple[Any, ...]:
@@ -46,7 +78,10 @@ def ui_stall(
     connections: int = 50,
     rate: float = 200.0,
     reference_seconds: float = 5.0,
+    webhooks: float = 0.0,
 ) -> dict[str, Any]:
+    """`webhooks`: signed webhooks a second posted to the engine's receiver meanwhile, from
+    another process (0: none)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import pyqtgraph as pg
     import qasync
@@ -72,7 +107,11 @@ def ui_stall(
         return loop.run_until_complete(awaitable)  # type: ignore[arg-type]
 
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as folder:
-        engine = Engine(resolve_config(folder, environ={}), scheduler=False)
+        engine = Engine(
+            resolve_config(folder, environ={}),
+            scheduler=False,
+            listen=("127.0.0.1", 0) if webhooks else None,
+        )
         engine.start()
         bridge = EngineBridge(engine)
         services = engine.services
@@ -92,6 +131,7 @@ def ui_stall(
                 return ids
 
             ids = engine.submit(connect()).result(120)
+            hook_plan = engine.submit(_webhook_plan(engine, seconds, webhooks)).result(60)
             traffic = DemoTraffic(services.connections, rate=rate / max(connections, 1))
 
             async def drive() -> None:
@@ -132,9 +172,11 @@ def ui_stall(
             mover.start(1000)
             written_before = run(bridge.call(services.requests.count_all))
             monitor = StallMonitor()
+            sender = _start_sender(hook_plan)
             monitor.start()
             run(asyncio.sleep(seconds))
             monitor.stop()
+            hooks = sender.result(timeout=120) if sender is not None else None
             mover.stop()
             dashboard = monitor.lateness()
             run(bridge.call(services.requests.flush))
@@ -180,6 +222,17 @@ def ui_stall(
         },
         "calls_recorded": written,
         "calls_per_second": round(written / seconds, 1),
+        **(
+            {
+                "webhooks_asked_per_second": webhooks,
+                "webhooks_acknowledged_per_second": round(
+                    len(hooks.acknowledged) / max(hooks.seconds, 1e-9), 1
+                ),
+                "webhooks_refused": hooks.refused + hooks.errors,
+            }
+            if hooks is not None
+            else {}
+        ),
         "dashboard": dashboard.as_json(),
         "reference": {
             "approach": "every per-second point of a day redrawn 10 times a second",

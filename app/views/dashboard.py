@@ -9,6 +9,7 @@ engine (backfilled from the database when the page opens), longer ones from hour
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +59,7 @@ LIVE_RANGE = 86_400  # ranges up to a day are plotted from the ring buffers
 SECONDS_BACKFILL = 900  # per-second history read back for the last 15 minutes
 REDRAW_MS = 100  # 10 frames a second at most, and only when something changed
 STAGGER_MS = 40
+AXIS_STEPS = 30  # the time axis moves on in steps of a thirtieth of the range
 COUNT_MS = 5000
 FIGURES_REFRESH_MS = 30_000
 LEFT_AXIS_WIDTH = 64
@@ -82,6 +84,18 @@ STATUS_WORDS = {
     Status.PAUSED: "Paused",
     Status.UNKNOWN: "Not checked yet",
 }
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5 and 5 times a power of ten that leaves a little room above
+    `value` (1 for nothing at all)."""
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    for multiple in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if multiple * power >= value * 1.05:
+            return multiple * power
+    return 20.0 * power
 
 
 def _ms(value: float | None) -> str:
@@ -265,6 +279,7 @@ class DashboardPage(Page):
         self._columns = 0
         self._last_redraw = 0.0
         self._forced = True  # a person changed something: draw at once
+        self._ranges: dict[int, tuple[tuple[float, float], float]] = {}
 
         self.connect_button = QPushButton("Connect a provider…")
         self.connect_button.clicked.connect(
@@ -442,36 +457,54 @@ class DashboardPage(Page):
             return  # nothing would visibly move yet
         self._dirty = self._forced = False
         self._last_redraw = now
-        start = now - self.range_seconds
+        # The window ends a little ahead of now and moves on in steps, so the axes (most of a
+        # frame's cost) are drawn again only when it moves; meanwhile only the curves change.
+        step = self.range_seconds / AXIS_STEPS
+        end = math.ceil(now / step) * step
+        start = end - self.range_seconds
         if self.range_seconds <= LIVE_RANGE:
             buffer = self.buffers.get(self.selected)
             if buffer is None:
                 return
-            binned = buffer.binned(start, now, POINTS)
+            binned = buffer.binned(start, end, POINTS)
             t, avg, p95, errors = binned.t, binned.avg_ms, binned.p95_ms, binned.error_pct
         else:
             cached = self._history.get((self.selected, self.range_seconds))
             if cached is None:
                 return
             t, avg, p95, errors = cached[1]
-        self._show(self.latency_plot, (start, now), t, (self.avg_curve, avg), (self.p95_curve, p95))
+        self._show(self.latency_plot, (start, end), t, (self.avg_curve, avg), (self.p95_curve, p95))
         # The second plot a moment later: two short paints instead of one long one.
         QTimer.singleShot(
             STAGGER_MS,
             self,
-            lambda: self._show(self.error_plot, (start, now), t, (self.error_curve, errors)),
+            lambda: self._show(
+                self.error_plot, (start, end), t, (self.error_curve, errors), most=100.0
+            ),
         )
 
-    def _show(self, plot: pg.PlotWidget, span: tuple[float, float], t: Any, *curves: Any) -> None:
+    def _show(
+        self,
+        plot: pg.PlotWidget,
+        span: tuple[float, float],
+        t: Any,
+        *curves: Any,
+        most: float = math.inf,
+    ) -> None:
         """Put data and both ranges on a plot at once. The ranges are set here rather than by
-        pyqtgraph's auto-range, which finds them while painting and then paints again."""
+        pyqtgraph's auto-range, which finds them while painting and then paints again; and
+        only when they change, to a round top that a new sample seldom moves (at most `most`:
+        errors never exceed 100 %)."""
         top = 0.0
         for curve, values in curves:
             curve.setData(t, values, connect="finite")
             finite = values[np.isfinite(values)]
             top = max(top, float(finite.max()) if finite.size else 0.0)
-        plot.setXRange(*span, padding=0)
-        plot.setYRange(0, top or 1.0, padding=0.08)
+        ranges = (span, min(nice_ceiling(top), most))
+        if self._ranges.get(id(plot)) != ranges:
+            self._ranges[id(plot)] = ranges
+            plot.setXRange(*span, padding=0)
+            plot.setYRange(0, ranges[1], padding=0.08)  # room for the 0 label
 
     # --- loading --------------------------------------------------------------------------------
 

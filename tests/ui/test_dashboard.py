@@ -12,7 +12,7 @@ from app.ui.connect_dialog import ConnectDialog
 from app.ui.main_window import MainWindow
 from app.ui.theme import ThemeController
 from app.views import build_pages
-from app.views.dashboard import DashboardPage
+from app.views.dashboard import DashboardPage, nice_ceiling
 from app.views.request_log import RequestLogPage
 from tests.ui.conftest import Gui
 
@@ -158,3 +158,22 @@ def test_longer_ranges_read_hourly_history(gui: Gui, window: MainWindow) -> None
     gui.wait_until(lambda: (page.selected, 7 * 86_400) in page._history)
     t, *_ = page._history[(page.selected, 7 * 86_400)][1]
     assert len(t) >= 7 * 24
+
+
+@pytest.mark.parametrize(
+    ("highest", "top"),
+    [
+        (0.0, 1.0),
+        (float("nan"), 1.0),
+        (0.9, 1.0),
+        (1.2, 2.0),
+        (2.3, 2.5),
+        (430.0, 500.0),
+        (1900.0, 2000.0),
+        (96.0, 200.0),
+    ],
+)
+def test_a_graph_tops_out_at_a_round_number_a_little_above_its_highest_point(
+    highest: float, top: float
+) -> None:
+    assert nice_ceiling(highest) == top

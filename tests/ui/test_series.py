@@ -82,3 +82,34 @@ def test_a_cleared_buffer_plots_nothing() -> None:
     buffer.clear()
     assert len(buffer) == 0
     assert np.isnan(buffer.binned(0.0, 2.0, points=2).avg_ms).all()
+
+
+def test_a_day_binned_from_minute_sums_agrees_with_binning_every_second() -> None:
+    rng = np.random.default_rng(3)
+    start = 1_700_000_040.0  # on a minute
+    t = start + np.arange(6 * 3600, dtype=np.float64)
+    requests = rng.poisson(3, len(t)).astype(np.float64)
+    failures = rng.binomial(requests.astype(np.int64), 0.1).astype(np.float64)
+    avg = np.where(rng.random(len(t)) < 0.05, np.nan, rng.gamma(4.0, 8.0, len(t)))
+    p95 = avg * 2
+    minutes = SeriesBuffer()
+    minutes.extend(t[:1000], requests[:1000], failures[:1000], avg[:1000], p95[:1000], 1.0)
+    for i in range(1000, len(t)):  # the rest as live samples, one at a time
+        minutes.append(t[i], requests[i], failures[i], avg[i], p95[i])
+    seconds = SeriesBuffer()
+    seconds.extend(t, requests, failures, avg, p95, 1.0)
+    by_minute = minutes.binned(start, start + 6 * 3600, points=90)  # 4-minute bins
+    by_second = seconds.binned(start, start + 6 * 3600, points=90 * 4 * 60)
+    assert by_minute.p95_ms.shape == (90,)
+    np.testing.assert_allclose(by_minute.p95_ms, np.nanmax(by_second.p95_ms.reshape(90, 240), 1))
+    np.testing.assert_allclose(
+        by_minute.rate, requests.reshape(90, 240).sum(axis=1) / 240, rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        by_minute.error_pct,
+        failures.reshape(90, 240).sum(axis=1) / requests.reshape(90, 240).sum(axis=1) * 100,
+    )
+    known = ~np.isnan(avg)
+    weighted = np.where(known, avg * requests, 0).reshape(90, 240).sum(axis=1)
+    weight = np.where(known, requests, 0).reshape(90, 240).sum(axis=1)
+    np.testing.assert_allclose(by_minute.avg_ms, weighted / weight)
