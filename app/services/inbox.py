@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, tuple_
@@ -58,6 +58,35 @@ class InboxEvent:
     processed_at: datetime | None
     headers: dict[str, Any]
     body: bytes
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An event as a list shows it (without its body and headers)."""
+
+    id: int
+    connection_id: int
+    provider_event_id: str
+    event_type: str
+    received_at: datetime
+    status: str
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    connection_id: int | None = None
+    status: str | None = None
+    type_contains: str = ""
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    rows: list[EventRow]
+    total: int  # events matching the filter, all pages
+    offset: int
 
 
 class InboxUnavailable(Exception):
@@ -146,6 +175,58 @@ class Inbox:
 
         return await self._db.read(query)
 
+    async def page(self, where: EventFilter, offset: int = 0, limit: int = 500) -> EventPage:
+        """One page of the events matching `where`, newest first, and how many match in all:
+        a list of 100 000 events is read a page at a time, never whole."""
+
+        def query(session: Session) -> EventPage:
+            conditions = _conditions(where)
+            total = session.scalar(
+                select(func.count()).select_from(WebhookInboxEntry).where(*conditions)
+            )
+            rows = session.execute(
+                select(
+                    WebhookInboxEntry.id,
+                    WebhookInboxEntry.connection_id,
+                    WebhookInboxEntry.provider_event_id,
+                    WebhookInboxEntry.event_type,
+                    WebhookInboxEntry.received_at,
+                    WebhookInboxEntry.status,
+                    WebhookInboxEntry.attempts,
+                    WebhookInboxEntry.last_error,
+                )
+                .where(*conditions)
+                .order_by(WebhookInboxEntry.id.desc())
+                .offset(max(offset, 0))
+                .limit(limit)
+            )
+            return EventPage([EventRow(*row) for row in rows], int(total or 0), max(offset, 0))
+
+        return await self._db.read(query)
+
+    async def per_minute(
+        self, since: datetime, connection_id: int | None = None
+    ) -> list[tuple[datetime, int]]:
+        """Events received in each minute since `since` (minutes without any left out)."""
+
+        def query(session: Session) -> list[tuple[datetime, int]]:
+            # Stored as ISO text in SQLite: its first 16 characters name the minute.
+            minute = func.substr(WebhookInboxEntry.received_at, 1, 16)
+            statement = (
+                select(minute, func.count())
+                .where(WebhookInboxEntry.received_at >= since)
+                .group_by(minute)
+                .order_by(minute)
+            )
+            if connection_id is not None:
+                statement = statement.where(WebhookInboxEntry.connection_id == connection_id)
+            return [
+                (datetime.fromisoformat(f"{text}:00").replace(tzinfo=UTC), int(count))
+                for text, count in session.execute(statement)
+            ]
+
+        return await self._db.read(query)
+
     async def event(self, event_id: int) -> InboxEvent | None:
         def query(session: Session) -> InboxEvent | None:
             row = session.get(WebhookInboxEntry, event_id)
@@ -192,6 +273,21 @@ def _insert(session: Session, events: Sequence[IncomingEvent]) -> list[bool]:
     if rows:
         session.execute(insert(WebhookInboxEntry), rows)
     return new
+
+
+def _conditions(where: EventFilter) -> list[Any]:
+    conditions: list[Any] = []
+    if where.connection_id is not None:
+        conditions.append(WebhookInboxEntry.connection_id == where.connection_id)
+    if where.status is not None:
+        conditions.append(WebhookInboxEntry.status == where.status)
+    if where.type_contains.strip():
+        pattern = where.type_contains.strip().replace("\\", "\\\\").replace("%", "\\%")
+        pattern = pattern.replace("_", "\\_")
+        conditions.append(WebhookInboxEntry.event_type.ilike(f"%{pattern}%", escape="\\"))
+    if where.since is not None:
+        conditions.append(WebhookInboxEntry.received_at >= where.since)
+    return conditions
 
 
 def inbox_event(row: WebhookInboxEntry) -> InboxEvent:

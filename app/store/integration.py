@@ -129,6 +129,7 @@ class WebhookInboxEntry(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "provider_event_id"),
         Index("ix_webhook_inbox_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_inbox_received_at", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, ClassVar
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
@@ -37,6 +38,9 @@ class Page(QWidget):
     title: ClassVar[str]
     icon_name: ClassVar[str]
     topics: ClassVar[tuple[str, ...]] = ()
+    # A page about something busy (calls, webhooks) refreshes at most this often, however
+    # many events arrive; 0: at each one.
+    refresh_every: ClassVar[float] = 0.0
     shortcut_hint: ClassVar[str] = ""
 
     def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
@@ -46,6 +50,10 @@ class Page(QWidget):
         self._loaded_once = False
         self._again = False
         self._refreshing: asyncio.Task[Any] | None = None
+        self._last_refresh = 0.0
+        self._later = QTimer(self)
+        self._later.setSingleShot(True)
+        self._later.timeout.connect(self.schedule_refresh)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(20, 16, 20, 12)
@@ -70,6 +78,7 @@ class Page(QWidget):
         if not self._loaded_once:
             self.states.show_busy()
         self._stale = False
+        self._last_refresh = time.monotonic()
         try:
             await self.load()  # type: ignore[attr-defined]
         except SwitchboardError as exc:
@@ -119,8 +128,13 @@ class Page(QWidget):
     def _on_event(self, topic: str, _payload: dict[str, Any]) -> None:
         if topic in self.topics:
             self._stale = True
-            if self.isVisible():
+            if not self.isVisible():
+                return
+            wait = self.refresh_every - (time.monotonic() - self._last_refresh)
+            if wait <= 0:
                 self.schedule_refresh()
+            elif not self._later.isActive():
+                self._later.start(int(wait * 1000))
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)

@@ -8,6 +8,7 @@ from app.ui.page import Page
 
 def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.dashboard import DashboardPage
+    from app.views.events import EventsPage
     from app.views.guardians import GuardiansPage
     from app.views.invoices import InvoicesPage
     from app.views.lessons import LessonsPage
@@ -20,6 +21,7 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         OverviewPage(bridge),
         DashboardPage(bridge),
         RequestLogPage(bridge),
+        EventsPage(bridge),
         StudentsPage(bridge),
         GuardiansPage(bridge),
         TeachersPage(bridge),

@@ -45,6 +45,7 @@ from app.ui.bridge import EngineBridge
 from app.ui.connect_dialog import ConnectDialog, ConnectionDraft
 from app.ui.dialogs import confirm, run_dialog, tell
 from app.ui.page import Page
+from app.ui.plots import show_time_in, theme_plot, time_plot
 from app.ui.series import POINTS, SeriesBuffer
 from app.ui.theme import DEGRADED, DOWN, HEALTHY, PAUSED
 
@@ -62,7 +63,6 @@ STAGGER_MS = 40
 AXIS_STEPS = 30  # the time axis moves on in steps of a thirtieth of the range
 COUNT_MS = 5000
 FIGURES_REFRESH_MS = 30_000
-LEFT_AXIS_WIDTH = 64
 CARD_WIDTH = 330
 CARD_HEIGHT = 290
 VALUE_WIDTH = 190
@@ -327,8 +327,8 @@ class DashboardPage(Page):
             header.addWidget(button)
         self.range_buttons.idClicked.connect(self.set_range)
         graph_layout.addLayout(header)
-        self.latency_plot = self._plot("Latency (ms)")
-        self.error_plot = self._plot("Errors (%)")
+        self.latency_plot = time_plot("Latency (ms)")
+        self.error_plot = time_plot("Errors (%)")
         self.legend = self.latency_plot.addLegend(offset=(-10, 10))
         # One time axis for both (the lower plot's): painting dates is much of a frame's cost.
         self.latency_plot.getAxis("bottom").setStyle(showValues=False)
@@ -366,28 +366,10 @@ class DashboardPage(Page):
 
     # --- plots ----------------------------------------------------------------------------------
 
-    def _plot(self, label: str) -> pg.PlotWidget:
-        axis = pg.DateAxisItem(orientation="bottom")
-        plot = pg.PlotWidget(axisItems={"bottom": axis})
-        plot.setMenuEnabled(False)
-        plot.setMouseEnabled(x=False, y=False)
-        plot.hideButtons()
-        plot.showGrid(x=True, y=True, alpha=0.15)
-        plot.setLabel("left", label)
-        plot.setMinimumHeight(120)
-        # A fixed width: tick labels growing from "900" to "1200" must not re-lay out the plot.
-        plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
-        plot.getPlotItem().enableAutoRange(enable=False)  # `_show` sets the ranges
-        return plot
-
     def _apply_theme(self) -> None:
         palette = self.palette()
-        for plot, label in ((self.latency_plot, "Latency (ms)"), (self.error_plot, "Errors (%)")):
-            plot.setBackground(palette.base().color())
-            for axis in ("left", "bottom"):
-                plot.getAxis(axis).setPen(palette.mid().color())
-                plot.getAxis(axis).setTextPen(palette.text().color())  # after: it colours labels
-            plot.setLabel("left", label, color=palette.text().color().name())
+        for plot in (self.latency_plot, self.error_plot):
+            theme_plot(plot, palette)
         self.legend.setLabelTextColor(palette.text().color())
         for _sample, label in self.legend.items:
             label.setText(label.text)  # pyqtgraph applies a new colour only on the next text
@@ -402,13 +384,8 @@ class DashboardPage(Page):
         return ZoneInfo(self.bridge.services.settings.get("school.timezone"))
 
     def _set_time_zone(self) -> None:
-        """Times on the axes in the school's zone, like everywhere else in the app."""
-        offset = datetime.now(self.zone).utcoffset() or timedelta(0)
         for plot in (self.latency_plot, self.error_plot):
-            axis = plot.getAxis("bottom")
-            if isinstance(axis, pg.DateAxisItem):
-                # pyqtgraph counts the offset in seconds west of UTC, like time.timezone.
-                axis.utcOffset = -offset.total_seconds()
+            show_time_in(plot, self.zone)
 
     def set_range(self, seconds: int) -> None:
         self.range_seconds = seconds

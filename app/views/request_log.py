@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QVBoxLayout, QWidget
 
 from app.services.connections import TOPIC as TOPIC_CONNECTIONS
@@ -19,8 +18,6 @@ from app.ui.table import Column, RecordModel, RecordTable
 from app.ui.theme import DOWN, PAUSED
 
 SHOWN = 1000
-# A busy provider logs many calls a second; the list is refreshed at most this often.
-REFRESH_SECONDS = 2.0
 
 
 def status_text(entry: LoggedRequest) -> str:
@@ -39,6 +36,7 @@ class RequestLogPage(Page):
     title = "Request log"
     icon_name = "requests"
     topics = (TOPIC_REQUESTS, TOPIC_CONNECTIONS)
+    refresh_every = 2.0  # a busy provider logs many calls a second
 
     def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
         super().__init__(bridge, parent)
@@ -60,11 +58,7 @@ class RequestLogPage(Page):
         self.footer = QLabel()
         self.footer.setObjectName("Muted")
         layout.addWidget(self.footer)
-        self._last_load = 0.0
         self._wanted: int | None = None
-        self._later = QTimer(self)
-        self._later.setSingleShot(True)
-        self._later.timeout.connect(self.schedule_refresh)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -112,18 +106,7 @@ class RequestLogPage(Page):
         else:
             self.schedule_refresh()
 
-    def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
-        # Refresh at most every REFRESH_SECONDS, however fast calls are logged.
-        if topic in self.topics and self.isVisible():
-            wait = REFRESH_SECONDS - (time.monotonic() - self._last_load)
-            if wait > 0:
-                if not self._later.isActive():
-                    self._later.start(int(wait * 1000))
-                return
-        super()._on_event(topic, payload)
-
     async def load(self) -> None:
-        self._last_load = time.monotonic()
         services = self.bridge.services
         records = await self.bridge.call(services.connections.connections)
         self.names = {record.id: record.name for record in records}

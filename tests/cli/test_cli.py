@@ -23,6 +23,7 @@ PAGES = (
     "overview",
     "dashboard",
     "requests",
+    "events",
     "students",
     "guardians",
     "teachers",

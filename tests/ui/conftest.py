@@ -14,11 +14,15 @@ import pytest
 import qasync
 from PySide6.QtCore import QCoreApplication, QEvent
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
+from pytestqt.qtbot import QtBot
 
 from app.config import Config
 from app.engine import Engine
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
+from app.ui.main_window import MainWindow
+from app.ui.theme import ThemeController
+from app.views import build_pages
 from tests.support.polling import until
 
 T = TypeVar("T")
@@ -97,3 +101,13 @@ def gui(
     )
     bridge.close()
     engine.stop()
+
+
+@pytest.fixture
+def window(gui: Gui, qapp: QApplication, qtbot: QtBot) -> MainWindow:
+    """The main window with every page, shown."""
+    window = MainWindow(gui.bridge, ThemeController(qapp), build_pages(gui.bridge))
+    qtbot.addWidget(window)
+    window.resize(1280, 860)
+    window.show()
+    return window

@@ -10,22 +10,11 @@ from pytestqt.qtbot import QtBot
 from app.ui import tasks
 from app.ui.connect_dialog import ConnectDialog
 from app.ui.main_window import MainWindow
-from app.ui.theme import ThemeController
-from app.views import build_pages
 from app.views.dashboard import DashboardPage, nice_ceiling
 from app.views.request_log import RequestLogPage
 from tests.ui.conftest import Gui
 
 FAST = {"latency_ms": "1", "latency_p95_ms": "2", "error_rate": "0"}
-
-
-@pytest.fixture
-def window(gui: Gui, qapp, qtbot: QtBot) -> MainWindow:  # type: ignore[no-untyped-def]
-    window = MainWindow(gui.bridge, ThemeController(qapp), build_pages(gui.bridge))
-    qtbot.addWidget(window)
-    window.resize(1280, 860)
-    window.show()
-    return window
 
 
 def connect_sandbox(gui: Gui, name: str = "Sandbox Cards") -> int:

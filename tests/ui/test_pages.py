@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, time, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
@@ -23,8 +22,6 @@ from app.domain.school import (
 from app.services.school import week_bounds
 from app.ui import tasks
 from app.ui.main_window import MainWindow
-from app.ui.theme import ThemeController
-from app.views import build_pages
 from app.views.guardians import GuardiansPage
 from app.views.invoices import InvoiceDialog, InvoicesPage
 from app.views.lessons import LessonDialog, LessonsPage, RoomDialog
@@ -89,23 +86,15 @@ def small_school(gui: Gui) -> dict:
     }
 
 
-@pytest.fixture
-def window(gui: Gui, qapp, qtbot: QtBot) -> MainWindow:
-    window = MainWindow(gui.bridge, ThemeController(qapp), build_pages(gui.bridge))
-    qtbot.addWidget(window)
-    window.resize(1280, 800)
-    window.show()
-    return window
-
-
 def test_every_page_shows_the_schools_data(gui: Gui, window: MainWindow) -> None:
     small_school(gui)
     expected_rows = {"students": 2, "teachers": 1, "lessons": 1, "invoices": 1}
     for page in window.pages:
         window.show_page(page.key)
         gui.run(page.settle())
-        # Without a provider connection the dashboard and the request log say how to start.
-        expected = "empty" if page.key in ("dashboard", "requests") else "content"
+        # Without a provider connection the dashboard, the request log and the events say how
+        # to start.
+        expected = "empty" if page.key in ("dashboard", "requests", "events") else "content"
         assert page.states.state == expected, page.key
         if page.key in expected_rows:
             assert page.table.proxy.rowCount() == expected_rows[page.key], page.key
