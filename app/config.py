@@ -328,6 +328,23 @@ SETTINGS: tuple[Setting[Any], ...] = (
         check=_check_public_url,
     ),
     Setting(
+        "receiver.tls_certificate",
+        str,
+        "",
+        "TLS certificate (PEM file)",
+        "With a certificate and its key the receiver answers on https. Not needed behind a "
+        "tunnel, which provides https itself.",
+        "Receiver",
+    ),
+    Setting(
+        "receiver.tls_key",
+        str,
+        "",
+        "TLS private key (PEM file)",
+        "The certificate's private key, unencrypted.",
+        "Receiver",
+    ),
+    Setting(
         "receiver.max_body_kib",
         int,
         1024,

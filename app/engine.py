@@ -230,12 +230,20 @@ class Engine:
         if self._listen is not None:
             host, port = self._listen
             settings = self._services.settings
+            certificate = settings.get("receiver.tls_certificate")
+            key = settings.get("receiver.tls_key")
+            if bool(certificate) != bool(key):
+                raise EngineError(
+                    "The receiver needs both a TLS certificate and its key, or neither; set "
+                    "both in Settings → Receiver."
+                )
             self._receiver = Receiver(
                 self.health,
                 host or settings.get("receiver.host"),
                 settings.get("receiver.port") if port is None else port,
                 intake=self._services.intake,
                 max_body=settings.get("receiver.max_body_kib") * 1024,
+                tls=(certificate, key) if certificate else None,
             )
             self._receiver.start()
 

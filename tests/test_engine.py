@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from app.config import Config, resolve_config
 from app.domain.school import TeacherDraft
 from app.engine import Engine, EngineError, EngineState
+from app.services import Services
 from app.services.events import EngineEvent
 
 
@@ -196,3 +199,57 @@ def test_the_engine_schedules_checks_metrics_and_retention(config: Config) -> No
         assert {"health-checks", "metrics-rollup", "metrics-retention", "database-upkeep"} <= ids
     finally:
         engine.stop()
+
+
+def test_with_a_certificate_the_receiver_answers_on_https(config: Config, tmp_path: Path) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    certificate.private_key_pem.write_to_path(str(key))
+    certificate.cert_chain_pems[0].write_to_path(str(chain))
+    for extra in certificate.cert_chain_pems[1:]:
+        extra.write_to_path(str(chain), append=True)
+    authority_file = tmp_path / "authority.pem"
+    authority.cert_pem.write_to_path(str(authority_file))
+    set_settings(config, {"receiver.tls_certificate": str(chain), "receiver.tls_key": str(key)})
+    engine = Engine(config, listen=("127.0.0.1", 0), scheduler=False)
+    engine.start()
+    try:
+        assert engine.address is not None
+        assert engine.address.url.startswith("https://127.0.0.1:")
+        trusting = ssl.create_default_context(cafile=str(authority_file))
+        response = httpx.get(f"{engine.address.url}/health", verify=trusting, timeout=5)
+        assert response.status_code == 200
+    finally:
+        engine.stop()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"receiver.tls_certificate": "/nowhere/cert.pem"}, "both a TLS certificate and its key"),
+        (
+            {"receiver.tls_certificate": "/nowhere/cert.pem", "receiver.tls_key": "/nowhere/k"},
+            "certificate or key is missing",
+        ),
+    ],
+)
+def test_an_unusable_certificate_is_a_clear_start_error(
+    config: Config, values: dict[str, str], message: str
+) -> None:
+    set_settings(config, values)
+    engine = Engine(config, listen=("127.0.0.1", 0), scheduler=False)
+    with pytest.raises(EngineError, match=message):
+        engine.start()
+
+
+def set_settings(config: Config, values: dict[str, str]) -> None:
+    async def write() -> None:
+        services = await Services.open(config)
+        try:
+            for key, value in values.items():
+                await services.settings.set(key, value)
+        finally:
+            await services.close()
+
+    asyncio.run(write())

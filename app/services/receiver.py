@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,15 +43,20 @@ class PortUnavailable(SwitchboardError):
     """The receiver's address or port cannot be used."""
 
 
+class TlsUnusable(SwitchboardError):
+    """The receiver's TLS certificate or key cannot be used."""
+
+
 @dataclass(frozen=True)
 class Address:
     host: str
     port: int
+    secure: bool = False  # TLS
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.secure else 'http'}://{host}:{self.port}"
 
 
 def build_app(
@@ -137,6 +143,24 @@ def _why_not(host: str, port: int, error: OSError) -> str:
     )
 
 
+def check_tls(certificate: str, key: str) -> None:
+    """Load the pair once up front, so a wrong path or a key that does not match is a clear
+    error at start rather than a receiver that silently never listens."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key)
+    except FileNotFoundError as exc:
+        raise TlsUnusable(
+            f"The receiver's TLS certificate or key is missing ({exc.filename}); check the paths "
+            "in Settings → Receiver."
+        ) from exc
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsUnusable(
+            "The receiver's TLS certificate and key cannot be used together "
+            f"({getattr(exc, 'reason', None) or exc}); give a PEM certificate and its own private "
+            "key, unencrypted."
+        ) from exc
+
+
 class Receiver:
     """uvicorn serving the Starlette app on a socket bound up front."""
 
@@ -147,10 +171,14 @@ class Receiver:
         port: int,
         intake: WebhookIntake | None = None,
         max_body: int = MAX_BODY,
+        tls: tuple[str, str] | None = None,
     ) -> None:
+        """`tls`: the paths of a certificate (chain) and its private key, to serve https."""
+        if tls is not None:
+            check_tls(*tls)
         self._socket = bind(host, port)
         bound_host, bound_port = self._socket.getsockname()[:2]
-        self.address = Address(bound_host, bound_port)
+        self.address = Address(bound_host, bound_port, secure=tls is not None)
         config = uvicorn.Config(
             build_app(probe, intake, max_body),
             lifespan="off",
@@ -158,6 +186,8 @@ class Receiver:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=5,
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
         )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
