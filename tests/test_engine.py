@@ -17,18 +17,11 @@ from app.domain.school import TeacherDraft
 from app.engine import Engine, EngineError, EngineState
 from app.services import Services
 from app.services.events import EngineEvent
+from tests.support.polling import wait_for
 
 
 def other_threads(before: set[int]) -> list[str]:
     return [thread.name for thread in threading.enumerate() if thread.ident not in before]
-
-
-def wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def test_start_and_stop_leave_no_thread_behind(config: Config) -> None:
