@@ -579,7 +579,11 @@ def _webhook_url(args: argparse.Namespace, config: Config) -> int:
     async def run(services: Services) -> int:
         settings = services.settings
         public = settings.get("receiver.public_url")
-        local = Address(settings.get("receiver.host"), settings.get("receiver.port")).url
+        local = Address(
+            settings.get("receiver.host"),
+            settings.get("receiver.port"),
+            secure=bool(settings.get("receiver.tls_certificate")),
+        ).url
         url = await services.intake.url(args.id, public or local)
         if args.json:
             _print_json({"id": args.id, "url": url, "public": bool(public)})
@@ -660,7 +664,7 @@ def _event_json(event: Any, *, full: bool) -> dict[str, Any]:
         shown["headers"] = event.headers
         try:
             shown["body"] = json.loads(event.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             shown["body"] = event.body.decode("utf-8", errors="replace")
     return shown
 

@@ -325,11 +325,13 @@ class Engine:
             services.live.tick()
 
     async def _shutdown(self) -> None:
-        # In this order: let requests in flight finish (a provider must get its answer), start
-        # no new jobs, cancel the work still running, and only then close the database. Each
-        # step is isolated, so one failing cannot leave the database open.
+        # In this order: let requests in flight finish (a provider must get its answer), put the
+        # events they brought on disk, start no new jobs, cancel the work still running, and
+        # only then close the database. Each step is isolated, so one failing cannot leave the
+        # database open.
         for step in (
             self._stop_receiver,
+            self._settle_inbox,
             self._stop_scheduler,
             self._cancel_work,
             self._close_services,
@@ -342,6 +344,13 @@ class Engine:
     async def _stop_receiver(self) -> None:
         if self._receiver is not None:
             await self._receiver.stop()
+
+    async def _settle_inbox(self) -> None:
+        """Events handed in before the receiver stopped go to disk; processing stops between
+        batches (what it had not reached waits, on disk, for the next start)."""
+        if self._services is not None:
+            await self._services.inbox.drain()
+            await self._services.inbox_worker.stop()
 
     async def _stop_scheduler(self) -> None:
         if self._scheduler is not None and self._scheduler.running:

@@ -11,7 +11,6 @@ machine, is what a plain receiver does: verify, then insert and commit each requ
 from __future__ import annotations
 
 import asyncio
-import base64
 import multiprocessing
 import secrets
 import tempfile
@@ -34,7 +33,7 @@ from app.benchmarks.run_keyring import run_keyring
 from app.benchmarks.webhook_sender import SendPlan, SendResult, send
 from app.config import resolve_config
 from app.domain.inbox import RECEIVED
-from app.providers.webhooks import VERIFIERS, Rejected, WebhookRequest
+from app.providers.webhooks import VERIFIERS, Rejected, WebhookRequest, new_standard_webhooks_secret
 from app.store.base import utcnow
 from app.store.database import Database
 from app.store.integration import ProviderConnection, WebhookInboxEntry
@@ -53,7 +52,7 @@ def webhooks(
 ) -> dict[str, Any]:
     """`folder`: where the databases go for the run (the data folder, so the disk measured is
     the one the school's data lives on); None: the system's temporary folder."""
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    secret = new_standard_webhooks_secret()
     spawn = multiprocessing.get_context("spawn")
     with (
         tempfile.TemporaryDirectory(prefix="bench-", dir=folder) as scratch,

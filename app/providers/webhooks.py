@@ -33,6 +33,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets as random_secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -93,6 +94,12 @@ class Verifier(Protocol):
     ) -> dict[str, str]:
         """Headers a sender would add (used by our own sandbox sender, the benchmark and tests)."""
         ...
+
+
+def new_standard_webhooks_secret() -> str:
+    """A fresh signing secret in the Standard Webhooks form: "whsec_" and 24 random bytes in
+    base64 (what Svix issues), for our own senders and for a person to paste into one."""
+    return "whsec_" + base64.b64encode(random_secrets.token_bytes(24)).decode("ascii")
 
 
 # --- shared pieces -----------------------------------------------------------------------------

@@ -105,7 +105,7 @@ class ConnectionService:
         # scheduled on the loop that owns the services.
         self._loop = asyncio.get_running_loop()
         self._breaker_listeners: list[BreakerListener] = []
-        self._closed_listeners: list[Callable[[int], None]] = []
+        self._changed_listeners: list[Callable[[int], None]] = []
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -191,6 +191,7 @@ class ConnectionService:
             await self._db.write(_delete_row, connection_id)
             raise
         log.info("connection added", extra={"connection": connection_id, "kind": spec.key})
+        self._changed(connection_id)  # it may have been asked for before it existed
         self._events.publish(TOPIC, {"id": connection_id})
         return await self.connection(connection_id)
 
@@ -253,12 +254,21 @@ class ConnectionService:
         be reached, the connection stays so its secrets are not orphaned)."""
         record = await self.connection(connection_id)
         await self._db.read(_refuse_with_waiting_events, connection_id, record.name)
-        for field in record.secret_fields:
-            await self._secrets.adelete(secret_name(connection_id, field))
+        names = [secret_name(connection_id, field) for field in record.secret_fields]
+        kept = {name: await self._secrets.aget(name) for name in names}
+        for name in names:
+            await self._secrets.adelete(name)
         await self._close(connection_id)
         # Its last calls are still waiting to be logged: write them while the row exists.
         await self._requests.flush()
-        await self._db.write(_delete_row, connection_id)
+        try:
+            await self._db.write(_delete_row, connection_id)
+        except Exception:
+            # Refused after all (an event arrived meanwhile): the connection stays, whole.
+            for name, value in kept.items():
+                if value is not None:
+                    await self._secrets.aset(name, value)
+            raise
         log.info("connection removed", extra={"connection": connection_id})
         self._events.publish(TOPIC, {"id": connection_id, "removed": True})
 
@@ -410,14 +420,17 @@ class ConnectionService:
 
         self._loop.call_soon_threadsafe(schedule)
 
-    def on_closed(self, listener: Callable[[int], None]) -> None:
-        """Be told when a connection's settings change or it is removed (forget what was
-        kept of it)."""
-        self._closed_listeners.append(listener)
+    def on_changed(self, listener: Callable[[int], None]) -> None:
+        """Be told when a connection is added, changed or removed (forget what was kept of
+        it)."""
+        self._changed_listeners.append(listener)
+
+    def _changed(self, connection_id: int) -> None:
+        for listener in self._changed_listeners:
+            listener(connection_id)
 
     async def _close(self, connection_id: int) -> None:
-        for listener in self._closed_listeners:
-            listener(connection_id)
+        self._changed(connection_id)
         provider = self._providers.pop(connection_id, None)
         if provider is not None:
             await provider.client.aclose()

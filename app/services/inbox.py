@@ -27,7 +27,7 @@ from app.domain.inbox import RECEIVED
 from app.services.events import EventHub
 from app.store.base import utcnow
 from app.store.database import Database
-from app.store.integration import WebhookInboxEntry
+from app.store.integration import ProviderConnection, WebhookInboxEntry
 
 log = logging.getLogger("switchboard.inbox")
 
@@ -89,6 +89,10 @@ class EventPage:
     offset: int
 
 
+class ConnectionGone(Exception):
+    """The event's connection was removed before the event could be stored."""
+
+
 class InboxUnavailable(Exception):
     """The events could not be written: nothing was acknowledged, the sender will retry."""
 
@@ -133,10 +137,15 @@ class Inbox:
                             future.set_exception(InboxUnavailable(str(exc)))
                     continue
                 for (_, future), new in zip(batch, fresh, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if new is None:
+                        future.set_exception(ConnectionGone())
+                    else:
                         future.set_result(new)
-                if any(fresh):
-                    self._events.publish(TOPIC, {"count": sum(fresh)})
+                stored = sum(1 for new in fresh if new)
+                if stored:
+                    self._events.publish(TOPIC, {"count": stored})
                     for listener in self._stored_listeners:
                         listener()
         finally:
@@ -235,10 +244,15 @@ class Inbox:
         return await self._db.read(query)
 
 
-def _insert(session: Session, events: Sequence[IncomingEvent]) -> list[bool]:
-    """Insert the batch, skipping events already stored or repeated within it; which of them
-    were new, in order. The write transaction holds the database's write lock, so no other
-    writer can store the same event between the look and the insert."""
+def _insert(session: Session, events: Sequence[IncomingEvent]) -> list[bool | None]:
+    """Insert the batch, skipping events already stored or repeated within it; for each, in
+    order, whether it was new (None: its connection was removed meanwhile, so it cannot be
+    kept, and one such event must not fail the others). The write transaction holds the
+    database's write lock, so no other writer can change anything between look and insert."""
+    wanted = {event.connection_id for event in events}
+    present = set(
+        session.scalars(select(ProviderConnection.id).where(ProviderConnection.id.in_(wanted)))
+    )
     keys = [(event.connection_id, event.provider_event_id) for event in events]
     stored: set[tuple[int, str]] = {
         (connection_id, event_id)
@@ -250,9 +264,12 @@ def _insert(session: Session, events: Sequence[IncomingEvent]) -> list[bool]:
             )
         )
     }
-    new: list[bool] = []
+    new: list[bool | None] = []
     rows: list[dict[str, Any]] = []
     for key, event in zip(keys, events, strict=True):
+        if event.connection_id not in present:
+            new.append(None)
+            continue
         fresh = key not in stored
         new.append(fresh)
         if fresh:

@@ -26,20 +26,20 @@ from sqlalchemy.orm import Session
 
 from app.domain.inbox import DEAD, FAILED, PROCESSED, RECEIVED, SKIPPED
 from app.services.events import EventHub
-from app.services.inbox import InboxEvent, inbox_event
+from app.services.inbox import TOPIC, InboxEvent, inbox_event
 from app.store.base import utcnow
 from app.store.database import Database
 from app.store.integration import ProviderConnection, WebhookInboxEntry
 
 log = logging.getLogger("switchboard.inbox")
 
-TOPIC = "inbox"
 MAX_ATTEMPTS = 8
 FIRST_RETRY_SECONDS = 5.0
 LONGEST_RETRY_SECONDS = 3600.0
 BATCH = 500
 NOTHING_ACTS = "nothing in Switchboard acts on this event"
-POLL_SECONDS = 5.0  # retries come due without anyone waking the worker
+POLL_SECONDS = 5.0
+GATHER_SECONDS = 0.2  # retries come due without anyone waking the worker
 
 # (session, event): runs inside the transaction that marks the event processed.
 Handler = Callable[[Session, InboxEvent], None]
@@ -95,9 +95,15 @@ class InboxWorker:
                 outcome = Outcome()
             if outcome.processed + outcome.skipped + outcome.failed + outcome.dead >= BATCH:
                 continue  # more may be waiting
-            self._wake.clear()
+            # A short pause before looking again, so a stream of arrivals is taken in batches
+            # rather than a database round trip for every few events.
+            await asyncio.sleep(GATHER_SECONDS)
+            if self._wake.is_set():
+                self._wake.clear()
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
 
     async def process_due(self, now: datetime | None = None) -> Outcome:
         """Process every event that is due (new, or failed and waiting long enough), a batch
@@ -113,8 +119,13 @@ class InboxWorker:
             if handler is not None:
                 handled[item.id] = handler
         unhandled = [item for item in due if item.id not in handled]
-        statuses = await self._db.write(_apply_all, [i for i in due if i.id in handled], handled)
-        statuses += await self._db.write(_skip_all, unhandled) if unhandled else []
+        statuses: list[str | None] = []
+        if handled:
+            statuses += await self._db.write(
+                _apply_all, [item for item in due if item.id in handled], handled
+            )
+        if unhandled:
+            statuses += await self._db.write(_skip_all, unhandled)
         for event_id, status in zip(handled, statuses, strict=False):
             if status in (FAILED, DEAD):
                 log.warning("event handler failed", extra={"event": event_id, "status": status})

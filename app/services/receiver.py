@@ -18,13 +18,14 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app import __version__
 from app.domain.errors import SwitchboardError
 from app.services.webhook_intake import (
+    GONE,
     MALFORMED,
     TOO_LARGE,
     UNAVAILABLE,
@@ -70,6 +71,7 @@ def build_app(
     async def hook(request: Request) -> Response:
         # Nothing a sender can put in a request makes this answer 500: every path ends in one
         # of the intake's answers, and anything unforeseen in a 503 the sender will retry.
+        assert intake is not None  # the route exists only with an intake
         try:
             answer = await _hook(request, intake, max_body)
         except Exception:
@@ -83,33 +85,32 @@ def build_app(
     return Starlette(routes=routes)
 
 
-async def _hook(request: Request, intake: WebhookIntake | None, max_body: int) -> Answer:
+async def _hook(request: Request, intake: WebhookIntake, max_body: int) -> Answer:
     raw_id = request.path_params["connection_id"]
-    if intake is None:
-        return UNKNOWN
     sender = request.client.host if request.client else ""
     if not raw_id.isdigit() or len(raw_id) > 18:
         return intake.refuse(UNKNOWN, 0, sender)
     connection_id = int(raw_id)
-    declared = request.headers.get("content-length")
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    # Everything that needs no body first: a refused request is never read.
+    admitted = await intake.admit(connection_id, request.path_params["token"], headers, sender)
+    if isinstance(admitted, Answer):
+        return admitted
+    declared = headers.get("content-length")
     if declared is not None and not declared.isdigit():
         return intake.refuse(MALFORMED, connection_id, sender)
     if declared is not None and int(declared) > max_body:
-        return intake.refuse(TOO_LARGE, connection_id, sender)  # refused before reading it
+        return intake.refuse(TOO_LARGE, connection_id, sender)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_body:
-            # Sent without its length: stop reading at the limit.
-            return intake.refuse(TOO_LARGE, connection_id, sender)
-    return await intake.accept(
-        connection_id,
-        request.path_params["token"],
-        str(request.url),
-        {name.lower(): value for name, value in request.headers.items()},
-        bytes(body),
-        sender,
-    )
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                # Sent without its length: stop reading at the limit.
+                return intake.refuse(TOO_LARGE, connection_id, sender)
+    except ClientDisconnect:
+        return intake.refuse(GONE, connection_id, sender)  # nobody is left to answer
+    return await intake.accept(admitted, str(request.url), headers, bytes(body), sender)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -147,7 +148,11 @@ def check_tls(certificate: str, key: str) -> None:
     """Load the pair once up front, so a wrong path or a key that does not match is a clear
     error at start rather than a receiver that silently never listens."""
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key)
+        # An empty passphrase for an encrypted key: refused, rather than OpenSSL asking for one
+        # on a terminal nobody watches.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            certificate, key, password=b""
+        )
     except FileNotFoundError as exc:
         raise TlsUnusable(
             f"The receiver's TLS certificate or key is missing ({exc.filename}); check the paths "

@@ -11,6 +11,7 @@ seconds, so a flood of forgeries cannot flood the log.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
@@ -24,7 +25,7 @@ from cachetools import TTLCache
 from app.domain.errors import NotFound, SwitchboardError
 from app.providers.webhooks import VERIFIERS, Rejected, Verifier, WebhookRequest
 from app.services.connections import ConnectionService, secret_name
-from app.services.inbox import Inbox, InboxUnavailable, IncomingEvent
+from app.services.inbox import ConnectionGone, Inbox, InboxUnavailable, IncomingEvent
 from app.services.secrets import SecretStore
 
 log = logging.getLogger("switchboard.webhooks")
@@ -34,6 +35,7 @@ REDACTED_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-goog-channel-token", "x-api-key"}
 )
 LOG_EVERY_SECONDS = 10.0
+ID_LENGTH = 200  # the inbox's column
 SOURCES_TRACKED = 10_000
 
 
@@ -41,10 +43,6 @@ SOURCES_TRACKED = 10_000
 class Answer:
     status: int
     reason: str  # a few fixed words, safe to send back
-
-    @property
-    def accepted(self) -> bool:
-        return self.status < 300
 
 
 ACCEPTED = Answer(200, "accepted")
@@ -56,6 +54,7 @@ MALFORMED = Answer(400, "malformed request")
 BAD_SIGNATURE = Answer(401, "signature not valid")
 TOO_FAST = Answer(429, "too many requests")
 UNAVAILABLE = Answer(503, "try again later")
+GONE = Answer(400, "sender hung up")  # counted; nobody reads the answer
 
 
 @dataclass(frozen=True)
@@ -108,24 +107,22 @@ class WebhookIntake:
         # work per request; a changed or removed connection is forgotten at once.
         self._sources: TTLCache[int, Source | None] = TTLCache(maxsize=4096, ttl=30)
         self._loading: dict[int, asyncio.Future[Source | None]] = {}
+        # Bumped when a connection changes: a lookup begun before must not cache what it read.
+        self._generation: Counter[int] = Counter()
         self.refused: Counter[str] = Counter()
         self._logged_at: dict[str, float] = {}
         self._unlogged: Counter[str] = Counter()
-        connections.on_closed(self.forget)
+        connections.on_changed(self.forget)
 
     def forget(self, connection_id: int) -> None:
+        self._generation[connection_id] += 1
         self._sources.pop(connection_id, None)
 
-    async def accept(
-        self,
-        connection_id: int,
-        token: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        sender: str,
-    ) -> Answer:
-        """Check one callback and store it; the answer to send. `headers` are lower-cased."""
+    async def admit(
+        self, connection_id: int, token: str, headers: Mapping[str, str], sender: str
+    ) -> Source | Answer:
+        """What can be checked before the body is read: the sender's rate, the connection and
+        its token, the content type. The connection's source, or the refusal to send."""
         if not self.limiter.allow(sender):
             return self.refuse(TOO_FAST, connection_id, sender)
         try:
@@ -140,6 +137,14 @@ class WebhookIntake:
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type != source.content_type:
             return self.refuse(BAD_CONTENT_TYPE, connection_id, sender)
+        return source
+
+    async def accept(
+        self, source: Source, url: str, headers: Mapping[str, str], body: bytes, sender: str
+    ) -> Answer:
+        """Verify an admitted callback and store it; the answer to send. `headers` are
+        lower-cased."""
+        connection_id = source.connection_id
         request = WebhookRequest(url=url, headers=headers, body=body, received_at=time.time())
         try:
             verified = source.verifier.verify(request, source.secrets)
@@ -148,7 +153,7 @@ class WebhookIntake:
             return self.refuse(answer, connection_id, sender, str(rejected))
         event = IncomingEvent(
             connection_id=connection_id,
-            provider_event_id=verified.event_id[:200],
+            provider_event_id=storable_id(verified.event_id),
             event_type=verified.event_type[:200],
             headers={
                 name: "[redacted]" if name in REDACTED_HEADERS else value
@@ -158,6 +163,8 @@ class WebhookIntake:
         )
         try:
             new = await self._inbox.store(event)
+        except ConnectionGone:
+            return self.refuse(UNKNOWN, connection_id, sender)
         except InboxUnavailable:
             return self.refuse(UNAVAILABLE, connection_id, sender)
         return ACCEPTED if new else DUPLICATE
@@ -174,10 +181,12 @@ class WebhookIntake:
         return await asyncio.shield(loading)
 
     async def _load(self, connection_id: int) -> Source | None:
+        generation = self._generation[connection_id]
         try:
             record = await self._connections.connection(connection_id)
         except NotFound:
-            self._sources[connection_id] = None
+            if generation == self._generation[connection_id]:
+                self._sources[connection_id] = None
             return None
         spec = record.spec
         if spec.webhook is None or not record.webhook_token:
@@ -193,7 +202,8 @@ class WebhookIntake:
                 secrets=tuple((value or "").split()),
                 content_type=spec.webhook.content_type,
             )
-        self._sources[connection_id] = source
+        if generation == self._generation[connection_id]:
+            self._sources[connection_id] = source
         return source
 
     def refuse(self, answer: Answer, connection_id: int, sender: str, detail: str = "") -> Answer:
@@ -224,6 +234,14 @@ class WebhookIntake:
         if record.spec.webhook is None or not record.webhook_token:
             raise SwitchboardError(f"{record.name} does not call Switchboard back.")
         return webhook_url(connection_id, record.webhook_token, base)
+
+
+def storable_id(event_id: str) -> str:
+    """The provider's event id as the inbox keeps it (at most 200 characters): a longer one by
+    its digest, so two ids that differ only near the end are never taken for one event."""
+    if len(event_id) <= ID_LENGTH:
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def webhook_url(connection_id: int, token: str, base: str) -> str:

@@ -12,21 +12,19 @@ per-second point, ten times a second.
 from __future__ import annotations
 
 import asyncio
-import base64
 import multiprocessing
 import os
-import secrets
 import tempfile
 import time
 from collections.abc import Awaitable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
-import keyring
 import numpy as np
 
-from app.benchmarks.run_keyring import RunKeyring
+from app.benchmarks.run_keyring import run_keyring
 from app.config import resolve_config
+from app.providers.webhooks import new_standard_webhooks_secret
 
 T = TypeVar("T")
 
@@ -44,7 +42,7 @@ async def _webhook_plan(engine: Any, seconds: float, rate: float) -> Any:
 
     services = engine.services
     services.intake.limiter = SourceLimiter(0, 0)  # one sender, by design: no limit
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    secret = new_standard_webhooks_secret()
     record = await services.connections.add(
         "sandbox-payments", "Webhook sender", {}, {"api_key": "sk", "webhook_secret": secret}
     )
@@ -97,8 +95,6 @@ def ui_stall(
     from app.ui.theme import ThemeController
     from app.views.dashboard import RANGES, DashboardPage
 
-    previous_keyring = keyring.get_keyring()
-    keyring.set_keyring(RunKeyring())
     app = make_application()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
@@ -106,7 +102,7 @@ def ui_stall(
     def run(awaitable: Awaitable[T]) -> T:
         return loop.run_until_complete(awaitable)  # type: ignore[arg-type]
 
-    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as folder, run_keyring():
         engine = Engine(
             resolve_config(folder, environ={}),
             scheduler=False,
@@ -209,7 +205,6 @@ def ui_stall(
                 window.deleteLater()
             bridge.close()
             engine.stop()
-            keyring.set_keyring(previous_keyring)
     met = dashboard.p99_ms < TARGET_P99_MS and dashboard.worst_ms < TARGET_WORST_MS
     return {
         "benchmark": "ui-stall",

@@ -3,6 +3,7 @@ became of each, the full body and headers of the one selected, and replay."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -36,6 +37,7 @@ from app.ui.table import RECORD_ROLE, Column, RecordModel, RecordTable
 from app.ui.theme import DEGRADED, DOWN, HEALTHY, PAUSED
 
 PAGE_SIZE = 500
+SHOWN_CHARACTERS = 50_000  # more is slow to lay out, and no one reads it here
 GRAPH_MINUTES = 60
 
 STATUS_LABELS = {
@@ -72,9 +74,16 @@ def describe(event: InboxEvent, zone: ZoneInfo, connection: str) -> str:
     lines += [f"  {name}: {value}" for name, value in sorted(event.headers.items())]
     lines += ["", "Body"]
     try:
-        lines.append(json.dumps(json.loads(event.body), indent=2, ensure_ascii=False))
-    except ValueError:
-        lines.append(event.body.decode("utf-8", errors="replace"))
+        body = json.dumps(json.loads(event.body), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to print
+        body = event.body.decode("utf-8", errors="replace")
+    shown = SHOWN_CHARACTERS
+    if len(body) > shown:
+        body = (
+            f"{body[:shown]}\n… (the first {shown:,} of {len(body):,} characters; "
+            f"`switchboard events show {event.id}` prints it all)"
+        )
+    lines.append(body)
     return "\n".join(lines)
 
 
@@ -281,7 +290,11 @@ class EventsPage(Page):
         if event is None or event_id != self._shown:
             return  # gone, or another was chosen meanwhile
         name = self.names.get(event.connection_id, f"connection {event.connection_id}")
-        self.detail.setPlainText(describe(event, self.zone, name))
+        # Pretty-printing a large body takes a while: off the GUI thread.
+        loop = asyncio.get_event_loop()  # qasync's; it may be between runs while tests end
+        text = await loop.run_in_executor(None, describe, event, self.zone, name)
+        if event_id == self._shown:
+            self.detail.setPlainText(text)
 
     def selected_ids(self) -> list[int]:
         rows = {index.row() for index in self.table.selectionModel().selectedRows()}

@@ -5,7 +5,6 @@ the inbox, once."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import random
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from app.domain.inbox import RECEIVED, SKIPPED
-from app.providers.webhooks import VERIFIERS
+from app.providers.webhooks import VERIFIERS, new_standard_webhooks_secret
 from tests.cli.test_cli import SWITCHBOARD, switchboard
 from tests.support.polling import wait_for
 
@@ -87,7 +86,7 @@ async def kill_while_sending(
 def test_every_acknowledged_event_survives_a_kill_and_is_stored_once(tmp_path: Path) -> None:
     env = environment(tmp_path)
     data = tmp_path / "school"
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    secret = new_standard_webhooks_secret()
     env["HOOK_SECRET"] = secret
     added = switchboard(
         "connection", "add", "sandbox-payments", "--name", "Gateway",

@@ -4,9 +4,7 @@ what is in the inbox afterwards. Senders sign with the official Standard Webhook
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,15 +17,19 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from app.config import Config
+from app.domain.errors import SwitchboardError
 from app.domain.inbox import RECEIVED
 from app.engine import Engine
+from app.providers.webhooks import new_standard_webhooks_secret
 from app.services import Services
+from app.services.connections import secret_name
+from app.services.inbox import ConnectionGone, IncomingEvent
 from app.services.receiver import Receiver
 from app.services.webhook_intake import SourceLimiter
 
 
 def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return new_standard_webhooks_secret()
 
 
 @dataclass
@@ -298,3 +300,84 @@ def test_nothing_a_sender_throws_at_the_receiver_gets_a_server_error(config: Con
         assert engine.submit(services.inbox.count()).result(10) == 0
     finally:
         engine.stop()
+
+
+@pytest.mark.asyncio
+async def test_ids_that_differ_only_past_two_hundred_characters_are_two_events(
+    hooks: Hooks,
+) -> None:
+    common = "evt_" + "x" * 220
+    assert (await hooks.post(common + "A")).text == "accepted"
+    assert (await hooks.post(common + "B")).text == "accepted"
+    assert (await hooks.post(common + "B")).text == "duplicate"
+    stored = {event.provider_event_id for event in await hooks.services.inbox.recent()}
+    assert len(stored) == 2
+    assert all(len(event_id) <= 200 for event_id in stored)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_request_is_not_read_at_all(hooks: Hooks) -> None:
+    response = await hooks.client.post(
+        f"/hooks/{hooks.connection_id}/wrong-token",
+        content=b"x" * (64 * 1024 + 1),  # over the limit, but the token is checked first
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_a_connection_added_after_its_address_was_tried_answers_at_once(
+    services: Services,
+) -> None:
+    receiver = Receiver(_ok, "127.0.0.1", 0, intake=services.intake)
+    receiver.start()
+    try:
+        async with httpx.AsyncClient(base_url=receiver.address.url, timeout=10) as client:
+            early = await client.post("/hooks/1/anything", content=b"{}")
+            assert early.status_code == 404  # remembered as unknown for a while
+            secret = new_standard_webhooks_secret()
+            record = await services.connections.add(
+                "sandbox-payments", "Gateway", {}, {"api_key": "k", "webhook_secret": secret}
+            )
+            hooks = Hooks(services, client, record.id, record.webhook_token or "", secret)
+            assert (await hooks.post("msg_1")).status_code == 200
+    finally:
+        await receiver.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_event_for_a_connection_removed_meanwhile_fails_alone(
+    services: Services,
+) -> None:
+    keep = await services.connections.add("sandbox-payments", "Keep", {}, {"api_key": "k"})
+    gone = await services.connections.add("sandbox-payments", "Gone", {}, {"api_key": "k"})
+    await services.connections.remove(gone.id)
+    results = await asyncio.gather(
+        services.inbox.store(IncomingEvent(keep.id, "evt_1", "t", {}, b"{}")),
+        services.inbox.store(IncomingEvent(gone.id, "evt_2", "t", {}, b"{}")),
+        return_exceptions=True,
+    )
+    assert results[0] is True
+    assert isinstance(results[1], ConnectionGone)
+    assert await services.inbox.count() == 1
+
+
+@pytest.mark.asyncio
+async def test_a_removal_refused_at_the_last_moment_leaves_the_connection_whole(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = await services.connections.add(
+        "sandbox-payments", "Gateway", {}, {"api_key": "sk_keep", "webhook_secret": "whsec_a"}
+    )
+    flush = services.requests.flush
+
+    async def event_arrives_then_flush() -> None:  # between the first check and the delete
+        await services.inbox.store(IncomingEvent(record.id, "evt_late", "t", {}, b"{}"))
+        await flush()
+
+    monkeypatch.setattr(services.requests, "flush", event_arrives_then_flush)
+    with pytest.raises(SwitchboardError, match="not processed yet"):
+        await services.connections.remove(record.id)
+    assert await services.secrets.aget(secret_name(record.id, "api_key")) == "sk_keep"
+    assert await services.secrets.aget(secret_name(record.id, "webhook_secret")) == "whsec_a"
+    assert (await services.connections.connection(record.id)).name == "Gateway"

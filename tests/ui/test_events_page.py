@@ -4,8 +4,10 @@ event in full, replay, and a graph of events a minute."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
@@ -13,10 +15,11 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from app.domain.inbox import DEAD, PROCESSED, RECEIVED, SKIPPED
+from app.services.inbox import InboxEvent
 from app.store.base import utcnow
 from app.store.integration import WebhookInboxEntry
 from app.ui.main_window import MainWindow
-from app.views.events import PAGE_SIZE, EventsPage
+from app.views.events import PAGE_SIZE, SHOWN_CHARACTERS, EventsPage, describe
 from tests.ui.conftest import Gui
 
 
@@ -145,3 +148,24 @@ def test_the_graph_counts_events_a_minute(gui: Gui, window: MainWindow) -> None:
     heights = page.bars.opts["height"]
     assert sum(heights) == 90
     assert len(heights) in (2, 3)  # 90 seconds of events span two or three minutes
+
+
+def test_a_huge_or_deeply_nested_body_is_shown_cut_short_not_choked_on() -> None:
+    event = InboxEvent(
+        id=7,
+        connection_id=1,
+        provider_event_id="evt_7",
+        event_type="t",
+        received_at=utcnow(),
+        status=PROCESSED,
+        attempts=1,
+        last_error=None,
+        processed_at=None,
+        headers={},
+        body=json.dumps({"items": list(range(200_000))}).encode(),
+    )
+    text = describe(event, ZoneInfo("UTC"), "Cards")
+    assert len(text) < SHOWN_CHARACTERS + 1000
+    assert "`switchboard events show 7` prints it all" in text
+    deep = replace(event, body=b"[" * 100_000 + b"]" * 100_000)
+    assert "[[[[" in describe(deep, ZoneInfo("UTC"), "Cards")
