@@ -54,7 +54,8 @@ MALFORMED = Answer(400, "malformed request")
 BAD_SIGNATURE = Answer(401, "signature not valid")
 TOO_FAST = Answer(429, "too many requests")
 UNAVAILABLE = Answer(503, "try again later")
-GONE = Answer(400, "sender hung up")  # counted; nobody reads the answer
+GONE = Answer(400, "sender hung up")
+NOT_ALLOWED = Answer(405, "method not allowed")  # counted; nobody reads the answer
 
 
 @dataclass(frozen=True)

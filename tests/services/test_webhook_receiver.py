@@ -381,3 +381,13 @@ async def test_a_removal_refused_at_the_last_moment_leaves_the_connection_whole(
     assert await services.secrets.aget(secret_name(record.id, "api_key")) == "sk_keep"
     assert await services.secrets.aget(secret_name(record.id, "webhook_secret")) == "whsec_a"
     assert (await services.connections.connection(record.id)).name == "Gateway"
+
+
+@pytest.mark.asyncio
+async def test_other_methods_and_deeper_paths_are_refused_plainly(hooks: Hooks) -> None:
+    got = await hooks.client.get(hooks.path)
+    assert got.status_code == 405
+    assert got.headers["allow"] == "POST"
+    assert (await hooks.post(path=hooks.path + "/more")).status_code == 404
+    assert (await hooks.post(path=f"/hooks/{hooks.connection_id}/")).status_code == 404
+    assert (await hooks.client.get("/health")).json()["status"] == "ok"
