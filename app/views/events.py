@@ -245,8 +245,8 @@ class EventsPage(Page):
                 "No events yet",
                 "Providers tell Switchboard what happened (a payment went through, a message "
                 "was delivered) by calling it back. Each connection has its own address for "
-                "that: `switchboard webhook-url` prints it, and the README explains how to "
-                "reach this computer from the internet through a tunnel.",
+                "that, which whoever sets up the provider pastes into its webhook settings; "
+                "Switchboard's guide explains how to reach this computer from the internet.",
                 [("Open the dashboard", lambda: self.navigate.emit("dashboard"))],
             )
             return
