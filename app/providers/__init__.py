@@ -4,10 +4,11 @@ resilient HTTP layer every call goes through. `KINDS` lists every kind Switchboa
 from __future__ import annotations
 
 from app.domain.errors import SwitchboardError
+from app.providers.paypal import PAYPAL
 from app.providers.sandbox import SANDBOX_PAYMENTS
 from app.providers.spec import ProviderSpec
 
-KINDS: dict[str, ProviderSpec] = {spec.key: spec for spec in (SANDBOX_PAYMENTS,)}
+KINDS: dict[str, ProviderSpec] = {spec.key: spec for spec in (SANDBOX_PAYMENTS, PAYPAL)}
 
 
 def kind(key: str) -> ProviderSpec:

@@ -9,8 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from app.providers.http import ProviderError, ResilientClient
-from app.providers.spec import ProviderSpec
+from app.providers.spec import Operation, ProviderSpec
+from app.providers.webhooks import Rejected, Verified, WebhookRequest
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,21 @@ class Provider:
         self.config = dict(config)
         self.secrets = dict(secrets)
 
+    async def call(self, operation: Operation, **arguments: Any) -> httpx.Response:
+        """One call through the resilient client (see `ResilientClient.call`). Providers whose
+        authentication is more than fixed headers (an OAuth token that expires) add it here."""
+        return await self.client.call(operation, **arguments)
+
+    async def verify_webhook(self, request: WebhookRequest) -> Verified:
+        """Whether a callback is the provider's own, for providers whose webhook spec says only
+        they can tell ("remote"); `Rejected` or a `ProviderError` when it cannot be settled."""
+        raise Rejected("signature", f"{self.spec.name} callbacks are not checked by asking it")
+
     async def check_health(self) -> HealthResult:
         """The spec's cheap authenticated call; any answer below 400 is healthy."""
         started = time.monotonic()
         try:
-            response = await self.client.call(self.spec.health)
+            response = await self.call(self.spec.health)
         except ProviderError as exc:
             elapsed = (time.monotonic() - started) * 1000
             return HealthResult(False, elapsed, str(exc), exc.error_class)

@@ -114,6 +114,12 @@ class ProviderFailed(ProviderError):
     error_class = "http_5xx"
 
 
+class CredentialsRefused(ProviderError):
+    """The provider does not accept the connection's credentials: a person must fix them."""
+
+    error_class = "auth"
+
+
 # How the request log's error classes count in the metrics: a call the breaker refused never
 # left (refused, not a request); these failed because of the provider; anything else (4xx, 429)
 # is about our request, not the provider's health.
@@ -303,9 +309,12 @@ class ResilientClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> httpx.Response:
+        """One call, with `json`, form `data` or raw `content` (give its Content-Type in
+        `headers`) as the body."""
         if self.paused:
             raise ProviderPaused(f"{self.name} is paused; resume it on the dashboard to call it.")
         self._count_quota()
@@ -333,7 +342,15 @@ class ResilientClient:
         for attempt in range(1, attempts + 1):
             try:
                 response = await self._attempt(
-                    operation, path, params, json, data, request_headers, repeatable, attempt
+                    operation,
+                    path,
+                    params,
+                    json,
+                    data,
+                    content,
+                    request_headers,
+                    repeatable,
+                    attempt,
                 )
             except _Again as again:
                 if attempt == attempts:
@@ -365,6 +382,7 @@ class ResilientClient:
         params: Mapping[str, Any] | None,
         json: Any,
         data: Mapping[str, Any] | None,
+        content: bytes | None,
         headers: Mapping[str, str],
         repeatable: bool,
         attempt: int,
@@ -382,6 +400,7 @@ class ResilientClient:
                 params=params,
                 json=json,
                 data=data,
+                content=content,
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             )

@@ -46,6 +46,7 @@ class AuthKind(StrEnum):
     API_KEY = "api_key"
     BASIC = "basic"
     OAUTH2_PKCE = "oauth2_pkce"
+    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials"
 
 
 @dataclass(frozen=True)
@@ -181,11 +182,22 @@ HeadersFactory = Callable[[Mapping[str, Any], Mapping[str, str]], dict[str, str]
 class WebhookSpec:
     """How a provider calls Switchboard back: the signature scheme (a key of
     `app.providers.webhooks.VERIFIERS`), the secret field holding the signing secret (several,
-    separated by spaces, while one is being replaced), and the body it sends."""
+    separated by spaces, while one is being replaced), and the body it sends.
+
+    `verifier="remote"`: only the provider itself can say whether a signature is its own (PayPal
+    signs with a private key), so the connection's `Provider.verify_webhook` asks it, and there
+    is no secret field."""
 
     verifier: str
-    secret_field: str
+    secret_field: str = ""
     content_type: str = "application/json"
+
+    @property
+    def remote(self) -> bool:
+        return self.verifier == REMOTE_VERIFIER
+
+
+REMOTE_VERIFIER = "remote"
 
 
 @dataclass(frozen=True)

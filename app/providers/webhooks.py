@@ -36,6 +36,7 @@ import json
 import secrets as random_secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -665,6 +666,80 @@ class PaynowVerifier:
     ) -> dict[str, str]:
         """No headers: the signature is the body's `hash` field (see paynow_signed_body)."""
         return {}
+
+
+# --- PayPal -------------------------------------------------------------------------------------
+
+# The headers PayPal sends with every notification, and the verify-webhook-signature fields
+# each one fills in.
+PAYPAL_HEADERS = {
+    "paypal-transmission-id": "transmission_id",
+    "paypal-transmission-time": "transmission_time",
+    "paypal-transmission-sig": "transmission_sig",
+    "paypal-cert-url": "cert_url",
+    "paypal-auth-algo": "auth_algo",
+}
+
+
+@dataclass(frozen=True)
+class PayPalCheck:
+    """What to ask PayPal about one notification: PayPal signs with a private key of its own, so
+    only PayPal's verify-webhook-signature API can say whether a signature is good (the
+    provider makes the call, through the resilient HTTP layer)."""
+
+    request_body: bytes  # the API's JSON request, the event in it exactly as it arrived
+    signed_at: float  # PAYPAL-TRANSMISSION-TIME, epoch seconds
+    event: Verified
+
+
+def paypal_check(request: WebhookRequest, webhook_id: str) -> PayPalCheck:
+    """The question to put to PayPal, or `Rejected` when the notification cannot be one: a
+    signature header missing (401), or a transmission time or body that cannot be read (400).
+
+    The event goes into the request as the bytes that arrived, not parsed and written again:
+    PayPal checks a digest of the event, and JSON written again may differ (key order, escapes),
+    which is the usual reason verification "always fails" for people who post the parsed event
+    back (paypal/PayPal-Python-SDK#175).
+
+    Relied on: PayPal's Webhooks API v1, "Verify webhook signature" (developer.paypal.com/api/
+    webhooks/v1/#verify-webhook-signature_post) and its request definition.
+    """
+    if not webhook_id:
+        raise Rejected("signature", "the connection has no PayPal webhook ID to check against")
+    fields: dict[str, str] = {}
+    for header, name in PAYPAL_HEADERS.items():
+        value = _header(request, header)
+        if not value:
+            raise Rejected("signature", f"the request has no {header} header")
+        fields[name] = value
+    try:
+        sent = datetime.fromisoformat(fields["transmission_time"])
+        signed_at = (sent if sent.tzinfo else sent.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError, OSError) as exc:
+        raise Rejected("malformed", "paypal-transmission-time is not a date and time") from exc
+    event = _json_event(request.body, "id", "event_type")
+    try:
+        request.body.decode("utf-8")  # what the API's request is written in
+    except UnicodeDecodeError as exc:
+        raise Rejected("malformed", "the body is not UTF-8") from exc
+    fields["webhook_id"] = webhook_id
+    head = json.dumps(fields, separators=(",", ":")).encode("ascii")
+    body = head[:-1] + b',"webhook_event":' + request.body.strip() + b"}"
+    return PayPalCheck(body, signed_at, event)
+
+
+def paypal_verdict(
+    check: PayPalCheck,
+    answer: Any,
+    received_at: float,
+    tolerance: float = DEFAULT_TOLERANCE_SECONDS,
+) -> Verified:
+    """The event, if PayPal's answer to the check is SUCCESS and it arrived in time."""
+    status = answer.get("verification_status") if isinstance(answer, dict) else None
+    if status != "SUCCESS":
+        raise Rejected("signature", f"PayPal says the signature is not its own ({status})")
+    _check_age(int(check.signed_at), received_at, tolerance)
+    return check.event
 
 
 # --- the registry ---------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from typing import Any
 from cachetools import TTLCache
 
 from app.domain.errors import NotFound, SwitchboardError
-from app.providers.webhooks import VERIFIERS, Rejected, Verifier, WebhookRequest
+from app.providers.http import ProviderError
+from app.providers.webhooks import VERIFIERS, Rejected, Verified, Verifier, WebhookRequest
 from app.services.connections import ConnectionService, secret_name
 from app.services.inbox import ConnectionGone, Inbox, InboxUnavailable, IncomingEvent
 from app.services.secrets import SecretStore
@@ -64,7 +65,7 @@ class Source:
 
     connection_id: int
     token: str
-    verifier: Verifier
+    verifier: Verifier | None  # None: the provider is asked (Provider.verify_webhook)
     secrets: tuple[str, ...]
     content_type: str
 
@@ -148,10 +149,16 @@ class WebhookIntake:
         connection_id = source.connection_id
         request = WebhookRequest(url=url, headers=headers, body=body, received_at=time.time())
         try:
-            verified = source.verifier.verify(request, source.secrets)
+            verified = await self._verify(source, request)
         except Rejected as rejected:
             answer = MALFORMED if rejected.reason == "malformed" else BAD_SIGNATURE
             return self.refuse(answer, connection_id, sender, str(rejected))
+        except NotFound:
+            return self.refuse(UNKNOWN, connection_id, sender)
+        except ProviderError as error:
+            # The provider could not be asked (down, or our credentials refused): the sender
+            # keeps the event and tries again later.
+            return self.refuse(UNAVAILABLE, connection_id, sender, str(error))
         event = IncomingEvent(
             connection_id=connection_id,
             provider_event_id=storable_id(verified.event_id),
@@ -169,6 +176,12 @@ class WebhookIntake:
         except InboxUnavailable:
             return self.refuse(UNAVAILABLE, connection_id, sender)
         return ACCEPTED if new else DUPLICATE
+
+    async def _verify(self, source: Source, request: WebhookRequest) -> Verified:
+        if source.verifier is not None:
+            return source.verifier.verify(request, source.secrets)
+        provider = await self._connections.provider(source.connection_id)
+        return await provider.verify_webhook(request)
 
     async def _source(self, connection_id: int) -> Source | None:
         if connection_id in self._sources:
@@ -192,6 +205,14 @@ class WebhookIntake:
         spec = record.spec
         if spec.webhook is None or not record.webhook_token:
             source = None
+        elif spec.webhook.remote:
+            source = Source(
+                connection_id=connection_id,
+                token=record.webhook_token,
+                verifier=None,
+                secrets=(),
+                content_type=spec.webhook.content_type,
+            )
         else:
             field = spec.webhook.secret_field
             stored = field in record.secret_fields

@@ -151,6 +151,8 @@ class ConnectDialog(RecordDialog):
     def _show_fields(self, _index: int = 0) -> None:
         while self.form.rowCount() > self._fields_start:
             self.form.removeRow(self._fields_start)
+        for name in self._editors:  # their rows, error labels included, are gone
+            self._errors.pop(name, None)
         self._editors.clear()
         spec = self.spec
         chosen = self.record.health_interval if self.record is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLineEdit, QPushButton
+from PySide6.QtWidgets import QComboBox, QLineEdit, QPushButton
 from pytestqt.qtbot import QtBot
 
 from app.ui import tasks
@@ -46,6 +46,7 @@ def test_a_provider_is_tested_then_connected_from_the_generated_dialog(
     gui.run(page.settle())
     opening = tasks.start(page.open_connect(None))
     dialog = gui.find(ConnectDialog, page)
+    dialog.kind.setCurrentIndex(dialog.kind.findData("sandbox-payments"))
     key = dialog._editors["api_key"]
     assert isinstance(key, QLineEdit)
     assert key.echoMode() is QLineEdit.EchoMode.Password
@@ -75,6 +76,7 @@ def test_bad_settings_are_shown_beside_their_fields(gui: Gui, window: MainWindow
     gui.run(page.settle())
     tasks.start(page.open_connect(None))
     dialog = gui.find(ConnectDialog, page)
+    dialog.kind.setCurrentIndex(dialog.kind.findData("sandbox-payments"))
     dialog._editors["error_rate"].setText("2")  # type: ignore[attr-defined]
     dialog._editors["outages"].setText("now and then")  # type: ignore[attr-defined]
     assert gui.run(dialog.submit()) is False
@@ -82,6 +84,33 @@ def test_bad_settings_are_shown_beside_their_fields(gui: Gui, window: MainWindow
     assert dialog.error_text("api_key") == "API key is required."
     assert "at most 1" in dialog.error_text("error_rate")
     assert "every 30 min for 2 min" in dialog.error_text("outages")
+    dialog.reject()
+
+
+def test_choosing_paypal_asks_for_paypal_s_credentials(gui: Gui, window: MainWindow) -> None:
+    page: DashboardPage = window.show_page("dashboard")  # type: ignore[assignment]
+    gui.run(page.settle())
+    tasks.start(page.open_connect(None))
+    dialog = gui.find(ConnectDialog, page)
+    dialog.kind.setCurrentIndex(dialog.kind.findData("paypal"))
+    environment = dialog._editors["environment"]
+    assert isinstance(environment, QComboBox)
+    assert environment.currentText() == "sandbox"
+    secret = dialog._editors["client_secret"]
+    assert isinstance(secret, QLineEdit)
+    assert secret.echoMode() is QLineEdit.EchoMode.Password
+    assert "api_key" not in dialog._editors
+    dialog.name.setText("PayPal")
+    dialog._editors["client_id"].setText("AeClient")  # type: ignore[attr-defined]
+    assert gui.run(dialog.submit()) is False
+    assert dialog.error_text("client_secret") == "Secret is required."
+    assert dialog.error_text("webhook_id") == ""  # pasted later, once PayPal shows it
+    gui.save(dialog, "connect-dialog-paypal")
+    # Another kind's fields replace PayPal's, and its problems are shown beside them.
+    dialog.kind.setCurrentIndex(dialog.kind.findData("sandbox-payments"))
+    assert gui.run(dialog.submit()) is False
+    assert dialog.error_text("api_key") == "API key is required."
+    assert dialog.error_text("client_secret") == ""
     dialog.reject()
 
 
