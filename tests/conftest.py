@@ -22,7 +22,7 @@ from app.store.database import Database
 from tests.support.memory_keyring import MemoryKeyring
 
 # A real HTTP server on loopback that tests script reply by reply (tests/fakes/scripted.py).
-pytest_plugins = ["tests.fakes.scripted", "tests.support.providers"]
+pytest_plugins = ["tests.fakes.scripted", "tests.support.providers", "tests.support.localstripe"]
 
 
 @pytest.fixture(autouse=True)

@@ -98,6 +98,10 @@ class Money:
     def format(self, locale: str = "en_US") -> str:
         return format_currency(self.amount, self.currency, locale=locale)
 
+    def __str__(self) -> str:
+        """Locale-neutral, for messages and logs: "EUR 1250.50"."""
+        return f"{self.currency} {self.for_input()}"
+
     def __add__(self, other: Money) -> Money:
         self._same_currency(other)
         return Money(self.minor + other.minor, self.currency)

@@ -7,8 +7,9 @@ from app.domain.errors import SwitchboardError
 from app.providers.paypal import PAYPAL
 from app.providers.sandbox import SANDBOX_PAYMENTS
 from app.providers.spec import ProviderSpec
+from app.providers.stripe import STRIPE
 
-KINDS: dict[str, ProviderSpec] = {spec.key: spec for spec in (SANDBOX_PAYMENTS, PAYPAL)}
+KINDS: dict[str, ProviderSpec] = {spec.key: spec for spec in (SANDBOX_PAYMENTS, STRIPE, PAYPAL)}
 
 
 def kind(key: str) -> ProviderSpec:

@@ -19,6 +19,7 @@ from app.services.inbox import Inbox
 from app.services.inbox_worker import InboxWorker
 from app.services.jobs import JobHistory
 from app.services.live import LiveMetrics
+from app.services.payments import PaymentService
 from app.services.request_log import RequestLogWriter
 from app.services.school import SchoolService
 from app.services.secrets import SecretStore
@@ -44,6 +45,7 @@ class Services:
     inbox: Inbox
     intake: WebhookIntake
     inbox_worker: InboxWorker
+    payments: PaymentService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -91,6 +93,7 @@ class Services:
             inbox=inbox,
             intake=intake,
             inbox_worker=inbox_worker,
+            payments=PaymentService(db, hub, connections),
         )
 
     async def close(self) -> None:

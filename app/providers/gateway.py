@@ -1,0 +1,81 @@
+"""The `PaymentGateway` capability: what Switchboard asks of every payment gateway, and how a
+failure of the resilient HTTP layer is classified for payments."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from app.domain.money import Money
+from app.domain.payments import (
+    BalanceEntry,
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    Failure,
+    FailureKind,
+    FeeSchedule,
+    Payout,
+    RefundResult,
+)
+from app.providers.http import (
+    OutcomeUnknown,
+    ProviderError,
+    ProviderFailed,
+    ProviderTimeout,
+)
+
+PAYMENTS = "payments"  # the capability's name in a spec's `capabilities`
+
+
+@runtime_checkable
+class PaymentGateway(Protocol):
+    methods: frozenset[str]
+    currencies: frozenset[str]  # ISO 4217 codes; empty: any
+    fees: FeeSchedule
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Charge a saved payment method. Never raises for a failed charge: the result says
+        how it failed (`ChargeResult.failure`)."""
+        ...
+
+    async def sync(self, request: ChargeRequest, gateway_id: str = "") -> ChargeResult:
+        """The payment's status now, looked up by `gateway_id` when we have it, else by our
+        reference; NOT_FOUND when the gateway has no payment of ours. An UNKNOWN failure when
+        the gateway cannot be asked."""
+        ...
+
+    async def refund(self, gateway_id: str, amount: Money, reference: str) -> RefundResult: ...
+
+    async def refund_status(self, refund_id: str, amount: Money) -> RefundResult: ...
+
+    async def balance_entries(self, limit: int = 100, after: str = "") -> list[BalanceEntry]:
+        """Newest first; `after` is the last id of the previous page."""
+        ...
+
+    async def payouts(self, limit: int = 100, after: str = "") -> list[Payout]: ...
+
+
+def failure_of(error: ProviderError) -> Failure:
+    """A failure of the call itself. A request that may have reached the gateway without an
+    answer is an unknown outcome; anything that never reached it, or that it refused to act on
+    (down, breaker open, paused, rate-limited, 5xx), is technical."""
+    if isinstance(error, ProviderTimeout | OutcomeUnknown):
+        return Failure(FailureKind.UNKNOWN, error.error_class, str(error))
+    if isinstance(error, ProviderFailed):
+        return Failure(FailureKind.TECHNICAL, f"http_{error.status}", str(error))
+    return Failure(FailureKind.TECHNICAL, error.error_class, str(error))
+
+
+# Answers that may come after the gateway acted: an error inside it, or a proxy in front of it
+# that gave up waiting. 503 (and 429) mean it refused the request without acting.
+MAY_HAVE_ACTED = frozenset({"http_500", "http_502", "http_504"})
+
+
+def may_have_acted(failure: Failure) -> bool:
+    """Whether the gateway may have taken the payment despite the failure: if so it must be
+    asked (by our reference) before another gateway is tried."""
+    return failure.kind is FailureKind.UNKNOWN or failure.code in MAY_HAVE_ACTED
+
+
+def failed(error: ProviderError, gateway_id: str = "") -> ChargeResult:
+    return ChargeResult(ChargeStatus.FAILED, gateway_id, failure_of(error))

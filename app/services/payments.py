@@ -1,0 +1,593 @@
+"""Taking and refunding payments without ever charging a family twice.
+
+A charge is a logical payment with the caller's idempotency key, and one or more attempts at
+gateways, each with a reference of its own. The rules:
+
+- The payment's row, key and parameters included, is committed before any gateway is called.
+  The same key again returns that payment (and finishes it, if it was interrupted); the same key
+  with other parameters is refused.
+- Each attempt's row is committed before its request is sent, so a crash mid-request leaves an
+  attempt whose outcome is unknown, never a charge nobody knows about.
+- What follows a failed attempt depends on its kind (see app/domain/payments.py): a decline ends
+  the payment; a technical failure moves on to the next gateway; an unknown outcome is first
+  looked up at that gateway by the attempt's reference, and the next gateway is tried only if
+  the first one has no such payment. While that cannot be found out, the payment stays
+  "unknown" and nothing else is tried.
+- Attempts are capped (`MAX_ATTEMPTS`).
+
+A refund reserves its amount on the payment in the same statement that checks what is left, so
+refunds made at the same moment can never add up to more than was paid; a refund the gateway
+refuses gives its reservation back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.domain.errors import NotFound, SwitchboardError
+from app.domain.money import Money
+from app.domain.payments import (
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    Failure,
+    FailureKind,
+    RefundResult,
+    RefundStatus,
+)
+from app.providers.gateway import PaymentGateway, may_have_acted
+from app.services.connections import ConnectionService
+from app.services.events import EventHub
+from app.store.base import utcnow
+from app.store.database import Database
+from app.store.payments import PaymentAttemptRow, PaymentRow, RefundRow
+
+log = logging.getLogger("switchboard.payments")
+
+TOPIC = "payments"
+MAX_ATTEMPTS = 3
+
+# A payment's status
+PENDING = "pending"  # asked for, no attempt settled yet
+SUCCEEDED = "succeeded"
+PROCESSING = "processing"  # the gateway accepted it; the money is on its way
+FAILED = "failed"
+UNKNOWN = "unknown"  # an attempt's outcome could not be found out: nothing else is tried
+FINAL = frozenset({SUCCEEDED, FAILED})
+# An attempt's status besides those: its request may have left, its outcome is not recorded.
+SENT = "sent"
+
+
+class IdempotencyConflict(SwitchboardError):
+    """The same idempotency key was used for a different payment."""
+
+
+class RefundRefused(SwitchboardError):
+    """A refund that cannot be made (more than is left, a payment not taken)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A gateway to try, with the payer's saved method there, and why it was chosen."""
+
+    connection_id: int
+    token: str
+    customer: str = ""
+    why: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChargeOrder:
+    idempotency_key: str
+    amount: Money
+    method: str
+    candidates: Sequence[Candidate]
+    invoice_id: int | None = None
+    guardian_id: int | None = None
+    description: str = ""
+
+    def digest(self) -> str:
+        """What makes two orders the same payment (not where it is tried)."""
+        fields = [
+            self.amount.minor,
+            self.amount.currency,
+            self.method,
+            self.invoice_id,
+            self.guardian_id,
+        ]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    reference: str
+    connection_id: int
+    status: str
+    gateway_id: str
+    failure: Failure | None
+    why: dict[str, Any]
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: int
+    reference: str
+    idempotency_key: str
+    amount: Money
+    method: str
+    status: str
+    connection_id: int | None
+    gateway_id: str
+    fee: Money | None
+    refunded: Money
+    failure: Failure | None
+    attempts: tuple[Attempt, ...]
+    invoice_id: int | None
+    guardian_id: int | None
+
+    @property
+    def refundable(self) -> Money:
+        left = self.amount.minor - self.refunded.minor if self.status == SUCCEEDED else 0
+        return Money(left, self.amount.currency)
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: int
+    payment_id: int
+    reference: str
+    amount: Money
+    status: str
+    gateway_id: str
+    failure_message: str | None
+
+
+class KeyedLocks:
+    """An asyncio lock per key, forgotten once nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class PaymentService:
+    def __init__(self, db: Database, events: EventHub, connections: ConnectionService) -> None:
+        self._db = db
+        self._events = events
+        self._connections = connections
+        self._locks = KeyedLocks()
+
+    # --- charging -----------------------------------------------------------------------------
+
+    async def charge(self, order: ChargeOrder) -> Payment:
+        """Take the payment (or return it, if this key was used before)."""
+        if not order.idempotency_key or len(order.idempotency_key) > 200:
+            raise SwitchboardError("A payment needs an idempotency key of 1 to 200 characters.")
+        if order.amount.minor <= 0:
+            raise SwitchboardError("A payment must be for more than zero.")
+        # One charge per key at a time in this process; the database keeps other PCs apart.
+        async with self._locks.hold(order.idempotency_key):
+            payment_id = await self._db.write(self._open, order)
+            payment = await self.payment(payment_id)
+            if payment.status in FINAL:
+                return payment
+            return await self._advance(payment, order)
+
+    def _open(self, session: Session, order: ChargeOrder) -> int:
+        digest = order.digest()
+        row = session.scalar(
+            select(PaymentRow).where(PaymentRow.idempotency_key == order.idempotency_key)
+        )
+        if row is not None:
+            if row.request_digest != digest:
+                raise IdempotencyConflict(
+                    f"The key {order.idempotency_key!r} was used for another payment "
+                    f"({Money(row.amount_minor, row.currency)} by {row.method}); a new payment "
+                    "needs a new key."
+                )
+            return row.id
+        row = PaymentRow(
+            reference=f"pay_{uuid.uuid4().hex}",
+            idempotency_key=order.idempotency_key,
+            request_digest=digest,
+            invoice_id=order.invoice_id,
+            guardian_id=order.guardian_id,
+            amount_minor=order.amount.minor,
+            currency=order.amount.currency,
+            method=order.method,
+            status=PENDING,
+            description=order.description[:200],
+        )
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:  # another office PC opened it at the same moment
+            session.rollback()
+            return self._open(session, order)
+        return row.id
+
+    async def _advance(self, payment: Payment, order: ChargeOrder) -> Payment:
+        # An attempt interrupted before its outcome was written: find out first.
+        for attempt in payment.attempts:
+            if attempt.status == SENT:
+                settled = await self._settle_unknown(payment, attempt, order)
+                if settled is not None:
+                    return settled
+        tried = {attempt.connection_id for attempt in payment.attempts}
+        number = len(payment.attempts)
+        for candidate in order.candidates:
+            if candidate.connection_id in tried:
+                continue
+            if number >= MAX_ATTEMPTS:
+                break
+            number += 1
+            tried.add(candidate.connection_id)
+            request = self._request(payment, order, candidate, number)
+            await self._db.write(self._begin_attempt, payment.id, request, candidate)
+            gateway = await self._gateway(candidate.connection_id)
+            started = time.monotonic()
+            result = await gateway.charge(request)
+            latency = (time.monotonic() - started) * 1000
+            await self._db.write(self._end_attempt, request.reference, result, latency)
+            outcome = await self._after(payment, request, candidate.connection_id, result)
+            if outcome is not None:
+                return outcome
+        last = (await self.payment(payment.id)).attempts
+        failure = last[-1].failure if last else None
+        return await self._finish(
+            payment.id,
+            FAILED,
+            failure=failure
+            or Failure(FailureKind.TECHNICAL, "no_gateway", "No gateway could take this payment."),
+        )
+
+    async def _after(
+        self, payment: Payment, request: ChargeRequest, connection_id: int, result: ChargeResult
+    ) -> Payment | None:
+        """The payment once this attempt's result is known, or None to try the next gateway."""
+        if result.status in (ChargeStatus.SUCCEEDED, ChargeStatus.PROCESSING):
+            status = SUCCEEDED if result.succeeded else PROCESSING
+            return await self._finish(payment.id, status, connection_id, result)
+        failure = result.failure
+        if failure is None or failure.kind in (FailureKind.HARD_DECLINE, FailureKind.SOFT_DECLINE):
+            return await self._finish(payment.id, FAILED, connection_id, result, failure)
+        if may_have_acted(failure):
+            # The gateway may have taken it: ask before going anywhere else.
+            gateway = await self._gateway(connection_id)
+            synced = await gateway.sync(request, result.gateway_id)
+            await self._db.write(self._end_attempt, request.reference, synced, None)
+            if synced.status is ChargeStatus.NOT_FOUND:
+                return None
+            if synced.status is ChargeStatus.FAILED and synced.failure is not None:
+                if synced.failure.kind is FailureKind.UNKNOWN:
+                    return await self._finish(payment.id, UNKNOWN, connection_id, synced)
+                if synced.failure.kind is FailureKind.TECHNICAL:
+                    return None
+            return await self._after(payment, request, connection_id, synced)
+        return None  # technical: the next gateway
+
+    async def _settle_unknown(
+        self, payment: Payment, attempt: Attempt, order: ChargeOrder
+    ) -> Payment | None:
+        candidate = next(
+            (c for c in order.candidates if c.connection_id == attempt.connection_id),
+            Candidate(attempt.connection_id, ""),
+        )
+        request = self._request(payment, order, candidate, attempt.number)
+        gateway = await self._gateway(attempt.connection_id)
+        synced = await gateway.sync(request, attempt.gateway_id)
+        await self._db.write(self._end_attempt, attempt.reference, synced, None)
+        if synced.status is ChargeStatus.NOT_FOUND:
+            return None
+        if synced.failure is not None and synced.failure.kind is FailureKind.UNKNOWN:
+            return await self._finish(payment.id, UNKNOWN, attempt.connection_id, synced)
+        if synced.failure is not None and synced.failure.kind is FailureKind.TECHNICAL:
+            return None
+        return await self._after(payment, request, attempt.connection_id, synced)
+
+    def _request(
+        self, payment: Payment, order: ChargeOrder, candidate: Candidate, number: int
+    ) -> ChargeRequest:
+        return ChargeRequest(
+            reference=f"{payment.reference}-{number}",
+            amount=payment.amount,
+            method=payment.method,
+            token=candidate.token,
+            customer=candidate.customer,
+            description=order.description,
+            created_at=time.time(),
+        )
+
+    def _begin_attempt(
+        self, session: Session, payment_id: int, request: ChargeRequest, candidate: Candidate
+    ) -> None:
+        number = int(request.reference.rsplit("-", 1)[1])
+        session.add(
+            PaymentAttemptRow(
+                payment_id=payment_id,
+                number=number,
+                reference=request.reference,
+                connection_id=candidate.connection_id,
+                status=SENT,
+                decision=candidate.why,
+            )
+        )
+
+    def _end_attempt(
+        self, session: Session, reference: str, result: ChargeResult, latency_ms: float | None
+    ) -> None:
+        row = session.scalar(
+            select(PaymentAttemptRow).where(PaymentAttemptRow.reference == reference)
+        )
+        if row is None:
+            raise NotFound(f"There is no payment attempt {reference}.")
+        if result.status is ChargeStatus.NOT_FOUND:
+            row.status = FAILED
+            row.failure_kind = FailureKind.TECHNICAL.value
+            row.failure_code = "not_found"
+            row.failure_message = "The gateway has no payment with this reference."
+        elif result.failure is not None and result.failure.kind is FailureKind.UNKNOWN:
+            row.status = SENT  # still unknown
+        else:
+            row.status = {
+                ChargeStatus.SUCCEEDED: SUCCEEDED,
+                ChargeStatus.PROCESSING: PROCESSING,
+            }.get(result.status, FAILED)
+        if result.failure is not None and result.status is not ChargeStatus.NOT_FOUND:
+            row.failure_kind = result.failure.kind.value
+            row.failure_code = result.failure.code[:200]
+            row.failure_message = result.failure.message
+        if result.gateway_id:
+            row.gateway_id = result.gateway_id
+        if latency_ms is not None:
+            row.latency_ms = latency_ms
+        row.finished_at = utcnow()
+
+    async def _finish(
+        self,
+        payment_id: int,
+        status: str,
+        connection_id: int | None = None,
+        result: ChargeResult | None = None,
+        failure: Failure | None = None,
+    ) -> Payment:
+        failure = failure or (result.failure if result is not None else None)
+
+        def write(session: Session) -> None:
+            row = session.get(PaymentRow, payment_id)
+            if row is None:
+                raise NotFound(f"There is no payment number {payment_id}.")
+            row.status = status
+            if connection_id is not None:
+                row.connection_id = connection_id
+            if result is not None and result.gateway_id:
+                row.gateway_id = result.gateway_id
+            if result is not None and result.fee is not None:
+                row.fee_minor = result.fee.minor
+            if status in (SUCCEEDED, PROCESSING):
+                row.failure_kind = row.failure_code = row.failure_message = None
+            elif failure is not None:
+                row.failure_kind = failure.kind.value
+                row.failure_code = failure.code[:200]
+                row.failure_message = failure.message
+
+        await self._db.write(write)
+        payment = await self.payment(payment_id)
+        self._events.publish(TOPIC, {"id": payment_id, "status": status})
+        log.info(
+            "payment %s",
+            status,
+            extra={"payment": payment.reference, "attempts": len(payment.attempts)},
+        )
+        return payment
+
+    async def _gateway(self, connection_id: int) -> PaymentGateway:
+        provider = await self._connections.provider(connection_id)
+        if not isinstance(provider, PaymentGateway):
+            raise SwitchboardError(f"{provider.client.name} cannot take payments.")
+        return provider
+
+    # --- refunds ------------------------------------------------------------------------------
+
+    async def refund(
+        self, payment_id: int, amount: Money | None = None, reason: str = ""
+    ) -> Refund:
+        """Refund `amount` (all that is left when None) of a payment that succeeded."""
+        payment = await self.payment(payment_id)
+        wanted = amount or payment.refundable
+        if wanted.currency != payment.amount.currency:
+            raise RefundRefused(
+                f"This payment was in {payment.amount.currency}; refund it in the same currency."
+            )
+        if wanted.minor <= 0:
+            raise RefundRefused("Nothing is left to refund on this payment.")
+        if payment.connection_id is None:
+            raise RefundRefused("Only a payment that went through can be refunded.")
+        gateway = await self._gateway(payment.connection_id)
+        refund_id = await self._db.write(self._reserve, payment, wanted, reason)
+        refund = await self._refund_row(refund_id)
+        result = await gateway.refund(payment.gateway_id, wanted, refund.reference)
+        return await self._settle_refund(refund_id, result)
+
+    def _reserve(self, session: Session, payment: Payment, amount: Money, reason: str) -> int:
+        reserved = session.execute(
+            update(PaymentRow)
+            .where(PaymentRow.id == payment.id)
+            .where(PaymentRow.status == SUCCEEDED)
+            .where(PaymentRow.refunded_minor + amount.minor <= PaymentRow.amount_minor)
+            .values(refunded_minor=PaymentRow.refunded_minor + amount.minor)
+        )
+        if reserved.rowcount != 1:  # type: ignore[attr-defined]
+            paid = session.get(PaymentRow, payment.id)
+            if paid is None or paid.status != SUCCEEDED:
+                raise RefundRefused("Only a payment that went through can be refunded.")
+            left = Money(paid.amount_minor - paid.refunded_minor, paid.currency)
+            raise RefundRefused(
+                f"Only {left} of this payment is left to refund (some may be on its way back)."
+            )
+        refund = RefundRow(
+            payment_id=payment.id,
+            reference=f"ref_{uuid.uuid4().hex}",
+            amount_minor=amount.minor,
+            currency=amount.currency,
+            status=RefundStatus.PENDING.value,
+            reason=reason[:200],
+        )
+        session.add(refund)
+        session.flush()
+        return refund.id
+
+    async def _settle_refund(self, refund_id: int, result: RefundResult) -> Refund:
+        def write(session: Session) -> None:
+            row = session.get(RefundRow, refund_id)
+            if row is None:
+                raise NotFound(f"There is no refund number {refund_id}.")
+            unknown = result.failure is not None and result.failure.kind is FailureKind.UNKNOWN
+            if result.status is RefundStatus.FAILED and not unknown:
+                row.status = RefundStatus.FAILED.value
+                row.failure_message = result.failure.message if result.failure else None
+                # Give the reservation back: the money never left.
+                session.execute(
+                    update(PaymentRow)
+                    .where(PaymentRow.id == row.payment_id)
+                    .values(refunded_minor=PaymentRow.refunded_minor - row.amount_minor)
+                )
+            elif not unknown:
+                row.status = result.status.value
+            if result.gateway_id:
+                row.gateway_id = result.gateway_id
+
+        await self._db.write(write)
+        refund = await self._refund_row(refund_id)
+        self._events.publish(TOPIC, {"id": refund.payment_id, "refund": refund_id})
+        return refund
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def payment(self, payment_id: int) -> Payment:
+        def query(session: Session) -> Payment:
+            row = session.get(PaymentRow, payment_id)
+            if row is None:
+                raise NotFound(f"There is no payment number {payment_id}.")
+            attempts = session.scalars(
+                select(PaymentAttemptRow)
+                .where(PaymentAttemptRow.payment_id == payment_id)
+                .order_by(PaymentAttemptRow.number)
+            ).all()
+            return _payment(row, attempts)
+
+        return await self._db.read(query)
+
+    async def payments(self, limit: int = 100) -> list[Payment]:
+        def query(session: Session) -> list[Payment]:
+            rows = session.scalars(
+                select(PaymentRow).order_by(PaymentRow.id.desc()).limit(limit)
+            ).all()
+            attempts: dict[int, list[PaymentAttemptRow]] = {}
+            if rows:
+                for attempt in session.scalars(
+                    select(PaymentAttemptRow)
+                    .where(PaymentAttemptRow.payment_id.in_([row.id for row in rows]))
+                    .order_by(PaymentAttemptRow.number)
+                ):
+                    attempts.setdefault(attempt.payment_id, []).append(attempt)
+            return [_payment(row, attempts.get(row.id, [])) for row in rows]
+
+        return await self._db.read(query)
+
+    async def refunds(self, payment_id: int) -> list[Refund]:
+        def query(session: Session) -> list[Refund]:
+            rows = session.scalars(
+                select(RefundRow).where(RefundRow.payment_id == payment_id).order_by(RefundRow.id)
+            ).all()
+            return [_refund(row) for row in rows]
+
+        return await self._db.read(query)
+
+    async def _refund_row(self, refund_id: int) -> Refund:
+        def query(session: Session) -> Refund:
+            row = session.get(RefundRow, refund_id)
+            if row is None:
+                raise NotFound(f"There is no refund number {refund_id}.")
+            return _refund(row)
+
+        return await self._db.read(query)
+
+
+def _failure(kind: str | None, code: str | None, message: str | None) -> Failure | None:
+    if kind is None:
+        return None
+    return Failure(FailureKind(kind), code or "", message or "")
+
+
+def _payment(row: PaymentRow, attempts: Sequence[PaymentAttemptRow]) -> Payment:
+    return Payment(
+        id=row.id,
+        reference=row.reference,
+        idempotency_key=row.idempotency_key,
+        amount=Money(row.amount_minor, row.currency),
+        method=row.method,
+        status=row.status,
+        connection_id=row.connection_id,
+        gateway_id=row.gateway_id,
+        fee=Money(row.fee_minor, row.currency) if row.fee_minor is not None else None,
+        refunded=Money(row.refunded_minor, row.currency),
+        failure=_failure(row.failure_kind, row.failure_code, row.failure_message),
+        attempts=tuple(
+            Attempt(
+                number=attempt.number,
+                reference=attempt.reference,
+                connection_id=attempt.connection_id,
+                status=attempt.status,
+                gateway_id=attempt.gateway_id,
+                failure=_failure(
+                    attempt.failure_kind, attempt.failure_code, attempt.failure_message
+                ),
+                why=attempt.decision,
+                latency_ms=attempt.latency_ms,
+            )
+            for attempt in attempts
+        ),
+        invoice_id=row.invoice_id,
+        guardian_id=row.guardian_id,
+    )
+
+
+def _refund(row: RefundRow) -> Refund:
+    return Refund(
+        id=row.id,
+        payment_id=row.payment_id,
+        reference=row.reference,
+        amount=Money(row.amount_minor, row.currency),
+        status=row.status,
+        gateway_id=row.gateway_id,
+        failure_message=row.failure_message,
+    )

@@ -1,0 +1,264 @@
+"""Payments: the idempotency key, attempts and failover, and refunds that can never exceed what
+was paid. Real charges go to localstripe; gateways that fail are played by scripted servers
+speaking Stripe's API."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from app.domain.money import Money
+from app.domain.payments import FailureKind
+from app.services import Services
+from app.services.payments import (
+    FAILED,
+    SUCCEEDED,
+    UNKNOWN,
+    Candidate,
+    ChargeOrder,
+    IdempotencyConflict,
+    RefundRefused,
+)
+from tests.fakes.scripted import Reply, ScriptedServer
+from tests.support.localstripe import LocalStripe
+
+INTENTS = "/v1/payment_intents"
+DECLINED_CARD = "4000000000000341"
+
+
+async def stripe_connection(services: Services, url: str, *, fast: bool = False) -> int:
+    record = await services.connections.add(
+        "stripe",
+        f"Stripe {uuid.uuid4().hex[:6]}",
+        {"api_url": url},
+        {"secret_key": "sk_test_switchboard"},
+    )
+    if fast:  # a gateway that hangs is given up on quickly
+        provider = await services.connections.provider(record.id)
+        policy = provider.client.policy
+        provider.client.policy = replace(
+            policy, timeout=0.3, retry=replace(policy.retry, attempts=1)
+        )
+    return record.id
+
+
+def order(*candidates: Candidate, key: str = "", amount: int = 10_000) -> ChargeOrder:
+    return ChargeOrder(
+        idempotency_key=key or f"key-{uuid.uuid4().hex}",
+        amount=Money(amount, "EUR"),
+        method="card",
+        candidates=candidates,
+    )
+
+
+def intents(localstripe: LocalStripe) -> list[dict[str, Any]]:
+    return localstripe.api("GET", INTENTS)["data"]
+
+
+@pytest.fixture
+def second_server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as server:
+        yield server
+
+
+# --- against localstripe ------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_charge_succeeds_and_its_attempt_is_kept(
+    services: Services, localstripe: LocalStripe
+) -> None:
+    connection = await stripe_connection(services, localstripe.url)
+    customer, method = localstripe.saved_card()
+    why = {"chose": "Stripe", "because": "the only gateway"}
+    payment = await services.payments.charge(order(Candidate(connection, method, customer, why)))
+    assert payment.status == SUCCEEDED
+    assert payment.connection_id == connection
+    assert payment.gateway_id.startswith("pi_")
+    [attempt] = payment.attempts
+    assert attempt.status == SUCCEEDED
+    assert attempt.reference == f"{payment.reference}-1"
+    assert attempt.why == why
+    assert [intent["id"] for intent in intents(localstripe)] == [payment.gateway_id]
+
+
+@pytest.mark.asyncio
+async def test_the_same_key_again_returns_the_payment_and_charges_nothing(
+    services: Services, localstripe: LocalStripe
+) -> None:
+    connection = await stripe_connection(services, localstripe.url)
+    customer, method = localstripe.saved_card()
+    first = await services.payments.charge(order(Candidate(connection, method, customer), key="k1"))
+    again = await services.payments.charge(order(Candidate(connection, method, customer), key="k1"))
+    assert again == first
+    assert len(intents(localstripe)) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_same_key_with_another_amount_is_refused(
+    services: Services, localstripe: LocalStripe
+) -> None:
+    connection = await stripe_connection(services, localstripe.url)
+    customer, method = localstripe.saved_card()
+    await services.payments.charge(order(Candidate(connection, method, customer), key="k2"))
+    with pytest.raises(IdempotencyConflict, match="another payment"):
+        await services.payments.charge(
+            order(Candidate(connection, method, customer), key="k2", amount=5_000)
+        )
+    assert len(intents(localstripe)) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_declined_card_is_not_tried_at_another_gateway(
+    services: Services, localstripe: LocalStripe, scripted_server: ScriptedServer
+) -> None:
+    connection = await stripe_connection(services, localstripe.url)
+    other = await stripe_connection(services, scripted_server.url)
+    customer, method = localstripe.saved_card(DECLINED_CARD)
+    payment = await services.payments.charge(
+        order(Candidate(connection, method, customer), Candidate(other, "pm_elsewhere"))
+    )
+    assert payment.status == FAILED
+    assert payment.failure is not None
+    assert payment.failure.kind is FailureKind.HARD_DECLINE
+    assert len(payment.attempts) == 1
+    assert scripted_server.received() == []
+
+
+@pytest.mark.asyncio
+async def test_a_partial_refund_then_the_rest_and_no_more(
+    services: Services, localstripe: LocalStripe
+) -> None:
+    connection = await stripe_connection(services, localstripe.url)
+    customer, method = localstripe.saved_card()
+    payment = await services.payments.charge(order(Candidate(connection, method, customer)))
+    part = await services.payments.refund(payment.id, Money(3_000, "EUR"), "sibling discount")
+    rest = await services.payments.refund(payment.id)
+    assert (part.status, part.amount) == ("succeeded", Money(3_000, "EUR"))
+    assert (rest.status, rest.amount) == ("succeeded", Money(7_000, "EUR"))
+    assert (await services.payments.payment(payment.id)).refundable == Money(0, "EUR")
+    with pytest.raises(RefundRefused, match="Nothing is left"):
+        await services.payments.refund(payment.id)
+    refunds = localstripe.api("GET", "/v1/refunds", payment_intent=payment.gateway_id)["data"]
+    assert sorted(refund["amount"] for refund in refunds) == [3_000, 7_000]
+
+
+@pytest.mark.asyncio
+async def test_refunds_at_the_same_moment_never_exceed_the_payment(
+    services: Services, localstripe: LocalStripe
+) -> None:
+    connection = await stripe_connection(services, localstripe.url)
+    customer, method = localstripe.saved_card()
+    payment = await services.payments.charge(order(Candidate(connection, method, customer)))
+    outcomes = await asyncio.gather(
+        *(services.payments.refund(payment.id, Money(4_000, "EUR")) for _ in range(5)),
+        return_exceptions=True,
+    )
+    made = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, RefundRefused)]
+    assert (len(made), len(refused)) == (2, 3)
+    assert str(refused[0]).startswith("Only EUR 20.00 of this payment is left to refund")
+    assert (await services.payments.payment(payment.id)).refunded == Money(8_000, "EUR")
+
+
+# --- gateways failing -----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_gateway_refusing_with_503_is_passed_over_for_the_next(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, then=Reply(503))
+    second_server.script("POST", INTENTS, Reply(200, json={"id": "pi_2", "status": "succeeded"}))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    payment = await services.payments.charge(
+        order(Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert payment.status == SUCCEEDED
+    assert (payment.connection_id, payment.gateway_id) == (second, "pi_2")
+    assert [attempt.status for attempt in payment.attempts] == [FAILED, SUCCEEDED]
+    assert payment.attempts[0].failure is not None
+    assert payment.attempts[0].failure.code == "http_503"
+
+
+@pytest.mark.asyncio
+async def test_a_500_is_asked_about_before_anything_else(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    # A 500 may come after the gateway acted. Asked again with the same key, Stripe repeats
+    # what it answered: still 500, so the outcome stays unknown and no second gateway is tried.
+    scripted_server.script("POST", INTENTS, then=Reply(500))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    payment = await services.payments.charge(
+        order(Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert payment.status == UNKNOWN
+    assert len(scripted_server.received("POST", INTENTS)) == 2
+    assert second_server.received() == []
+
+
+@pytest.mark.asyncio
+async def test_a_gateway_that_took_the_charge_but_timed_out_is_not_charged_elsewhere(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    # The first gateway takes the payment but its answer is lost; asked again with the same key
+    # it says it succeeded. The second gateway is never called.
+    scripted_server.script(
+        "POST", INTENTS, Reply(hang=True), Reply(200, json={"id": "pi_1", "status": "succeeded"})
+    )
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    payment = await services.payments.charge(
+        order(Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert payment.status == SUCCEEDED
+    assert (payment.connection_id, payment.gateway_id) == (first, "pi_1")
+    assert second_server.received() == []
+    keys = {seen.headers["idempotency-key"] for seen in scripted_server.received()}
+    assert keys == {payment.attempts[0].reference}
+
+
+@pytest.mark.asyncio
+async def test_while_the_outcome_cannot_be_found_out_nothing_else_is_tried(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, then=Reply(hang=True))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    key = f"key-{uuid.uuid4().hex}"
+    candidates = (Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    payment = await services.payments.charge(order(*candidates, key=key))
+    assert payment.status == UNKNOWN
+    assert second_server.received() == []
+    # Later the first gateway answers again: the same key finds out, still without a second
+    # gateway.
+    scripted_server.script(
+        "POST", INTENTS, then=Reply(200, json={"id": "pi_1", "status": "succeeded"})
+    )
+    settled = await services.payments.charge(order(*candidates, key=key))
+    assert (settled.id, settled.status, settled.gateway_id) == (payment.id, SUCCEEDED, "pi_1")
+    assert second_server.received() == []
+
+
+@pytest.mark.asyncio
+async def test_a_gateway_that_cannot_be_reached_is_passed_over_at_once(
+    services: Services, second_server: ScriptedServer
+) -> None:
+    unreachable = await stripe_connection(services, "http://127.0.0.1:9", fast=True)
+    second = await stripe_connection(services, second_server.url)
+    second_server.script("POST", INTENTS, Reply(200, json={"id": "pi_2", "status": "succeeded"}))
+    payment = await services.payments.charge(
+        order(Candidate(unreachable, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert payment.status == SUCCEEDED
+    first_attempt = payment.attempts[0]
+    assert first_attempt.status == FAILED
+    assert first_attempt.failure is not None
+    assert first_attempt.failure.kind is FailureKind.TECHNICAL
