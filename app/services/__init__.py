@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from app.config import Config
 from app.providers.http import RequestRecord
+from app.services import payment_events
 from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
@@ -72,6 +73,7 @@ class Services:
             inbox = Inbox(db, hub)
             inbox_worker = InboxWorker(db, hub)
             inbox.on_stored(inbox_worker.wake)
+            payment_events.register(inbox_worker)
             rate = settings.get("receiver.sender_rate")
             intake = WebhookIntake(connections, secrets, inbox, SourceLimiter(rate, 2 * rate))
         except BaseException:

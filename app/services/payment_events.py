@@ -1,0 +1,161 @@
+"""What gateways' webhooks tell us about payments and refunds, applied to them.
+
+Each handler runs inside the inbox's transaction (app/services/inbox_worker.py), so an event is
+applied exactly once. Events come at least once and in any order, so a handler only ever moves
+a payment forward: a payment that went through stays through (only refunds change it), a late
+"processing" never undoes an outcome, and a success arriving after a failure wins, because the
+money did move.
+
+The payment is found by our attempt's reference, which every charge carries in the gateway's
+metadata, so an event about a charge whose answer we never got still finds its payment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.domain.payments import Failure, FailureKind
+from app.providers.stripe import REFERENCE_KEY, decline_of
+from app.services.inbox import InboxEvent
+from app.services.inbox_worker import InboxWorker
+from app.services.payments import FAILED, PROCESSING, SENT, SUCCEEDED
+from app.store.base import utcnow
+from app.store.payments import PaymentAttemptRow, PaymentRow, RefundRow
+
+log = logging.getLogger("switchboard.payments")
+
+# How far along a status is: an event may only move a payment to a later one (a failure may be
+# overtaken by a success, never the reverse).
+RANK = {"pending": 0, "unknown": 0, SENT: 0, PROCESSING: 1, FAILED: 2, SUCCEEDED: 3}
+
+STRIPE_INTENT_EVENTS = {
+    "payment_intent.succeeded": SUCCEEDED,
+    "payment_intent.processing": PROCESSING,
+    "payment_intent.payment_failed": FAILED,
+    "payment_intent.canceled": FAILED,
+}
+STRIPE_REFUND_EVENTS = (
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.refund.updated",
+)
+
+
+def register(worker: InboxWorker) -> None:
+    for event_type in STRIPE_INTENT_EVENTS:
+        worker.register("stripe", event_type, _stripe_intent)
+    for event_type in STRIPE_REFUND_EVENTS:
+        worker.register("stripe", event_type, _stripe_refund)
+
+
+def _object(event: InboxEvent) -> dict[str, Any]:
+    body = json.loads(event.body)
+    found = body.get("data", {}).get("object") if isinstance(body, dict) else None
+    if not isinstance(found, dict):
+        raise ValueError("the event has no data.object")
+    return found
+
+
+def _stripe_intent(session: Session, event: InboxEvent) -> None:
+    intent = _object(event)
+    status = STRIPE_INTENT_EVENTS[event.event_type]
+    metadata = intent.get("metadata") or {}
+    reference = metadata.get(REFERENCE_KEY) if isinstance(metadata, dict) else None
+    attempt = None
+    if isinstance(reference, str):
+        attempt = session.scalar(
+            select(PaymentAttemptRow).where(PaymentAttemptRow.reference == reference)
+        )
+    if attempt is None:
+        # Not a payment Switchboard made (taken in Stripe's dashboard, say): nothing to update.
+        log.info("stripe event about a payment we did not make", extra={"event": event.id})
+        return
+    failure: Failure | None = None
+    if status == FAILED:
+        error = intent.get("last_payment_error") or {}
+        failure = (
+            decline_of(
+                str(error.get("code") or "card_declined"),
+                str(error.get("decline_code") or ""),
+                str(error.get("message") or "The payment failed."),
+            )
+            if event.event_type == "payment_intent.payment_failed"
+            else Failure(FailureKind.HARD_DECLINE, "canceled", "The payment was canceled.")
+        )
+    gateway_id = str(intent.get("id", ""))
+    if RANK[status] > RANK.get(attempt.status, 0):
+        attempt.status = status
+        attempt.gateway_id = gateway_id or attempt.gateway_id
+        attempt.finished_at = attempt.finished_at or utcnow()
+        if failure is not None:
+            attempt.failure_kind = failure.kind.value
+            attempt.failure_code = failure.code[:200]
+            attempt.failure_message = failure.message
+    payment = session.get(PaymentRow, attempt.payment_id)
+    if payment is None or RANK[status] <= RANK.get(payment.status, 0):
+        return
+    if status == FAILED and payment.connection_id not in (None, attempt.connection_id):
+        return  # an earlier attempt's failure; the payment has moved on
+    if (
+        status == SUCCEEDED
+        and payment.status == FAILED
+        and payment.connection_id
+        not in (
+            None,
+            attempt.connection_id,
+        )
+    ):
+        log.error(
+            "a payment succeeded at a gateway it was no longer being tried at",
+            extra={"payment": payment.reference, "attempt": attempt.reference},
+        )
+    payment.status = status
+    payment.connection_id = attempt.connection_id
+    payment.gateway_id = gateway_id or payment.gateway_id
+    if failure is not None:
+        payment.failure_kind = failure.kind.value
+        payment.failure_code = failure.code[:200]
+        payment.failure_message = failure.message
+    else:
+        payment.failure_kind = payment.failure_code = payment.failure_message = None
+
+
+def _stripe_refund(session: Session, event: InboxEvent) -> None:
+    found = _object(event)
+    # charge.refund.updated and refund.* carry the refund itself.
+    if found.get("object") != "refund":
+        return
+    row = session.scalar(select(RefundRow).where(RefundRow.gateway_id == str(found.get("id"))))
+    if row is None:
+        metadata = found.get("metadata") or {}
+        reference = metadata.get(REFERENCE_KEY) if isinstance(metadata, dict) else None
+        if isinstance(reference, str):
+            row = session.scalar(select(RefundRow).where(RefundRow.reference == reference))
+    if row is None:
+        return
+    status = str(found.get("status", ""))
+    if status == row.status or status not in ("succeeded", "failed", "canceled"):
+        return  # "pending" never moves a refund back
+    if status == "succeeded":
+        if row.status == "pending":
+            row.status = status
+            row.gateway_id = str(found.get("id", "")) or row.gateway_id
+        return
+    # Failed or canceled (a refund can fail even after it succeeded, when the card was closed):
+    # the money is back with the school, so the amount can be refunded again.
+    if row.status in ("failed", "canceled"):
+        return
+    session.execute(
+        update(PaymentRow)
+        .where(PaymentRow.id == row.payment_id)
+        .values(refunded_minor=PaymentRow.refunded_minor - row.amount_minor)
+    )
+    row.failure_message = str(found.get("failure_reason") or "The gateway could not refund it.")
+    row.gateway_id = str(found.get("id", "")) or row.gateway_id
+    row.status = status
