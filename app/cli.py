@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
-    bench.add_argument("name", choices=["ui-stall", "webhooks"], help="which benchmark")
+    bench.add_argument("name", choices=["ui-stall", "webhooks", "routing"], help="which benchmark")
     bench.add_argument(
         "--seconds", type=float, help="how long to measure (ui-stall 20, webhooks 10 per phase)"
     )
@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="ui-stall: provider calls a second (200); webhooks: the steady phase's events a "
         "second (500)",
+    )
+    bench.add_argument(
+        "--scenario",
+        default="drifting",
+        help="routing: a scenario file, or the name of a shipped one (drifting, outages)",
     )
     bench.add_argument(
         "--webhooks",
@@ -359,6 +364,8 @@ def _health_row(item: Any, check: Any) -> dict[str, Any]:
 def _bench(args: argparse.Namespace, config: Config) -> int:
     if args.name == "webhooks":
         return _bench_webhooks(args, config)
+    if args.name == "routing":
+        return _bench_routing(args)
     from app.ui.bench import ui_stall
 
     figures = ui_stall(
@@ -376,6 +383,27 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
             f"{dashboard['worst_ms']} ms ({figures['calls_per_second']} calls/s recorded); "
             f"redrawing every point instead: p99 {reference['p99_ms']} ms, worst "
             f"{reference['worst_ms']} ms."
+        )
+    return EXIT_OK
+
+
+def _bench_routing(args: argparse.Namespace) -> int:
+    from app.benchmarks.routing import routing, shipped
+
+    given = Path(args.scenario)
+    path = given if given.suffix or given.exists() else shipped(args.scenario)
+    figures = routing(path)
+    if args.json:
+        _print_json(figures)
+    else:
+        ours = figures["strategies"]["router"]
+        versus = figures["router_vs"]
+        print(
+            f"Router on {figures['parameters']['scenario']}: {ours['success_rate_percent']} % "
+            f"succeeded ({versus['static_priority_points']:+} points against static priority, "
+            f"{versus['oracle_points']:+} against the hindsight oracle), fees "
+            f"{versus['cheapest_first_fees_ratio']}x cheapest-first's, decisions in p99 "
+            f"{ours['decision_p99_us']} µs."
         )
     return EXIT_OK
 

@@ -13,6 +13,16 @@ import pytest
 SWITCHBOARD = Path(sys.executable).with_name("switchboard")
 
 
+def switchboard(*arguments: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SWITCHBOARD), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.slow
 def test_bench_ui_stall_reports_the_dashboard_and_the_reference() -> None:
     completed = subprocess.run(
@@ -79,3 +89,73 @@ def test_bench_webhooks_reports_the_receiver_the_reference_and_no_loss(tmp_path:
     assert receiver["acknowledged"] >= receiver["throughput"]["accepted"]
     assert isinstance(figures["met"], bool)
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith("bench-")] == []
+
+
+SMALL_DRIFT = {
+    "name": "small drift",
+    "seed": 3,
+    "currency": "USD",
+    "home_country": "US",
+    "minutes": 600,
+    "payments": 3000,
+    "mix": [{"method": "card", "share": 1, "amount_minor": [1000, 50000]}],
+    "gateways": [
+        # The administrator's favourite falls from 97 % to 80 % approvals a third of the way in.
+        {
+            "name": "A",
+            "priority": 1,
+            "fees": [{"percent": 2.9, "fixed_minor": 30}],
+            "approval": [[0, 0.97], [200, 0.97], [260, 0.8]],
+        },
+        {
+            "name": "B",
+            "priority": 2,
+            "fees": [{"percent": 2.9, "fixed_minor": 30}],
+            "approval": [[0, 0.95]],
+            "outages": [[400, 430]],
+        },
+    ],
+}
+
+
+def test_bench_routing_replays_a_scenario_for_every_strategy(tmp_path: Path) -> None:
+    scenario = tmp_path / "drift.json"
+    scenario.write_text(json.dumps(SMALL_DRIFT))
+    completed = switchboard("bench", "routing", "--scenario", str(scenario), "--json")
+    assert completed.returncode == 0, completed.stderr
+    figures = json.loads(completed.stdout)
+    assert figures["parameters"]["scenario"] == "small drift"
+    strategies = figures["strategies"]
+    assert set(strategies) == {
+        "router",
+        "static_priority",
+        "round_robin",
+        "cheapest_first",
+        "oracle",
+    }
+    # Static priority keeps sending payments to A after it degrades; the router moves to B.
+    assert figures["router_vs"]["static_priority_points"] > 3
+    assert (
+        strategies["oracle"]["success_rate_percent"] >= strategies["router"]["success_rate_percent"]
+    )
+    assert strategies["oracle"]["timeouts"] == 0
+    assert strategies["router"]["timeouts"] < strategies["round_robin"]["timeouts"]
+    assert isinstance(figures["met"], bool)
+
+
+def test_the_shipped_scenarios_load() -> None:
+    from app.benchmarks.routing import load, shipped
+
+    for name in ("drifting", "outages"):
+        scenario = load(shipped(name))
+        assert scenario.payments
+        assert len(scenario.gateways) >= 2
+
+
+def test_a_scenario_that_cannot_be_read_is_one_clear_sentence(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**SMALL_DRIFT, "gateways": [{"name": "A"}]}))
+    completed = switchboard("bench", "routing", "--scenario", str(broken), timeout=60)
+    assert completed.returncode == 1
+    assert completed.stderr.startswith(f"switchboard: {broken} is not a valid scenario:")
+    assert completed.stderr.count("\n") == 1
