@@ -113,7 +113,7 @@ class PayPal(Provider):
     async def _bearer_call(
         self, token: str, operation: Operation, arguments: Mapping[str, Any]
     ) -> httpx.Response:
-        headers = {**arguments.get("headers", {}), "Authorization": f"Bearer {token}"}
+        headers = {**(arguments.get("headers") or {}), "Authorization": f"Bearer {token}"}
         return await self.client.call(operation, **{**arguments, "headers": headers})
 
     async def _access_token(self) -> str:

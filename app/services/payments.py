@@ -67,6 +67,8 @@ PROCESSING = "processing"  # the gateway accepted it; the money is on its way
 FAILED = "failed"
 UNKNOWN = "unknown"  # an attempt's outcome could not be found out: nothing else is tried
 FINAL = frozenset({SUCCEEDED, FAILED})
+# Statuses a charge may still move on from by trying (another) gateway.
+OPEN = frozenset({PENDING, UNKNOWN})
 # An attempt's status besides those: its request may have left, its outcome is not recorded.
 SENT = "sent"
 
@@ -197,7 +199,7 @@ class PaymentService:
         async with self._locks.hold(order.idempotency_key):
             payment_id = await self._db.write(self._open, order)
             payment = await self.payment(payment_id)
-            if payment.status in FINAL:
+            if payment.status not in OPEN:  # done, or taken and on its way (processing)
                 return payment
             return await self._advance(payment, order)
 
@@ -235,6 +237,21 @@ class PaymentService:
         return row.id
 
     async def _advance(self, payment: Payment, order: ChargeOrder) -> Payment:
+        # An attempt whose outcome was written but not yet the payment's (a crash between the
+        # two): the payment follows it, and no other gateway is tried.
+        for attempt in payment.attempts:
+            if attempt.status in (SUCCEEDED, PROCESSING):
+                return await self._finish(
+                    payment.id, attempt.status, attempt.connection_id, _result_of(attempt)
+                )
+        for attempt in payment.attempts:
+            if attempt.failure is not None and attempt.failure.kind in (
+                FailureKind.HARD_DECLINE,
+                FailureKind.SOFT_DECLINE,
+            ):
+                return await self._finish(
+                    payment.id, FAILED, attempt.connection_id, failure=attempt.failure
+                )
         # An attempt interrupted before its outcome was written: find out first.
         for attempt in payment.attempts:
             if attempt.status == SENT:
@@ -248,6 +265,9 @@ class PaymentService:
                 continue
             if number >= MAX_ATTEMPTS:
                 break
+            if number and (await self.payment(payment.id)).status not in OPEN:
+                # Settled meanwhile (a webhook about an earlier attempt): nothing more to try.
+                return await self.payment(payment.id)
             number += 1
             tried.add(candidate.connection_id)
             request = self._request(payment, order, candidate, number)
@@ -540,6 +560,11 @@ class PaymentService:
             return _refund(row)
 
         return await self._db.read(query)
+
+
+def _result_of(attempt: Attempt) -> ChargeResult:
+    status = ChargeStatus.SUCCEEDED if attempt.status == SUCCEEDED else ChargeStatus.PROCESSING
+    return ChargeResult(status, attempt.gateway_id)
 
 
 def _failure(kind: str | None, code: str | None, message: str | None) -> Failure | None:

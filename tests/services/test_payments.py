@@ -11,12 +11,15 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.domain.money import Money
 from app.domain.payments import FailureKind
 from app.services import Services
 from app.services.payments import (
     FAILED,
+    PROCESSING,
     SUCCEEDED,
     UNKNOWN,
     Candidate,
@@ -24,6 +27,7 @@ from app.services.payments import (
     IdempotencyConflict,
     RefundRefused,
 )
+from app.store.payments import PaymentAttemptRow
 from tests.fakes.scripted import Reply, ScriptedServer
 from tests.support.localstripe import LocalStripe
 
@@ -262,3 +266,50 @@ async def test_a_gateway_that_cannot_be_reached_is_passed_over_at_once(
     assert first_attempt.status == FAILED
     assert first_attempt.failure is not None
     assert first_attempt.failure.kind is FailureKind.TECHNICAL
+
+
+# --- after a crash ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_attempt_settled_just_before_a_crash_settles_its_payment_without_a_charge(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    # The process died after writing the attempt's success and before the payment's.
+    scripted_server.script("POST", INTENTS, then=Reply(hang=True))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    key = f"key-{uuid.uuid4().hex}"
+    candidates = (Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    unknown = await services.payments.charge(order(*candidates, key=key))
+    assert unknown.status == UNKNOWN
+
+    def crash_state(session: Session) -> None:
+        attempt = session.scalar(
+            select(PaymentAttemptRow).where(PaymentAttemptRow.payment_id == unknown.id)
+        )
+        assert attempt is not None
+        attempt.status, attempt.gateway_id = SUCCEEDED, "pi_written"
+
+    await services.db.write(crash_state)
+    sent = len(scripted_server.received())
+    settled = await services.payments.charge(order(*candidates, key=key))
+    assert (settled.status, settled.gateway_id) == (SUCCEEDED, "pi_written")
+    assert len(scripted_server.received()) == sent
+    assert second_server.received() == []
+
+
+@pytest.mark.asyncio
+async def test_a_payment_on_its_way_is_never_charged_again(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, Reply(200, json={"id": "pi_1", "status": "processing"}))
+    first = await stripe_connection(services, scripted_server.url)
+    second = await stripe_connection(services, second_server.url)
+    key = f"key-{uuid.uuid4().hex}"
+    candidates = (Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    processing = await services.payments.charge(order(*candidates, key=key))
+    again = await services.payments.charge(order(*candidates, key=key))
+    assert processing.status == again.status == PROCESSING
+    assert len(scripted_server.received()) == 1
+    assert second_server.received() == []
