@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     event_replay.add_argument("ids", type=int, nargs="+", metavar="ID", help="event numbers")
     event_replay.add_argument("--json", action="store_true", help="print one JSON document")
 
+    from app import cli_payments
+
+    cli_payments.add_parsers(commands, common)
+
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
@@ -722,4 +726,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "health": _health,
     "webhook-url": _webhook_url,
     "events": _events,
+    "charge": lambda args, config: _payments_command("charge", args, config),
+    "payments": lambda args, config: _payments_command("payments", args, config),
+    "refund": lambda args, config: _payments_command("refund", args, config),
 }
+
+
+def _payments_command(name: str, args: argparse.Namespace, config: Config) -> int:
+    from app import cli_payments
+
+    handler: Callable[[argparse.Namespace, Config], int] = getattr(cli_payments, name)
+    return handler(args, config)

@@ -13,10 +13,10 @@ from keyring.errors import PasswordDeleteError
 class RunKeyring(KeyringBackend):
     """Gone with the run: never a substitute for the computer's credential store."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.entries: dict[tuple[str, str], str] = {}
 
     def get_password(self, service: str, username: str) -> str | None:

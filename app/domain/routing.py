@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from app.domain.money import Money
@@ -220,8 +220,20 @@ class Router:
 
     # --- deciding -------------------------------------------------------------------------------
 
-    def decide(self, payment: PaymentAsk, now: float) -> Decision:
-        eligible = [gateway for gateway in self.gateways.values() if gateway.takes(payment)]
+    def set_gateways(self, gateways: Iterable[Gateway]) -> None:
+        """The connected gateways changed; what was learned about each is kept."""
+        self.gateways = {gateway.key: gateway for gateway in gateways}
+
+    def decide(
+        self, payment: PaymentAsk, now: float, only: Collection[str] | None = None
+    ) -> Decision:
+        """The order to try gateways in for this payment; `only`: the gateways that can take
+        it at all (those holding the payer's saved method)."""
+        eligible = [
+            gateway
+            for gateway in self.gateways.values()
+            if gateway.takes(payment) and (only is None or gateway.key in only)
+        ]
         rule = next((rule for rule in self.rules if rule.matches(payment)), None)
         if rule is not None:
             allowed = {key: place for place, key in enumerate(rule.gateways)}

@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 
 from app.providers.base import Provider
+from app.providers.gateway import PAYMENTS
 from app.providers.http import ResilientClient
+from app.providers.sandbox_ledger import Ledger, ledger_of, sandbox_fees
 from app.providers.spec import (
     AuthKind,
     Category,
@@ -32,6 +34,7 @@ from app.providers.spec import (
     ResiliencePolicy,
     WebhookSpec,
 )
+from app.providers.stripe import Stripe
 
 SANDBOX_URL = "https://sandbox.switchboard.invalid"
 OUTAGE = re.compile(r"^\s*every\s+(\d+)\s*min(?:utes?)?\s+for\s+(\d+)\s*min(?:utes?)?\s*$", re.I)
@@ -77,18 +80,21 @@ class Behaviour:
 
 
 class SimulatedTransport(httpx.AsyncBaseTransport):
-    """A payment gateway's API, simulated: `GET /v1/account` answers who the account is."""
+    """A payment gateway's API, simulated: `GET /v1/account` answers who the account is, and
+    the ledger (when given) answers payments and refunds."""
 
     def __init__(
         self,
         behaviour: Behaviour,
         api_key: str,
         *,
+        ledger: Ledger | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.behaviour = behaviour
+        self.ledger = ledger
         self._api_key = api_key
         self._rng = random.Random(seed)
         self._clock = clock
@@ -108,6 +114,9 @@ class SimulatedTransport(httpx.AsyncBaseTransport):
             return self._json(request, status, {"error": {"message": "Internal error"}})
         if request.method == "GET" and request.url.path == "/v1/account":
             return self._json(request, 200, {"id": "acct_sandbox", "status": "active"})
+        answer = self.ledger.handle(request) if self.ledger is not None else None
+        if answer is not None:
+            return self._json(request, *answer)
         return self._json(request, 404, {"error": {"message": "No such endpoint"}})
 
     @staticmethod
@@ -134,8 +143,14 @@ def behaviour_of(connection_id: int, config: Mapping[str, Any]) -> Behaviour:
 def _transport(
     connection_id: int, config: Mapping[str, Any], secrets: Mapping[str, str]
 ) -> httpx.AsyncBaseTransport:
+    ledger = ledger_of(
+        connection_id, float(config.get("approval_rate", 0.95)), sandbox_fees(config)
+    )
     return SimulatedTransport(
-        behaviour_of(connection_id, config), secrets.get("api_key", ""), seed=connection_id
+        behaviour_of(connection_id, config),
+        secrets.get("api_key", ""),
+        ledger=ledger,
+        seed=connection_id,
     )
 
 
@@ -143,8 +158,19 @@ def _headers(config: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str,
     return {"Authorization": f"Bearer {secrets.get('api_key', '')}"}
 
 
-class SandboxGateway(Provider):
-    """The sandbox payment gateway (its payment capability arrives with payments)."""
+class SandboxGateway(Stripe):
+    """The sandbox payment gateway: its simulated API speaks Stripe's dialect, so it is driven
+    by the Stripe gateway's own code; its fees are the connection's."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        client: ResilientClient,
+        config: Mapping[str, Any],
+        secrets: Mapping[str, str],
+    ) -> None:
+        super().__init__(spec, client, config, secrets)
+        self.fees = sandbox_fees(config)
 
 
 def _sandbox_gateway(
@@ -216,6 +242,34 @@ SANDBOX_PAYMENTS = ProviderSpec(
             choices=("errors", "timeouts"),
         ),
         ConfigField(
+            "approval_rate",
+            "Share of payments approved (0 to 1)",
+            FieldKind.NUMBER,
+            required=False,
+            default=0.95,
+            minimum=0,
+            maximum=1,
+            help="The rest are declined, most for insufficient funds.",
+        ),
+        ConfigField(
+            "fee_percent",
+            "Fee (% of each payment)",
+            FieldKind.NUMBER,
+            required=False,
+            default=2.9,
+            minimum=0,
+            maximum=20,
+        ),
+        ConfigField(
+            "fee_fixed_minor",
+            "Fee per payment (cents)",
+            FieldKind.NUMBER,
+            required=False,
+            default=30,
+            minimum=0,
+            maximum=10_000,
+        ),
+        ConfigField(
             "webhook_secret",
             "Webhook signing secret",
             FieldKind.SECRET,
@@ -227,7 +281,7 @@ SANDBOX_PAYMENTS = ProviderSpec(
         ),
     ),
     auth=AuthKind.API_KEY,
-    capabilities=frozenset(),
+    capabilities=frozenset({PAYMENTS}),
     health=Operation("account", "GET", "/v1/account", timeout=5.0),
     base_url=lambda _config: SANDBOX_URL,
     factory=_sandbox_gateway,

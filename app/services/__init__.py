@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 
 from app.config import Config
+from app.providers import sandbox_ledger
 from app.providers.http import RequestRecord
 from app.services import payment_events
 from app.services.connections import ConnectionService
@@ -22,6 +23,7 @@ from app.services.jobs import JobHistory
 from app.services.live import LiveMetrics
 from app.services.payments import PaymentService
 from app.services.request_log import RequestLogWriter
+from app.services.routing import RoutingService
 from app.services.school import SchoolService
 from app.services.secrets import SecretStore
 from app.services.settings import SettingsService
@@ -47,11 +49,13 @@ class Services:
     intake: WebhookIntake
     inbox_worker: InboxWorker
     payments: PaymentService
+    routing: RoutingService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
         """Open (and migrate) the database and start every service on the running loop."""
         config.paths.create()
+        sandbox_ledger.keep_books_in(config.paths.data_dir)
         db = Database(config.db_url)
         try:
             await asyncio.to_thread(db.migrate)
@@ -74,6 +78,7 @@ class Services:
             inbox_worker = InboxWorker(db, hub)
             inbox.on_stored(inbox_worker.wake)
             payment_events.register(inbox_worker)
+            routing = RoutingService(db, connections)
             rate = settings.get("receiver.sender_rate")
             intake = WebhookIntake(connections, secrets, inbox, SourceLimiter(rate, 2 * rate))
         except BaseException:
@@ -95,7 +100,8 @@ class Services:
             inbox=inbox,
             intake=intake,
             inbox_worker=inbox_worker,
-            payments=PaymentService(db, hub, connections),
+            payments=PaymentService(db, hub, connections, routing.learn),
+            routing=routing,
         )
 
     async def close(self) -> None:

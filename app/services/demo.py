@@ -37,6 +37,7 @@ from app.domain.school import (
     TeacherDraft,
 )
 from app.providers.sandbox import SANDBOX_URL, Behaviour, behaviour_of
+from app.providers.sandbox_ledger import DECLINED_METHOD
 from app.services import Services
 from app.services.school import (
     TOPIC_GUARDIANS,
@@ -54,6 +55,7 @@ from app.services.school import (
 from app.services.settings import put_setting
 from app.store.base import Base
 from app.store.integration import HealthCheckRow, RequestLogEntry
+from app.store.payments import PaymentMethodRow
 from app.store.school import Guardian, Invoice, Lesson, LessonStudent, Student, Teacher
 
 SCHOOL_SETTINGS = (
@@ -950,9 +952,38 @@ async def _connect_sandboxes(services: Services) -> tuple[int, str]:
         for name, values in SANDBOXES
     ]
     await services.db.write(_history, [(record.id, dict(record.config)) for record in records])
+    await _save_demo_cards(services, [record.id for record in records])
     await services.health.restore()
     await services.settings.set_state("demo_traffic", True)
     return len(SANDBOXES), ""
+
+
+async def _save_demo_cards(services: Services, connections: list[int]) -> None:
+    """Every family's card saved at every sandbox gateway, so payments can be tried at once;
+    one family in twenty has a card its bank always declines."""
+
+    def write(session: Session) -> None:
+        rows: list[dict[str, object]] = []
+        for guardian_id in session.scalars(select(Guardian.id).order_by(Guardian.id)):
+            declined = guardian_id % 20 == 0
+            token = f"{DECLINED_METHOD if declined else 'pm_sandbox_visa'}_{guardian_id}"
+            label = "Visa •••• 0002" if declined else "Visa •••• 4242"
+            rows.extend(
+                {
+                    "guardian_id": guardian_id,
+                    "connection_id": connection_id,
+                    "method": "card",
+                    "token": token,
+                    "customer": "",
+                    "label": label,
+                    "country": "",
+                }
+                for connection_id in connections
+            )
+        if rows:
+            session.execute(insert(PaymentMethodRow), rows)
+
+    await services.db.write(write)
 
 
 HISTORY_SPACING = timedelta(seconds=30)  # a call every 30 s over the past day...

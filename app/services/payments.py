@@ -29,7 +29,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,11 +180,22 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+# What a finished attempt teaches (the router): connection, method, currency, result, latency.
+Observer = Callable[[int, str, str, ChargeResult, "float | None"], None]
+
+
 class PaymentService:
-    def __init__(self, db: Database, events: EventHub, connections: ConnectionService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        events: EventHub,
+        connections: ConnectionService,
+        observe: Observer | None = None,
+    ) -> None:
         self._db = db
         self._events = events
         self._connections = connections
+        self._observe = observe
         self._locks = KeyedLocks()
 
     # --- charging -----------------------------------------------------------------------------
@@ -277,6 +288,14 @@ class PaymentService:
             result = await gateway.charge(request)
             latency = (time.monotonic() - started) * 1000
             await self._db.write(self._end_attempt, request.reference, result, latency)
+            if self._observe is not None:
+                self._observe(
+                    candidate.connection_id,
+                    payment.method,
+                    payment.amount.currency,
+                    result,
+                    latency,
+                )
             outcome = await self._after(payment, request, candidate.connection_id, result)
             if outcome is not None:
                 return outcome

@@ -11,7 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.store.base import Base, BigId, utcnow
@@ -106,3 +114,25 @@ class RefundRow(Base):
     reason: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PaymentMethodRow(Base):
+    """A payer's payment method saved at one gateway: the gateway's token for it (and its id for
+    the payer, where it keeps payers). A card saved at two gateways is two rows."""
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (UniqueConstraint("connection_id", "token"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    guardian_id: Mapped[int] = mapped_column(
+        ForeignKey("guardians.id", ondelete="CASCADE"), index=True
+    )
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="CASCADE")
+    )
+    method: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(String(200))
+    customer: Mapped[str] = mapped_column(String(200), default="")
+    label: Mapped[str] = mapped_column(String(100), default="")
+    country: Mapped[str] = mapped_column(String(2), default="")  # the issuer's
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,218 @@
+"""`charge`, `payments list` and `refund`: taking and refunding payments from the command line.
+
+Amounts are typed as people write them in the school's locale ("1,250.50" in en_US) and
+refused when they have more decimals than the currency, are negative or zero. A charge without
+`--key` gets one from what it is for: an invoice's charge is keyed by the invoice (and how many
+of its payments failed before), so running the same command twice never charges twice, while
+a charge for an amount gets a fresh key and is a new payment each time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.cli import EXIT_FAILED, EXIT_OK, CommandFailed, _print_json, _with_services
+from app.config import Config
+from app.domain.money import Money, MoneyError
+from app.services import Services
+from app.services.payments import FAILED, SUCCEEDED, Payment
+from app.store.payments import PaymentRow
+from app.store.school import Invoice
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    charge = commands.add_parser(
+        "charge", parents=[common], help="charge a payer's saved payment method"
+    )
+    what = charge.add_mutually_exclusive_group(required=True)
+    what.add_argument("--invoice", type=int, metavar="ID", help="what is owed on this invoice")
+    what.add_argument("--amount", metavar="DEC", help="an amount, e.g. 120.50")
+    charge.add_argument("--currency", metavar="CUR", help="with --amount: e.g. USD")
+    charge.add_argument("--payer", type=int, metavar="ID", help="with --amount: the guardian")
+    charge.add_argument("--method", default="card", help="the saved method to use (card)")
+    charge.add_argument("--key", help="idempotency key: the same key never charges twice")
+    charge.add_argument("--json", action="store_true", help="print one JSON document")
+
+    payments = commands.add_parser("payments", parents=[common], help="payments taken")
+    payment_commands = payments.add_subparsers(dest="payments_command", required=True)
+    listing = payment_commands.add_parser("list", parents=[common], help="the latest payments")
+    listing.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    listing.add_argument("--json", action="store_true", help="print one JSON document")
+
+    refund = commands.add_parser("refund", parents=[common], help="refund a payment")
+    refund.add_argument("id", type=int, help="the payment's number (see `payments list`)")
+    refund.add_argument("--amount", metavar="DEC", help="part of it (default: all that is left)")
+    refund.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def charge(args: argparse.Namespace, config: Config) -> int:
+    async def run(services: Services) -> int:
+        locale = str(services.settings.get("school.locale"))
+        if args.invoice is not None:
+            if args.currency or args.payer is not None:
+                raise CommandFailed(
+                    "--invoice takes its amount, currency and payer from the invoice."
+                )
+            payer, amount, key = await _invoice_charge(services, args.invoice)
+        else:
+            if not args.currency or args.payer is None:
+                raise CommandFailed("--amount needs --currency and --payer.")
+            try:
+                amount = Money.parse(args.amount, args.currency.upper(), locale=locale)
+            except MoneyError as exc:
+                raise CommandFailed(str(exc)) from None
+            payer, key = args.payer, f"cli:{uuid.uuid4().hex}"
+        payment = await services.routing.charge(
+            services.payments,
+            guardian_id=payer,
+            amount=amount,
+            method=args.method,
+            idempotency_key=args.key or key,
+            invoice_id=args.invoice,
+            description=f"Invoice {args.invoice}" if args.invoice is not None else "",
+        )
+        if args.json:
+            _print_json(payment_json(payment, locale))
+        else:
+            _print_payment(payment, locale)
+        return EXIT_OK if payment.status != FAILED else EXIT_FAILED
+
+    return _with_services(config, run)
+
+
+async def _invoice_charge(services: Services, invoice_id: int) -> tuple[int, Money, str]:
+    def query(session: Session) -> tuple[int, Money, str]:
+        invoice = session.get(Invoice, invoice_id)
+        if invoice is None:
+            raise CommandFailed(f"There is no invoice number {invoice_id}.")
+        if invoice.guardian_id is None:
+            raise CommandFailed(f"Invoice {invoice.number} has no guardian to charge.")
+        paid = session.scalar(
+            select(func.coalesce(func.sum(PaymentRow.amount_minor), 0))
+            .where(PaymentRow.invoice_id == invoice_id)
+            .where(PaymentRow.status == SUCCEEDED)
+        )
+        failed = session.scalar(
+            select(func.count())
+            .select_from(PaymentRow)
+            .where(PaymentRow.invoice_id == invoice_id)
+            .where(PaymentRow.status == FAILED)
+        )
+        owed = invoice.total_minor - int(paid or 0)
+        if owed <= 0:
+            raise CommandFailed(f"Invoice {invoice.number} is paid.")
+        return (
+            invoice.guardian_id,
+            Money(owed, invoice.currency),
+            f"invoice:{invoice_id}:{int(failed or 0) + 1}",
+        )
+
+    return await services.db.read(query)
+
+
+def payments(args: argparse.Namespace, config: Config) -> int:
+    async def run(services: Services) -> int:
+        if args.limit < 1:
+            raise CommandFailed("--limit must be at least 1.")
+        locale = str(services.settings.get("school.locale"))
+        found = await services.payments.payments(args.limit)
+        if args.json:
+            _print_json([payment_json(payment, locale) for payment in found])
+        elif not found:
+            print("No payments yet: `switchboard charge` takes one.")
+        for payment in [] if args.json else found:
+            gateway = f"connection {payment.connection_id}" if payment.connection_id else "-"
+            print(
+                f"{payment.id:>6}  {payment.amount.format(locale):>14}  {payment.status:<10}  "
+                f"{gateway}  {payment.gateway_id}"
+            )
+        return EXIT_OK
+
+    return _with_services(config, run)
+
+
+def refund(args: argparse.Namespace, config: Config) -> int:
+    async def run(services: Services) -> int:
+        locale = str(services.settings.get("school.locale"))
+        payment = await services.payments.payment(args.id)
+        amount = None
+        if args.amount is not None:
+            try:
+                amount = Money.parse(args.amount, payment.amount.currency, locale=locale)
+            except MoneyError as exc:
+                raise CommandFailed(str(exc)) from None
+        made = await services.payments.refund(args.id, amount)
+        if args.json:
+            _print_json(
+                {
+                    "id": made.id,
+                    "payment_id": made.payment_id,
+                    "amount": made.amount.for_input(),
+                    "currency": made.amount.currency,
+                    "status": made.status,
+                    "gateway_id": made.gateway_id,
+                    "failure": made.failure_message,
+                }
+            )
+        else:
+            print(f"Refund of {made.amount.format(locale)}: {made.status}.")
+            if made.failure_message:
+                print(made.failure_message)
+        return EXIT_OK if made.status != FAILED else EXIT_FAILED
+
+    return _with_services(config, run)
+
+
+def payment_json(payment: Payment, locale: str) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "reference": payment.reference,
+        "idempotency_key": payment.idempotency_key,
+        "amount": payment.amount.for_input(),
+        "currency": payment.amount.currency,
+        "shown": payment.amount.format(locale),
+        "method": payment.method,
+        "status": payment.status,
+        "connection_id": payment.connection_id,
+        "gateway_id": payment.gateway_id,
+        "fee": payment.fee.for_input() if payment.fee else None,
+        "refunded": payment.refunded.for_input(),
+        "failure": None
+        if payment.failure is None
+        else {
+            "kind": payment.failure.kind.value,
+            "code": payment.failure.code,
+            "message": payment.failure.message,
+        },
+        "invoice_id": payment.invoice_id,
+        "guardian_id": payment.guardian_id,
+        "attempts": [
+            {
+                "number": attempt.number,
+                "reference": attempt.reference,
+                "connection_id": attempt.connection_id,
+                "status": attempt.status,
+                "gateway_id": attempt.gateway_id,
+                "failure": attempt.failure.message if attempt.failure else None,
+                "why": attempt.why.get("explanation", ""),
+            }
+            for attempt in payment.attempts
+        ],
+    }
+
+
+def _print_payment(payment: Payment, locale: str) -> None:
+    print(f"Payment {payment.id}: {payment.amount.format(locale)} {payment.status}.")
+    for attempt in payment.attempts:
+        outcome = attempt.failure.message if attempt.failure else attempt.status
+        print(f"  attempt {attempt.number} at connection {attempt.connection_id}: {outcome}")
+        if attempt.number == 1 and attempt.why.get("explanation"):
+            print(f"    {attempt.why['explanation']}")
+    last = payment.attempts[-1].failure if payment.attempts else None
+    if payment.status == FAILED and payment.failure is not None and payment.failure != last:
+        print(payment.failure.message)

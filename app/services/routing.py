@@ -1,0 +1,259 @@
+"""Routing a payer's payment: the payer's saved methods say which gateways can take it at all;
+the router (app/domain/routing.py) orders them and explains why; every attempt's outcome
+teaches it.
+
+The router learns in memory; at start it is taught the recent attempts from the database, so
+a restart does not forget which gateway has been doing badly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import NotFound, SwitchboardError
+from app.domain.money import Money
+from app.domain.payments import ChargeResult, ChargeStatus, FailureKind
+from app.domain.routing import Decision, Gateway, PaymentAsk, Router
+from app.providers.breaker import BreakerState
+from app.providers.gateway import PAYMENTS, PaymentGateway
+from app.services.connections import ConnectionService
+from app.services.payments import Candidate, ChargeOrder, Payment, PaymentService
+from app.store.database import Database
+from app.store.payments import PaymentAttemptRow, PaymentMethodRow, PaymentRow
+from app.store.school import Guardian
+
+WARM_UP_ATTEMPTS = 5000
+
+
+@dataclass(frozen=True)
+class SavedMethod:
+    id: int
+    guardian_id: int
+    connection_id: int
+    method: str
+    token: str
+    customer: str
+    label: str
+    country: str
+
+
+class RoutingService:
+    def __init__(self, db: Database, connections: ConnectionService) -> None:
+        self._db = db
+        self._connections = connections
+        self._down: dict[str, str] = {}
+        self.router = Router([], down=self._down.get)
+        self._stale = True
+        self._taught = False
+        connections.on_changed(self._changed)
+
+    def _changed(self, _connection_id: int) -> None:
+        self._stale = True
+
+    # --- saved methods --------------------------------------------------------------------------
+
+    async def save_method(
+        self,
+        guardian_id: int,
+        connection_id: int,
+        method: str,
+        token: str,
+        *,
+        customer: str = "",
+        label: str = "",
+        country: str = "",
+    ) -> SavedMethod:
+        """Remember a payer's method saved at a gateway (the same token again updates it)."""
+        record = await self._connections.connection(connection_id)
+        if PAYMENTS not in record.spec.capabilities:
+            raise SwitchboardError(f"{record.name} does not take payments.")
+
+        def write(session: Session) -> int:
+            if session.get(Guardian, guardian_id) is None:
+                raise NotFound(f"There is no guardian number {guardian_id}.")
+            row = session.scalar(
+                select(PaymentMethodRow)
+                .where(PaymentMethodRow.connection_id == connection_id)
+                .where(PaymentMethodRow.token == token)
+            )
+            if row is None:
+                row = PaymentMethodRow(connection_id=connection_id, token=token)
+                session.add(row)
+            row.guardian_id = guardian_id
+            row.method, row.customer = method, customer
+            row.label, row.country = label[:100], country.upper()[:2]
+            session.flush()
+            return row.id
+
+        method_id = await self._db.write(write)
+        return next(saved for saved in await self.methods(guardian_id) if saved.id == method_id)
+
+    async def methods(self, guardian_id: int) -> list[SavedMethod]:
+        def query(session: Session) -> list[SavedMethod]:
+            rows = session.scalars(
+                select(PaymentMethodRow)
+                .where(PaymentMethodRow.guardian_id == guardian_id)
+                .order_by(PaymentMethodRow.id)
+            )
+            return [
+                SavedMethod(
+                    row.id,
+                    row.guardian_id,
+                    row.connection_id,
+                    row.method,
+                    row.token,
+                    row.customer,
+                    row.label,
+                    row.country,
+                )
+                for row in rows
+            ]
+
+        return await self._db.read(query)
+
+    # --- deciding -------------------------------------------------------------------------------
+
+    async def candidates(
+        self, guardian_id: int, ask: PaymentAsk
+    ) -> tuple[list[Candidate], Decision]:
+        """The gateways to try for this payer's payment, best first, and the decision."""
+        saved = {
+            str(method.connection_id): method
+            for method in await self.methods(guardian_id)
+            if method.method == ask.method
+        }
+        if not saved:
+            raise SwitchboardError(
+                f"This payer has no {ask.method} saved at any gateway; send them a payment "
+                "link, or save their method first."
+            )
+        await self._refresh()
+        decision = self.router.decide(ask, time.time(), only=set(saved))
+        if not decision.order:
+            raise SwitchboardError(decision.explanation)
+        why = decision.as_dict()
+        return [
+            Candidate(int(key), saved[key].token, saved[key].customer, why)
+            for key in decision.order
+        ], decision
+
+    async def charge(
+        self,
+        payments: PaymentService,
+        *,
+        guardian_id: int,
+        amount: Money,
+        method: str,
+        idempotency_key: str,
+        invoice_id: int | None = None,
+        description: str = "",
+        home_country: str = "",
+    ) -> Payment:
+        """Charge a payer's saved method at the gateways the router chooses, in its order."""
+        countries = {saved.country for saved in await self.methods(guardian_id) if saved.country}
+        ask = PaymentAsk(
+            amount,
+            method,
+            country=next(iter(countries)) if len(countries) == 1 else home_country,
+            home_country=home_country,
+        )
+        candidates, _ = await self.candidates(guardian_id, ask)
+        return await payments.charge(
+            ChargeOrder(
+                idempotency_key=idempotency_key,
+                amount=amount,
+                method=method,
+                candidates=candidates,
+                invoice_id=invoice_id,
+                guardian_id=guardian_id,
+                description=description,
+            )
+        )
+
+    def learn(
+        self,
+        connection_id: int,
+        method: str,
+        currency: str,
+        result: ChargeResult,
+        latency_ms: float | None,
+    ) -> None:
+        failure = result.failure
+        technical = ""
+        if failure is not None and failure.kind in (FailureKind.TECHNICAL, FailureKind.UNKNOWN):
+            technical = "timeout" if failure.kind is FailureKind.UNKNOWN else failure.code
+        if result.status is ChargeStatus.NOT_FOUND:
+            return
+        self.router.record(
+            str(connection_id),
+            method,
+            currency,
+            success=result.status in (ChargeStatus.SUCCEEDED, ChargeStatus.PROCESSING),
+            technical=technical,
+            latency_ms=latency_ms,
+            now=time.time(),
+        )
+
+    async def _refresh(self) -> None:
+        if self._stale:
+            self._stale = False
+            gateways = []
+            for record in await self._connections.connections():
+                if PAYMENTS not in record.spec.capabilities:
+                    continue
+                provider = await self._connections.provider(record.id)
+                if not isinstance(provider, PaymentGateway):
+                    continue
+                gateways.append(
+                    Gateway(
+                        key=str(record.id),
+                        name=record.name,
+                        fees=provider.fees,
+                        methods=provider.methods,
+                        currencies=provider.currencies,
+                    )
+                )
+            self.router.set_gateways(gateways)
+        if not self._taught:
+            self._taught = True
+            await self._teach()
+        self._down.clear()
+        for key in self.router.gateways:
+            provider = await self._connections.provider(int(key))
+            if provider.client.paused:
+                self._down[key] = "paused"
+            elif provider.client.breaker.state is BreakerState.FORCED_OPEN:
+                self._down[key] = "held open for maintenance"
+            elif provider.client.breaker.state is BreakerState.OPEN:
+                self._down[key] = "its circuit breaker is open"
+
+    async def _teach(self) -> None:
+        """The recent attempts, oldest first, as if they had just been recorded."""
+
+        def query(session: Session) -> list[tuple[PaymentAttemptRow, str, str]]:
+            rows = session.execute(
+                select(PaymentAttemptRow, PaymentRow.method, PaymentRow.currency)
+                .join(PaymentRow, PaymentRow.id == PaymentAttemptRow.payment_id)
+                .where(PaymentAttemptRow.finished_at.is_not(None))
+                .order_by(PaymentAttemptRow.id.desc())
+                .limit(WARM_UP_ATTEMPTS)
+            ).all()
+            return [(row[0], row[1], row[2]) for row in reversed(rows)]
+
+        for attempt, method, currency in await self._db.read(query):
+            kind = attempt.failure_kind
+            technical = ""
+            if kind in (FailureKind.TECHNICAL.value, FailureKind.UNKNOWN.value):
+                technical = "timeout" if kind == FailureKind.UNKNOWN.value else "technical"
+            self.router.record(
+                str(attempt.connection_id),
+                method,
+                currency,
+                success=attempt.status in ("succeeded", "processing"),
+                technical=technical,
+                now=attempt.started_at.timestamp(),
+            )
