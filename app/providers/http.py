@@ -120,6 +120,28 @@ class CredentialsRefused(ProviderError):
     error_class = "auth"
 
 
+# Answers after which the provider may have acted: it failed inside, or a proxy in front of it
+# gave up waiting (503 and 429 mean it refused without acting).
+ACTED_STATUSES = frozenset({500, 502, 504})
+
+
+def may_have_reached(error: ProviderError) -> bool:
+    """Whether the request behind this error may have been acted on by the provider."""
+    if isinstance(error, ProviderTimeout | OutcomeUnknown):
+        return True
+    return isinstance(error, ProviderFailed) and error.status in ACTED_STATUSES
+
+
+def _unknown_if(uncertain: ProviderError | None, error: ProviderError) -> ProviderError:
+    """`error`, unless an earlier try may have reached the provider and this one says
+    nothing about it: then the outcome is unknown."""
+    if uncertain is None or may_have_reached(error):
+        return error
+    return OutcomeUnknown(
+        f"{uncertain} Trying again then failed ({error}), so whether it was done is not known."
+    )
+
+
 # How the request log's error classes count in the metrics: a call the breaker refused never
 # left (refused, not a request); these failed because of the provider; anything else (4xx, 429)
 # is about our request, not the provider's health.
@@ -339,6 +361,10 @@ class ResilientClient:
         # A plain loop rather than a retry library: tenacity builds some forty linked objects
         # per call, and at a few hundred calls a second collecting them paused every thread,
         # the window's included, for up to 70 ms (bench ui-stall).
+        # Whether a try so far may have reached the provider without an answer: then a later
+        # try failing for another reason (a 503, a refused connection, the breaker) still
+        # leaves the outcome unknown, and must say so.
+        uncertain: ProviderError | None = None
         for attempt in range(1, attempts + 1):
             try:
                 response = await self._attempt(
@@ -353,8 +379,10 @@ class ResilientClient:
                     attempt,
                 )
             except _Again as again:
+                if uncertain is None and may_have_reached(again.error):
+                    uncertain = again.error
                 if attempt == attempts:
-                    raise again.error from again
+                    raise _unknown_if(uncertain, again.error) from again
                 if again.wait is not None:
                     delay = again.wait  # the provider said how long: honour it
                 else:
@@ -365,6 +393,8 @@ class ResilientClient:
                     delay = float(self._jitter() * cap)
                 await self._sleep(delay)
                 continue
+            except ProviderError as error:
+                raise _unknown_if(uncertain, error) from error
             if cache_key is not None and operation.cache_seconds:
                 self._cache[cache_key] = _Cached(
                     response.status_code,

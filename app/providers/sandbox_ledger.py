@@ -43,9 +43,11 @@ class Ledger:
     balance: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # by key
     path: Path | None = None
+    _loaded: int = -1  # the file's modification time when last read or written
 
     def handle(self, request: httpx.Request) -> tuple[int, dict[str, Any]] | None:
         """The answer to a payments call, or None for a path this is not about."""
+        self.load()  # another process (the app, a command) may have written since
         path, method = request.url.path, request.method
         form = dict(parse_qsl(request.content.decode("utf-8"))) if method == "POST" else {}
         key = request.headers.get("Idempotency-Key")
@@ -87,11 +89,20 @@ class Ledger:
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(state), encoding="utf-8")
         os.replace(partial, self.path)
+        self._loaded = self.path.stat().st_mtime_ns
 
     def load(self) -> None:
-        if self.path is None or not self.path.exists():
+        """Read the books again if the file changed since they were last read or written."""
+        if self.path is None:
             return
-        with contextlib.suppress(OSError, ValueError, TypeError):
+        try:
+            changed = self.path.stat().st_mtime_ns
+        except OSError:
+            return
+        if changed == self._loaded:
+            return
+        self._loaded = changed
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             state = json.loads(self.path.read_text(encoding="utf-8"))
             self.intents = dict(state["intents"])
             self.refunds = dict(state["refunds"])

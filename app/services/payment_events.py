@@ -23,15 +23,11 @@ from app.domain.payments import Failure, FailureKind
 from app.providers.stripe import REFERENCE_KEY, decline_of
 from app.services.inbox import InboxEvent
 from app.services.inbox_worker import InboxWorker
-from app.services.payments import FAILED, PROCESSING, SENT, SUCCEEDED
+from app.services.payments import FAILED, PROCESSING, RANK, SUCCEEDED
 from app.store.base import utcnow
 from app.store.payments import PaymentAttemptRow, PaymentRow, RefundRow
 
 log = logging.getLogger("switchboard.payments")
-
-# How far along a status is: an event may only move a payment to a later one (a failure may be
-# overtaken by a success, never the reverse).
-RANK = {"pending": 0, "unknown": 0, SENT: 0, PROCESSING: 1, FAILED: 2, SUCCEEDED: 3}
 
 STRIPE_INTENT_EVENTS = {
     "payment_intent.succeeded": SUCCEEDED,
@@ -98,7 +94,25 @@ def _stripe_intent(session: Session, event: InboxEvent) -> None:
             attempt.failure_code = failure.code[:200]
             attempt.failure_message = failure.message
     payment = session.get(PaymentRow, attempt.payment_id)
-    if payment is None or RANK[status] <= RANK.get(payment.status, 0):
+    if payment is None:
+        return
+    if (
+        status == SUCCEEDED
+        and payment.status == SUCCEEDED
+        and gateway_id
+        and gateway_id != payment.gateway_id
+    ):
+        # Two attempts of one payment both took the money: the family paid twice.
+        log.error(
+            "a payment was taken twice: refund the second charge",
+            extra={
+                "payment": payment.reference,
+                "attempt": attempt.reference,
+                "gateway_id": gateway_id,
+            },
+        )
+        return
+    if RANK[status] <= RANK.get(payment.status, 0):
         return
     if status == FAILED and payment.connection_id not in (None, attempt.connection_id):
         return  # an earlier attempt's failure; the payment has moved on
@@ -143,9 +157,21 @@ def _stripe_refund(session: Session, event: InboxEvent) -> None:
     if status == row.status or status not in ("succeeded", "failed", "canceled"):
         return  # "pending" never moves a refund back
     if status == "succeeded":
-        if row.status == "pending":
-            row.status = status
-            row.gateway_id = str(found.get("id", "")) or row.gateway_id
+        if row.status in ("failed", "canceled"):
+            # Marked failed here, but the gateway made it after all: the money left, so it
+            # counts against the payment again.
+            counted = session.execute(
+                update(PaymentRow)
+                .where(PaymentRow.id == row.payment_id)
+                .where(PaymentRow.refunded_minor + row.amount_minor <= PaymentRow.amount_minor)
+                .values(refunded_minor=PaymentRow.refunded_minor + row.amount_minor)
+            )
+            if counted.rowcount != 1:  # type: ignore[attr-defined]
+                # Refunded again meanwhile: more went back than was paid.
+                log.error("refunds exceed the payment", extra={"refund": row.reference})
+        row.status = status
+        row.failure_message = None
+        row.gateway_id = str(found.get("id", "")) or row.gateway_id
         return
     # Failed or canceled (a refund can fail even after it succeeded, when the card was closed):
     # the money is back with the school, so the amount can be refunded again.

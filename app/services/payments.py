@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -54,6 +55,7 @@ from app.services.events import EventHub
 from app.store.base import utcnow
 from app.store.database import Database
 from app.store.payments import PaymentAttemptRow, PaymentRow, RefundRow
+from app.store.school import Guardian, Invoice
 
 log = logging.getLogger("switchboard.payments")
 
@@ -71,6 +73,12 @@ FINAL = frozenset({SUCCEEDED, FAILED})
 OPEN = frozenset({PENDING, UNKNOWN})
 # An attempt's status besides those: its request may have left, its outcome is not recorded.
 SENT = "sent"
+# How far along a status is. Nothing moves a payment or an attempt back: a webhook may have
+# settled it while a lookup was still waiting (a failure may be overtaken by a success, since
+# the money did move, never the reverse).
+# Gateway codes for "the first request with this key is still being worked on".
+STILL_WORKING = frozenset({"idempotency_key_in_use"})
+RANK = {PENDING: 0, UNKNOWN: 0, SENT: 0, PROCESSING: 1, FAILED: 2, SUCCEEDED: 3}
 
 
 class IdempotencyConflict(SwitchboardError):
@@ -123,6 +131,9 @@ class Attempt:
     failure: Failure | None
     why: dict[str, Any]
     latency_ms: float | None
+    token: str
+    customer: str
+    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,10 @@ class PaymentService:
                     "needs a new key."
                 )
             return row.id
+        if order.invoice_id is not None and session.get(Invoice, order.invoice_id) is None:
+            raise NotFound(f"There is no invoice number {order.invoice_id}.")
+        if order.guardian_id is not None and session.get(Guardian, order.guardian_id) is None:
+            raise NotFound(f"There is no guardian number {order.guardian_id}.")
         row = PaymentRow(
             reference=f"pay_{uuid.uuid4().hex}",
             idempotency_key=order.idempotency_key,
@@ -239,11 +254,10 @@ class PaymentService:
             status=PENDING,
             description=order.description[:200],
         )
-        session.add(row)
         try:
-            session.flush()
+            with session.begin_nested():
+                session.add(row)
         except IntegrityError:  # another office PC opened it at the same moment
-            session.rollback()
             return self._open(session, order)
         return row.id
 
@@ -266,7 +280,7 @@ class PaymentService:
         # An attempt interrupted before its outcome was written: find out first.
         for attempt in payment.attempts:
             if attempt.status == SENT:
-                settled = await self._settle_unknown(payment, attempt, order)
+                settled = await self._settle_unknown(payment, attempt)
                 if settled is not None:
                     return settled
         tried = {attempt.connection_id for attempt in payment.attempts}
@@ -320,37 +334,53 @@ class PaymentService:
             return await self._finish(payment.id, FAILED, connection_id, result, failure)
         if may_have_acted(failure):
             # The gateway may have taken it: ask before going anywhere else.
-            gateway = await self._gateway(connection_id)
-            synced = await gateway.sync(request, result.gateway_id)
-            await self._db.write(self._end_attempt, request.reference, synced, None)
-            if synced.status is ChargeStatus.NOT_FOUND:
-                return None
-            if synced.status is ChargeStatus.FAILED and synced.failure is not None:
-                if synced.failure.kind is FailureKind.UNKNOWN:
-                    return await self._finish(payment.id, UNKNOWN, connection_id, synced)
-                if synced.failure.kind is FailureKind.TECHNICAL:
-                    return None
-            return await self._after(payment, request, connection_id, synced)
+            return await self._look_up(payment, request, connection_id, result.gateway_id)
         return None  # technical: the next gateway
 
-    async def _settle_unknown(
-        self, payment: Payment, attempt: Attempt, order: ChargeOrder
-    ) -> Payment | None:
-        candidate = next(
-            (c for c in order.candidates if c.connection_id == attempt.connection_id),
-            Candidate(attempt.connection_id, ""),
+    async def _settle_unknown(self, payment: Payment, attempt: Attempt) -> Payment | None:
+        """Ask the gateway what became of an attempt whose outcome was never written, with the
+        very request that was sent (the same key, parameters and time)."""
+        request = ChargeRequest(
+            reference=attempt.reference,
+            amount=payment.amount,
+            method=payment.method,
+            token=attempt.token,
+            customer=attempt.customer,
+            created_at=attempt.started_at.timestamp(),
         )
-        request = self._request(payment, order, candidate, attempt.number)
-        gateway = await self._gateway(attempt.connection_id)
-        synced = await gateway.sync(request, attempt.gateway_id)
-        await self._db.write(self._end_attempt, attempt.reference, synced, None)
+        return await self._look_up(payment, request, attempt.connection_id, attempt.gateway_id)
+
+    async def _look_up(
+        self, payment: Payment, request: ChargeRequest, connection_id: int, gateway_id: str
+    ) -> Payment | None:
+        """The payment once the gateway says what became of this attempt; None when it has no
+        such payment (the next gateway may be tried). Anything short of an answer (the
+        gateway down, still working on the first request, refusing the question) leaves the
+        outcome unknown, and nothing else is tried."""
+        gateway = await self._gateway(connection_id)
+        synced = await gateway.sync(request, gateway_id)
         if synced.status is ChargeStatus.NOT_FOUND:
+            await self._db.write(self._end_attempt, request.reference, synced, None)
             return None
-        if synced.failure is not None and synced.failure.kind is FailureKind.UNKNOWN:
-            return await self._finish(payment.id, UNKNOWN, attempt.connection_id, synced)
-        if synced.failure is not None and synced.failure.kind is FailureKind.TECHNICAL:
-            return None
-        return await self._after(payment, request, attempt.connection_id, synced)
+        answered = synced.status in (ChargeStatus.SUCCEEDED, ChargeStatus.PROCESSING) or (
+            synced.failure is not None
+            and synced.failure.kind in (FailureKind.HARD_DECLINE, FailureKind.SOFT_DECLINE)
+        )
+        if not answered:
+            why = synced.failure.message if synced.failure else "no answer"
+            synced = ChargeResult(
+                ChargeStatus.FAILED,
+                synced.gateway_id or gateway_id,
+                Failure(
+                    FailureKind.UNKNOWN,
+                    synced.failure.code if synced.failure else "unknown",
+                    f"Whether this payment went through is not known yet: {why}",
+                ),
+            )
+            await self._db.write(self._end_attempt, request.reference, synced, None)
+            return await self._finish(payment.id, UNKNOWN, connection_id, synced)
+        await self._db.write(self._end_attempt, request.reference, synced, None)
+        return await self._after(payment, request, connection_id, synced)
 
     def _request(
         self, payment: Payment, order: ChargeOrder, candidate: Candidate, number: int
@@ -376,6 +406,8 @@ class PaymentService:
                 reference=request.reference,
                 connection_id=candidate.connection_id,
                 status=SENT,
+                token=candidate.token,
+                customer=candidate.customer,
                 decision=candidate.why,
             )
         )
@@ -388,13 +420,15 @@ class PaymentService:
         )
         if row is None:
             raise NotFound(f"There is no payment attempt {reference}.")
+        if row.status != SENT:
+            return  # settled already (by a webhook, or an earlier answer): keep that
         if result.status is ChargeStatus.NOT_FOUND:
             row.status = FAILED
             row.failure_kind = FailureKind.TECHNICAL.value
             row.failure_code = "not_found"
             row.failure_message = "The gateway has no payment with this reference."
-        elif result.failure is not None and result.failure.kind is FailureKind.UNKNOWN:
-            row.status = SENT  # still unknown
+        elif result.failure is not None and may_have_acted(result.failure):
+            row.status = SENT  # still unknown, until the gateway is asked
         else:
             row.status = {
                 ChargeStatus.SUCCEEDED: SUCCEEDED,
@@ -424,6 +458,8 @@ class PaymentService:
             row = session.get(PaymentRow, payment_id)
             if row is None:
                 raise NotFound(f"There is no payment number {payment_id}.")
+            if RANK[status] < RANK[row.status] or (status == row.status and status in FINAL):
+                return  # settled further already (a webhook came first): keep that
             row.status = status
             if connection_id is not None:
                 row.connection_id = connection_id
@@ -509,8 +545,14 @@ class PaymentService:
             row = session.get(RefundRow, refund_id)
             if row is None:
                 raise NotFound(f"There is no refund number {refund_id}.")
-            unknown = result.failure is not None and result.failure.kind is FailureKind.UNKNOWN
-            if result.status is RefundStatus.FAILED and not unknown:
+            # A refund the gateway may have made (a timeout, a 500, a request it is still
+            # working on) stays pending, its amount reserved, until the gateway says.
+            unknown = result.failure is not None and (
+                may_have_acted(result.failure) or result.failure.code in STILL_WORKING
+            )
+            if row.status != RefundStatus.PENDING.value:
+                pass  # settled already by a webhook
+            elif result.status is RefundStatus.FAILED and not unknown:
                 row.status = RefundStatus.FAILED.value
                 row.failure_message = result.failure.message if result.failure else None
                 # Give the reservation back: the money never left.
@@ -521,6 +563,8 @@ class PaymentService:
                 )
             elif not unknown:
                 row.status = result.status.value
+            elif unknown and result.failure is not None:
+                row.failure_message = f"Not known yet: {result.failure.message}"
             if result.gateway_id:
                 row.gateway_id = result.gateway_id
 
@@ -617,6 +661,9 @@ def _payment(row: PaymentRow, attempts: Sequence[PaymentAttemptRow]) -> Payment:
                 ),
                 why=attempt.decision,
                 latency_ms=attempt.latency_ms,
+                token=attempt.token,
+                customer=attempt.customer,
+                started_at=attempt.started_at,
             )
             for attempt in attempts
         ),

@@ -86,6 +86,9 @@ class PaymentAttemptRow(Base):
     )
     # sent: the request may have reached the gateway, outcome not yet known
     status: Mapped[str] = mapped_column(String(16), default="sent")
+    # What was sent, so that asking the gateway about it later repeats it exactly.
+    token: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    customer: Mapped[str] = mapped_column(String(200), default="", server_default="")
     gateway_id: Mapped[str] = mapped_column(String(200), default="")
     failure_kind: Mapped[str | None] = mapped_column(String(32))
     failure_code: Mapped[str | None] = mapped_column(String(200))
@@ -136,3 +139,4 @@ class PaymentMethodRow(Base):
     label: Mapped[str] = mapped_column(String(100), default="")
     country: Mapped[str] = mapped_column(String(2), default="")  # the issuer's
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+

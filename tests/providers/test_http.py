@@ -144,6 +144,17 @@ async def test_a_post_that_reached_the_provider_but_got_no_answer_has_an_unknown
     assert len(scripted_server.received("POST")) == 1
 
 
+async def test_a_retry_that_fails_otherwise_leaves_an_earlier_lost_answer_unknown(
+    scripted_server: ScriptedServer, make_client: Callable[..., ResilientClient]
+) -> None:
+    # The first try may have been done; the retries' 503s say nothing about it.
+    scripted_server.script("POST", "/things", Reply(hang=True), then=Reply(503))
+    client = make_client(ResiliencePolicy(timeout=0.3, retry=FAST_RETRY))
+    with pytest.raises(OutcomeUnknown, match="whether it was done is not known"):
+        await client.call(POST, json={"amount": 100}, idempotency_key="pay-43")
+    assert len(scripted_server.received("POST")) == FAST_RETRY.attempts
+
+
 async def test_a_dropped_connection_on_a_read_is_simply_retried(
     scripted_server: ScriptedServer, make_client: Callable[..., ResilientClient]
 ) -> None:

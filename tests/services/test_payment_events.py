@@ -224,3 +224,40 @@ async def test_localstripe_s_signed_webhook_is_received_and_applied(
 
 async def _ok() -> dict[str, Any]:
     return {"status": "ok"}
+
+
+@pytest.mark.asyncio
+async def test_a_refund_marked_failed_that_the_gateway_made_after_all_counts_again(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, Reply(200, json={"id": "pi_1", "status": "succeeded"}))
+    refused = {"error": {"type": "invalid_request_error", "code": "charge_disputed"}}
+    scripted_server.script("POST", "/v1/refunds", Reply(400, json=refused))
+    connection = await stripe_connection(services, scripted_server.url)
+    payment = await charge(services, connection)
+    refund = await services.payments.refund(payment.id, Money(2_000, "USD"))
+    assert refund.status == "failed"
+    assert (await services.payments.payment(payment.id)).refunded == Money(0, "USD")
+    made = {
+        "id": "re_late",
+        "object": "refund",
+        "status": "succeeded",
+        "metadata": {"switchboard_reference": refund.reference},
+    }
+    await deliver(services, connection, "refund.updated", made)
+    [settled] = await services.payments.refunds(payment.id)
+    assert (settled.status, settled.gateway_id) == ("succeeded", "re_late")
+    assert (await services.payments.payment(payment.id)).refunded == Money(2_000, "USD")
+
+
+@pytest.mark.asyncio
+async def test_a_second_success_for_one_payment_is_reported_not_swallowed(
+    services: Services, scripted_server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted_server.script("POST", INTENTS, Reply(200, json={"id": "pi_1", "status": "succeeded"}))
+    connection = await stripe_connection(services, scripted_server.url)
+    payment = await charge(services, connection)
+    late = {**intent(payment, "succeeded"), "id": "pi_other"}
+    await deliver(services, connection, "payment_intent.succeeded", late)
+    assert "a payment was taken twice" in caplog.text
+    assert (await services.payments.payment(payment.id)).gateway_id == "pi_1"

@@ -8,12 +8,14 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain.errors import NotFound
 from app.domain.money import Money
 from app.domain.payments import FailureKind
 from app.services import Services
@@ -27,7 +29,7 @@ from app.services.payments import (
     IdempotencyConflict,
     RefundRefused,
 )
-from app.store.payments import PaymentAttemptRow
+from app.store.payments import PaymentAttemptRow, PaymentRow
 from tests.fakes.scripted import Reply, ScriptedServer
 from tests.support.localstripe import LocalStripe
 
@@ -35,7 +37,9 @@ INTENTS = "/v1/payment_intents"
 DECLINED_CARD = "4000000000000341"
 
 
-async def stripe_connection(services: Services, url: str, *, fast: bool = False) -> int:
+async def stripe_connection(
+    services: Services, url: str, *, fast: bool = False, tries: int = 1
+) -> int:
     record = await services.connections.add(
         "stripe",
         f"Stripe {uuid.uuid4().hex[:6]}",
@@ -46,7 +50,9 @@ async def stripe_connection(services: Services, url: str, *, fast: bool = False)
         provider = await services.connections.provider(record.id)
         policy = provider.client.policy
         provider.client.policy = replace(
-            policy, timeout=0.3, retry=replace(policy.retry, attempts=1)
+            policy,
+            timeout=0.3,
+            retry=replace(policy.retry, attempts=tries, base_delay=0.01, max_delay=0.01),
         )
     return record.id
 
@@ -313,3 +319,124 @@ async def test_a_payment_on_its_way_is_never_charged_again(
     assert processing.status == again.status == PROCESSING
     assert len(scripted_server.received()) == 1
     assert second_server.received() == []
+
+
+# --- what the gateway may have done is never guessed ----------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_then_a_503_among_the_client_s_own_tries_is_still_unknown(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    # The first try may have reached Stripe; the retry's 503 says nothing about it.
+    scripted_server.script("POST", INTENTS, Reply(hang=True), then=Reply(503))
+    first = await stripe_connection(services, scripted_server.url, fast=True, tries=2)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    payment = await services.payments.charge(
+        order(Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert payment.status == UNKNOWN
+    assert second_server.received() == []
+
+
+@pytest.mark.asyncio
+async def test_a_gateway_still_working_on_the_first_request_is_not_passed_over(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    busy = {
+        "error": {
+            "type": "idempotency_error",
+            "code": "idempotency_key_in_use",
+            "message": "There is currently another in-progress request using this key.",
+        }
+    }
+    scripted_server.script("POST", INTENTS, Reply(hang=True), then=Reply(409, json=busy))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    payment = await services.payments.charge(
+        order(Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert payment.status == UNKNOWN
+    assert second_server.received() == []
+
+
+@pytest.mark.asyncio
+async def test_a_day_later_the_attempt_is_searched_for_not_sent_again(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, then=Reply(hang=True))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    key = f"key-{uuid.uuid4().hex}"
+    payment = await services.payments.charge(order(Candidate(first, "pm_a"), key=key))
+    assert payment.status == UNKNOWN
+
+    def two_days_ago(session: Session) -> None:
+        for row in session.scalars(
+            select(PaymentAttemptRow).where(PaymentAttemptRow.payment_id == payment.id)
+        ):
+            row.started_at = row.started_at - timedelta(days=2)
+
+    await services.db.write(two_days_ago)
+    sent = len(scripted_server.received("POST", INTENTS))
+    found = {"data": [{"id": "pi_old", "object": "payment_intent"}]}
+    scripted_server.script("GET", INTENTS + "/search", Reply(200, json=found))
+    scripted_server.script(
+        "GET", INTENTS + "/pi_old", Reply(200, json={"id": "pi_old", "status": "succeeded"})
+    )
+    settled = await services.payments.charge(order(Candidate(first, "pm_a"), key=key))
+    assert (settled.status, settled.gateway_id) == (SUCCEEDED, "pi_old")
+    assert len(scripted_server.received("POST", INTENTS)) == sent  # Stripe forgot the key
+
+
+@pytest.mark.asyncio
+async def test_a_webhook_s_success_during_a_lookup_is_not_undone(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, then=Reply(hang=True))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+
+    def webhook_arrives(session: Session) -> None:
+        attempt = session.scalar(select(PaymentAttemptRow))
+        assert attempt is not None
+        attempt.status, attempt.gateway_id = SUCCEEDED, "pi_hook"
+        payment = session.get(PaymentRow, attempt.payment_id)
+        assert payment is not None
+        payment.status, payment.gateway_id = SUCCEEDED, "pi_hook"
+
+    provider = await services.connections.provider(first)
+    lookup = provider.sync  # type: ignore[attr-defined]
+
+    async def sync_during_a_webhook(request: Any, gateway_id: str = "") -> Any:
+        await services.db.write(webhook_arrives)
+        return await lookup(request, gateway_id)
+
+    provider.sync = sync_during_a_webhook  # type: ignore[attr-defined]
+    payment = await services.payments.charge(order(Candidate(first, "pm_a")))
+    assert (payment.status, payment.gateway_id) == (SUCCEEDED, "pi_hook")
+    assert payment.attempts[0].status == SUCCEEDED
+
+
+@pytest.mark.asyncio
+async def test_a_refund_answered_500_stays_pending_with_its_amount_reserved(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script(
+        "POST", INTENTS, then=Reply(200, json={"id": "pi_1", "status": "succeeded"})
+    )
+    scripted_server.script("POST", "/v1/refunds", then=Reply(500))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    payment = await services.payments.charge(order(Candidate(first, "pm_a")))
+    refund = await services.payments.refund(payment.id, Money(6_000, "EUR"))
+    assert refund.status == "pending"
+    assert (await services.payments.payment(payment.id)).refundable == Money(4_000, "EUR")
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_invoice_or_payer_is_a_clear_error(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    first = await stripe_connection(services, scripted_server.url)
+    asked = replace(order(Candidate(first, "pm_a")), invoice_id=987_654)
+    with pytest.raises(NotFound, match="There is no invoice number 987654"):
+        await services.payments.charge(asked)
+    assert scripted_server.received() == []
