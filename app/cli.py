@@ -729,6 +729,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "charge": lambda args, config: _payments_command("charge", args, config),
     "payments": lambda args, config: _payments_command("payments", args, config),
     "refund": lambda args, config: _payments_command("refund", args, config),
+    "billing-run": lambda args, config: _payments_command("billing_run", args, config),
 }
 
 

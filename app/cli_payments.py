@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
@@ -43,6 +44,20 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     listing = payment_commands.add_parser("list", parents=[common], help="the latest payments")
     listing.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     listing.add_argument("--json", action="store_true", help="print one JSON document")
+
+    billing = commands.add_parser(
+        "billing-run",
+        parents=[common],
+        help="charge every invoice due (or finish the run that was interrupted)",
+    )
+    billing.add_argument(
+        "--due-before", metavar="DATE", help="invoices due on or before (YYYY-MM-DD; today)"
+    )
+    billing.add_argument("--prepare", action="store_true", help="only show what would be charged")
+    billing.add_argument(
+        "--concurrency", type=int, default=4, help="charges under way at once (default 4)"
+    )
+    billing.add_argument("--json", action="store_true", help="print one JSON document")
 
     refund = commands.add_parser("refund", parents=[common], help="refund a payment")
     refund.add_argument("id", type=int, help="the payment's number (see `payments list`)")
@@ -216,3 +231,74 @@ def _print_payment(payment: Payment, locale: str) -> None:
     last = payment.attempts[-1].failure if payment.attempts else None
     if payment.status == FAILED and payment.failure is not None and payment.failure != last:
         print(payment.failure.message)
+
+
+def billing_run(args: argparse.Namespace, config: Config) -> int:
+    async def run(services: Services) -> int:
+        locale = str(services.settings.get("school.locale"))
+        if not 1 <= args.concurrency <= 32:
+            raise CommandFailed("--concurrency must be between 1 and 32.")
+        billing = services.billing
+        current = await billing.unfinished()
+        if current is None:
+            try:
+                due = date.fromisoformat(args.due_before) if args.due_before else date.today()
+            except ValueError:
+                raise CommandFailed(
+                    f"{args.due_before!r} is not a date; write it like 2026-12-31."
+                ) from None
+            current = await billing.prepare(due)
+        elif not args.json:
+            print(
+                f"Finishing billing run {current.id} ({current.done} of "
+                f"{current.total_items} invoices done)."
+            )
+        if args.prepare:
+            _billing_report(current, await billing.items(current.id), locale, args.json)
+            return EXIT_OK
+        shown = [0]
+
+        def progress(state: Any) -> None:
+            step = max(1, state.total_items // 10)
+            if not args.json and state.done // step != shown[0] // step:
+                print(f"  {state.done} of {state.total_items} invoices done", flush=True)
+            shown[0] = state.done
+
+        finished = await billing.run(current.id, concurrency=args.concurrency, progress=progress)
+        _billing_report(finished, await billing.items(finished.id), locale, args.json)
+        return EXIT_OK
+
+    return _with_services(config, run)
+
+
+def _billing_report(run: Any, items: list[Any], locale: str, as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            {
+                "id": run.id,
+                "due_before": run.due_before.isoformat(),
+                "status": run.status,
+                "counts": run.counts,
+                "totals": {currency: money.for_input() for currency, money in run.totals.items()},
+                "items": [
+                    {
+                        "invoice_id": item.invoice_id,
+                        "invoice": item.invoice_number,
+                        "amount": item.amount.for_input(),
+                        "currency": item.amount.currency,
+                        "status": item.status,
+                        "payment_id": item.payment_id,
+                        "message": item.message,
+                    }
+                    for item in items
+                ],
+            }
+        )
+        return
+    totals = ", ".join(money.format(locale) for money in run.totals.values()) or "nothing"
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(run.counts.items()))
+    print(f"Billing run {run.id} ({run.status}), invoices due by {run.due_before}: {totals}.")
+    print(f"  {counts or 'no invoices are due'}")
+    for item in items:
+        if item.message:
+            print(f"  {item.invoice_number}: {item.status}: {item.message}")

@@ -13,6 +13,7 @@ from app.config import Config
 from app.providers import sandbox_ledger
 from app.providers.http import RequestRecord
 from app.services import payment_events
+from app.services.billing import BillingService
 from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
@@ -50,6 +51,7 @@ class Services:
     inbox_worker: InboxWorker
     payments: PaymentService
     routing: RoutingService
+    billing: BillingService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -79,6 +81,7 @@ class Services:
             inbox.on_stored(inbox_worker.wake)
             payment_events.register(inbox_worker)
             routing = RoutingService(db, connections)
+            payments = PaymentService(db, hub, connections, routing.learn)
             rate = settings.get("receiver.sender_rate")
             intake = WebhookIntake(connections, secrets, inbox, SourceLimiter(rate, 2 * rate))
         except BaseException:
@@ -100,8 +103,9 @@ class Services:
             inbox=inbox,
             intake=intake,
             inbox_worker=inbox_worker,
-            payments=PaymentService(db, hub, connections, routing.learn),
+            payments=payments,
             routing=routing,
+            billing=BillingService(db, hub, payments, routing),
         )
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ a restart does not forget which gateway has been doing badly.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class RoutingService:
         self.router = Router([], down=self._down.get)
         self._stale = True
         self._taught = False
+        self._refreshing = asyncio.Lock()
         connections.on_changed(self._changed)
 
     def _changed(self, _connection_id: int) -> None:
@@ -199,8 +201,22 @@ class RoutingService:
         )
 
     async def _refresh(self) -> None:
+        # One refresh at a time: a decision must never see a half-loaded set of gateways.
+        async with self._refreshing:
+            await self._load()
+        self._down.clear()
+        for key in self.router.gateways:
+            provider = await self._connections.provider(int(key))
+            if provider.client.paused:
+                self._down[key] = "paused"
+            elif provider.client.breaker.state is BreakerState.FORCED_OPEN:
+                self._down[key] = "held open for maintenance"
+            elif provider.client.breaker.state is BreakerState.OPEN:
+                self._down[key] = "its circuit breaker is open"
+
+    async def _load(self) -> None:
         if self._stale:
-            self._stale = False
+            self._stale = False  # a change while loading marks it stale again
             gateways = []
             for record in await self._connections.connections():
                 if PAYMENTS not in record.spec.capabilities:
@@ -219,17 +235,8 @@ class RoutingService:
                 )
             self.router.set_gateways(gateways)
         if not self._taught:
-            self._taught = True
             await self._teach()
-        self._down.clear()
-        for key in self.router.gateways:
-            provider = await self._connections.provider(int(key))
-            if provider.client.paused:
-                self._down[key] = "paused"
-            elif provider.client.breaker.state is BreakerState.FORCED_OPEN:
-                self._down[key] = "held open for maintenance"
-            elif provider.client.breaker.state is BreakerState.OPEN:
-                self._down[key] = "its circuit breaker is open"
+            self._taught = True
 
     async def _teach(self) -> None:
         """The recent attempts, oldest first, as if they had just been recorded."""

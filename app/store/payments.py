@@ -8,7 +8,7 @@ restart finds what was asked, where, and under which reference to look it up.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -140,3 +140,37 @@ class PaymentMethodRow(Base):
     country: Mapped[str] = mapped_column(String(2), default="")  # the issuer's
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+
+class BillingRunRow(Base):
+    """One billing run: the invoices due by a date, charged together."""
+
+    __tablename__ = "billing_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    due_before: Mapped[date]
+    # prepared → running → finished; paused and canceled by a person
+    status: Mapped[str] = mapped_column(String(16), default="prepared")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class BillingItemRow(Base):
+    """One invoice in a billing run, and what became of it."""
+
+    __tablename__ = "billing_items"
+    __table_args__ = (
+        UniqueConstraint("run_id", "invoice_id"),
+        Index("ix_billing_items_run_status", "run_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("billing_runs.id", ondelete="CASCADE"))
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"))
+    guardian_id: Mapped[int | None] = mapped_column(ForeignKey("guardians.id", ondelete="RESTRICT"))
+    amount_minor: Mapped[int] = mapped_column(Minor)
+    currency: Mapped[str] = mapped_column(String(3))
+    # waiting → charging → succeeded | failed | unknown; skipped when it cannot be charged
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    tries: Mapped[int] = mapped_column(default=0)  # a retry of a failed one is a new payment
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
+    message: Mapped[str] = mapped_column(Text, default="")

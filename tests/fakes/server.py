@@ -24,7 +24,9 @@ def served(app: ASGIApp) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, interface="asgi3")
+    )
     thread = threading.Thread(
         target=lambda: asyncio.run(server.serve(sockets=[sock])), name="fake-server", daemon=True
     )

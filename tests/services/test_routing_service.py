@@ -4,17 +4,22 @@ orders those and says why, and every attempt teaches it. Gateways are sandboxes.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 from sqlalchemy.orm import Session
 
 from app.domain.errors import SwitchboardError
 from app.domain.money import Money
+from app.domain.payments import FeeRule, FeeSchedule
 from app.domain.routing import PaymentAsk
 from app.services import Services
 from app.services.payments import SUCCEEDED, Payment
 from app.services.routing import RoutingService
 from app.store.school import Guardian
+from tests.fakes.ledger_gateway import LedgerGateway
+from tests.fakes.server import served
 
 
 async def guardian(services: Services) -> int:
@@ -98,3 +103,39 @@ async def test_a_payer_without_a_saved_method_is_told_what_to_do(services: Servi
     await sandbox(services, "Gateway", approval_rate=1)
     with pytest.raises(SwitchboardError, match="send them a payment link"):
         await pay(services, payer)
+
+
+@pytest.mark.asyncio
+async def test_a_gateway_that_starts_failing_is_failed_over_then_its_breaker_routes_around_it(
+    services: Services,
+) -> None:
+    cheap, dear = LedgerGateway(), LedgerGateway()
+    with served(cheap.app) as cheap_url, served(dear.app) as dear_url:
+        payer = await guardian(services)
+        connections = []
+        for name, url, fee in (("Cheap", cheap_url, "2.5"), ("Dear", dear_url, "2.9")):
+            record = await services.connections.add(
+                "stripe", name, {"api_url": url}, {"secret_key": "sk_test_x"}
+            )
+            provider = await services.connections.provider(record.id)
+            policy = provider.client.policy
+            provider.client.policy = replace(
+                policy, retry=replace(policy.retry, base_delay=0.001, max_delay=0.001)
+            )
+            provider.fees = FeeSchedule((FeeRule(Decimal(fee), 30),))  # type: ignore[attr-defined]
+            await services.routing.save_method(payer, record.id, "card", f"pm_{name}")
+            connections.append(record.id)
+        services.routing.router._exploration = 0.0  # deterministic for the test
+        before = [await pay(services, payer) for _ in range(5)]
+        cheap.failing = True  # an outage: every answer a 503
+        during = [await pay(services, payer) for _ in range(6)]
+    assert all(payment.connection_id == connections[0] for payment in before)
+    assert all(payment.status == SUCCEEDED for payment in during)
+    assert len(cheap.charges()) == 5
+    assert len(dear.charges()) == 6
+    # The first payments in the outage try the usual gateway, then fail over ...
+    assert [attempt.connection_id for attempt in during[0].attempts] == connections
+    # ... until its breaker opens, and payments go straight to the other one.
+    last = during[-1]
+    assert [attempt.connection_id for attempt in last.attempts] == [connections[1]]
+    assert "Cheap eliminated: its circuit breaker is open" in last.attempts[0].why["explanation"]

@@ -1,0 +1,366 @@
+"""Billing runs: the invoices due by a date, charged together, each exactly once.
+
+A run is prepared first (which invoices, how much, and which cannot be charged and why), then
+charged a few at a time. Each invoice's charge has an idempotency key made of the run, the
+invoice and how many times it was tried, and the invoice is marked "charging" before its charge
+begins. So a run interrupted anywhere (a crash, a power cut, a person pausing it) is resumed by
+running it again: an invoice that was being charged is charged with the same key, which returns
+or settles the payment that was begun instead of making another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import NotFound, SwitchboardError
+from app.domain.money import Money
+from app.services.events import EventHub
+from app.services.payments import FAILED, PROCESSING, SUCCEEDED, UNKNOWN, PaymentService
+from app.services.routing import RoutingService
+from app.store.base import utcnow
+from app.store.database import Database
+from app.store.payments import (
+    BillingItemRow,
+    BillingRunRow,
+    PaymentMethodRow,
+    PaymentRow,
+)
+from app.store.school import Invoice
+
+log = logging.getLogger("switchboard.billing")
+
+TOPIC = "billing"
+CONCURRENCY = 4
+
+# A run's status
+PREPARED, RUNNING, PAUSED, CANCELED, FINISHED = (
+    "prepared",
+    "running",
+    "paused",
+    "canceled",
+    "finished",
+)
+UNFINISHED = (PREPARED, RUNNING, PAUSED)
+# An item's status besides a payment's
+WAITING, CHARGING, SKIPPED = "waiting", "charging", "skipped"
+
+
+@dataclass(frozen=True)
+class BillingItem:
+    id: int
+    invoice_id: int
+    invoice_number: str
+    guardian_id: int | None
+    amount: Money
+    status: str
+    payment_id: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class BillingRun:
+    id: int
+    due_before: date
+    status: str
+    counts: dict[str, int]  # items by status
+    totals: dict[str, Money]  # what is to be (or was) charged, by currency
+
+    @property
+    def total_items(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return sum(
+            count for status, count in self.counts.items() if status not in (WAITING, CHARGING)
+        )
+
+
+Progress = Callable[[BillingRun], None]
+
+
+class BillingService:
+    def __init__(
+        self,
+        db: Database,
+        events: EventHub,
+        payments: PaymentService,
+        routing: RoutingService,
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._payments = payments
+        self._routing = routing
+        self._stopping: dict[int, str] = {}  # run id -> the status it stops in
+
+    # --- preparing ---------------------------------------------------------------------------
+
+    async def unfinished(self) -> BillingRun | None:
+        def query(session: Session) -> int | None:
+            return session.scalar(
+                select(BillingRunRow.id)
+                .where(BillingRunRow.status.in_(UNFINISHED))
+                .order_by(BillingRunRow.id)
+                .limit(1)
+            )
+
+        found = await self._db.read(query)
+        return await self.run_of(found) if found is not None else None
+
+    async def prepare(self, due_before: date) -> BillingRun:
+        """Which invoices due by `due_before` would be charged, and which cannot be, and why.
+        Nothing is charged."""
+        pending = await self.unfinished()
+        if pending is not None:
+            raise SwitchboardError(
+                f"Billing run {pending.id} is not finished; run it again to finish it, or "
+                "cancel it first."
+            )
+
+        def write(session: Session) -> int:
+            run = BillingRunRow(due_before=due_before, status=PREPARED)
+            session.add(run)
+            session.flush()
+            paid = (
+                select(PaymentRow.invoice_id, func.sum(PaymentRow.amount_minor).label("paid"))
+                .where(PaymentRow.status.in_((SUCCEEDED, PROCESSING)))
+                .where(PaymentRow.invoice_id.is_not(None))
+                .group_by(PaymentRow.invoice_id)
+                .subquery()
+            )
+            with_card = set(
+                session.scalars(
+                    select(PaymentMethodRow.guardian_id).where(PaymentMethodRow.method == "card")
+                )
+            )
+            rows = session.execute(
+                select(Invoice, func.coalesce(paid.c.paid, 0))
+                .outerjoin(paid, paid.c.invoice_id == Invoice.id)
+                .where(Invoice.status == "open")
+                .where(Invoice.due_on <= due_before)
+                .order_by(Invoice.due_on, Invoice.id)
+            ).all()
+            for invoice, already in rows:
+                owed = invoice.total_minor - int(already)
+                if owed <= 0:
+                    continue
+                status, message = WAITING, ""
+                if invoice.guardian_id is None:
+                    status, message = SKIPPED, "The invoice has no guardian to charge."
+                elif invoice.guardian_id not in with_card:
+                    status, message = SKIPPED, "No card is saved for this family."
+                session.add(
+                    BillingItemRow(
+                        run_id=run.id,
+                        invoice_id=invoice.id,
+                        guardian_id=invoice.guardian_id,
+                        amount_minor=owed,
+                        currency=invoice.currency,
+                        status=status,
+                        message=message,
+                    )
+                )
+            return run.id
+
+        run_id = await self._db.write(write)
+        return await self.run_of(run_id)
+
+    # --- charging ------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        run_id: int,
+        *,
+        concurrency: int = CONCURRENCY,
+        progress: Progress | None = None,
+        home_country: str = "",
+    ) -> BillingRun:
+        """Charge every invoice of the run not yet charged, `concurrency` at a time; resumes a
+        run that was interrupted or paused."""
+        run = await self.run_of(run_id)
+        if run.status in (CANCELED, FINISHED):
+            raise SwitchboardError(f"Billing run {run_id} is {run.status}.")
+        await self._set_status(run_id, RUNNING)
+        self._stopping.pop(run_id, None)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for item_id in await self._db.read(_open_items, run_id):
+            queue.put_nowait(item_id)
+
+        async def worker() -> None:
+            while run_id not in self._stopping:
+                try:
+                    item_id = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self._charge(run_id, item_id, home_country)
+                if progress is not None:
+                    progress(await self.run_of(run_id))
+
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        stopped = self._stopping.pop(run_id, None)
+        await self._set_status(run_id, stopped or FINISHED)
+        finished = await self.run_of(run_id)
+        log.info("billing run %s", finished.status, extra={"run": run_id, **finished.counts})
+        return finished
+
+    async def _charge(self, run_id: int, item_id: int, home_country: str) -> None:
+        def begin(session: Session) -> tuple[int, int, Money, int]:
+            row = session.get(BillingItemRow, item_id)
+            if row is None or row.guardian_id is None:
+                raise NotFound(f"There is no billing item {item_id}.")
+            row.status = CHARGING
+            return row.invoice_id, row.guardian_id, Money(row.amount_minor, row.currency), row.tries
+
+        invoice_id, guardian_id, amount, tries = await self._db.write(begin)
+        status, payment_id, message = FAILED, None, ""
+        try:
+            payment = await self._routing.charge(
+                self._payments,
+                guardian_id=guardian_id,
+                amount=amount,
+                method="card",
+                idempotency_key=f"billing:{run_id}:{invoice_id}:{tries}",
+                invoice_id=invoice_id,
+                description=f"Billing run {run_id}",
+                home_country=home_country,
+            )
+        except SwitchboardError as error:
+            message = str(error)
+        else:
+            payment_id = payment.id
+            status = {SUCCEEDED: SUCCEEDED, PROCESSING: SUCCEEDED, UNKNOWN: UNKNOWN}.get(
+                payment.status, FAILED
+            )
+            if payment.failure is not None and status != SUCCEEDED:
+                message = payment.failure.message
+
+        def end(session: Session) -> None:
+            row = session.get(BillingItemRow, item_id)
+            if row is not None:
+                row.status, row.payment_id, row.message = status, payment_id, message
+
+        await self._db.write(end)
+        self._events.publish(TOPIC, {"run": run_id, "item": item_id, "status": status})
+
+    def stop(self, run_id: int, status: str = PAUSED) -> None:
+        """Pause (or cancel) a running run after the charges under way; a paused run resumes
+        when run again."""
+        if status not in (PAUSED, CANCELED):
+            raise ValueError(status)
+        self._stopping[run_id] = status
+
+    async def cancel(self, run_id: int) -> BillingRun:
+        run = await self.run_of(run_id)
+        if run.status == RUNNING:
+            self.stop(run_id, CANCELED)
+        elif run.status in (PREPARED, PAUSED):
+            await self._set_status(run_id, CANCELED)
+        return await self.run_of(run_id)
+
+    async def retry_failed(self, run_id: int) -> BillingRun:
+        """Make the run's failed invoices wait again, each to be charged as a new payment (a
+        new key); the run can then be run again."""
+
+        def write(session: Session) -> None:
+            run = session.get(BillingRunRow, run_id)
+            if run is None:
+                raise NotFound(f"There is no billing run {run_id}.")
+            for row in session.scalars(
+                select(BillingItemRow)
+                .where(BillingItemRow.run_id == run_id)
+                .where(BillingItemRow.status == FAILED)
+            ):
+                row.status, row.tries, row.message = WAITING, row.tries + 1, ""
+            run.status, run.finished_at = PAUSED, None
+
+        await self._db.write(write)
+        return await self.run_of(run_id)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def run_of(self, run_id: int) -> BillingRun:
+        def query(session: Session) -> BillingRun:
+            run = session.get(BillingRunRow, run_id)
+            if run is None:
+                raise NotFound(f"There is no billing run {run_id}.")
+            counts: Counter[str] = Counter()
+            totals: dict[str, int] = {}
+            for status, currency, count, minor in session.execute(
+                select(
+                    BillingItemRow.status,
+                    BillingItemRow.currency,
+                    func.count(),
+                    func.sum(BillingItemRow.amount_minor),
+                )
+                .where(BillingItemRow.run_id == run_id)
+                .group_by(BillingItemRow.status, BillingItemRow.currency)
+            ):
+                counts[status] += int(count)
+                if status != SKIPPED:
+                    totals[currency] = totals.get(currency, 0) + int(minor or 0)
+            return BillingRun(
+                run.id,
+                run.due_before,
+                run.status,
+                dict(counts),
+                {currency: Money(minor, currency) for currency, minor in totals.items()},
+            )
+
+        return await self._db.read(query)
+
+    async def items(self, run_id: int) -> list[BillingItem]:
+        def query(session: Session) -> list[BillingItem]:
+            rows = session.execute(
+                select(BillingItemRow, Invoice.number)
+                .join(Invoice, Invoice.id == BillingItemRow.invoice_id)
+                .where(BillingItemRow.run_id == run_id)
+                .order_by(BillingItemRow.id)
+            ).all()
+            return [
+                BillingItem(
+                    row.id,
+                    row.invoice_id,
+                    number,
+                    row.guardian_id,
+                    Money(row.amount_minor, row.currency),
+                    row.status,
+                    row.payment_id,
+                    row.message,
+                )
+                for row, number in rows
+            ]
+
+        return await self._db.read(query)
+
+    async def _set_status(self, run_id: int, status: str) -> None:
+        def write(session: Session) -> None:
+            run = session.get(BillingRunRow, run_id)
+            if run is None:
+                raise NotFound(f"There is no billing run {run_id}.")
+            run.status = status
+            if status in (FINISHED, CANCELED):
+                run.finished_at = utcnow()
+
+        await self._db.write(write)
+        self._events.publish(TOPIC, {"run": run_id, "status": status})
+
+
+def _open_items(session: Session, run_id: int) -> list[int]:
+    """Items still to charge: waiting, and those whose charge was under way when the run was
+    interrupted (charged again with the same key, which returns what was begun)."""
+    return list(
+        session.scalars(
+            select(BillingItemRow.id)
+            .where(BillingItemRow.run_id == run_id)
+            .where(BillingItemRow.status.in_((WAITING, CHARGING)))
+            .order_by(BillingItemRow.id)
+        )
+    )
