@@ -23,7 +23,14 @@ from sqlalchemy.orm import Session
 from app.domain.errors import NotFound, SwitchboardError
 from app.domain.money import Money
 from app.services.events import EventHub
-from app.services.payments import FAILED, PROCESSING, SUCCEEDED, UNKNOWN, PaymentService
+from app.services.payments import (
+    FAILED,
+    PENDING,
+    PROCESSING,
+    SUCCEEDED,
+    UNKNOWN,
+    PaymentService,
+)
 from app.services.routing import RoutingService
 from app.store.base import utcnow
 from app.store.database import Database
@@ -136,6 +143,11 @@ class BillingService:
                 .group_by(PaymentRow.invoice_id)
                 .subquery()
             )
+            unsettled = set(
+                session.scalars(
+                    select(PaymentRow.invoice_id).where(PaymentRow.status.in_((PENDING, UNKNOWN)))
+                )
+            )
             with_card = set(
                 session.scalars(
                     select(PaymentMethodRow.guardian_id).where(PaymentMethodRow.method == "card")
@@ -157,6 +169,12 @@ class BillingService:
                     status, message = SKIPPED, "The invoice has no guardian to charge."
                 elif invoice.guardian_id not in with_card:
                     status, message = SKIPPED, "No card is saved for this family."
+                elif invoice.id in unsettled:
+                    status, message = (
+                        SKIPPED,
+                        "A payment for this invoice is not settled yet; it is not charged again "
+                        "until it is.",
+                    )
                 session.add(
                     BillingItemRow(
                         run_id=run.id,
@@ -190,6 +208,7 @@ class BillingService:
             raise SwitchboardError(f"Billing run {run_id} is {run.status}.")
         await self._set_status(run_id, RUNNING)
         self._stopping.pop(run_id, None)
+        unsettled: list[int] = []
         queue: asyncio.Queue[int] = asyncio.Queue()
         for item_id in await self._db.read(_open_items, run_id):
             queue.put_nowait(item_id)
@@ -200,13 +219,19 @@ class BillingService:
                     item_id = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                await self._charge(run_id, item_id, home_country)
+                try:
+                    await self._charge(run_id, item_id, home_country)
+                except Exception:
+                    # Left "charging": running the run again charges it with the same key,
+                    # which returns or settles whatever was begun.
+                    log.exception("billing item not settled", extra={"item": item_id})
+                    unsettled.append(item_id)
                 if progress is not None:
                     progress(await self.run_of(run_id))
 
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         stopped = self._stopping.pop(run_id, None)
-        await self._set_status(run_id, stopped or FINISHED)
+        await self._set_status(run_id, stopped or (PAUSED if unsettled else FINISHED))
         finished = await self.run_of(run_id)
         log.info("billing run %s", finished.status, extra={"run": run_id, **finished.counts})
         return finished
@@ -236,8 +261,8 @@ class BillingService:
             message = str(error)
         else:
             payment_id = payment.id
-            status = {SUCCEEDED: SUCCEEDED, PROCESSING: SUCCEEDED, UNKNOWN: UNKNOWN}.get(
-                payment.status, FAILED
+            status = (
+                payment.status if payment.status in (SUCCEEDED, PROCESSING, UNKNOWN) else FAILED
             )
             if payment.failure is not None and status != SUCCEEDED:
                 message = payment.failure.message

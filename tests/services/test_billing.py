@@ -13,6 +13,7 @@ from app.domain.errors import SwitchboardError
 from app.domain.money import Money
 from app.services import Services
 from app.services.billing import CANCELED, FINISHED, PAUSED, PREPARED, BillingRun
+from app.store.payments import PaymentRow
 from app.store.school import Guardian, Invoice
 
 DUE = date(2026, 11, 20)
@@ -140,3 +141,31 @@ async def test_a_prepared_run_can_be_canceled(services: Services) -> None:
     assert await services.billing.unfinished() is None
     with pytest.raises(SwitchboardError, match="is canceled"):
         await services.billing.run(run.id)
+
+
+@pytest.mark.asyncio
+async def test_an_invoice_whose_payment_is_not_settled_is_not_charged_again(
+    services: Services,
+) -> None:
+    invoices = await school(services, 2)
+
+    def unsettled_payment(session: Session) -> None:
+        session.add(
+            PaymentRow(
+                reference="pay_unsettled",
+                idempotency_key="earlier-run",
+                request_digest="-",
+                invoice_id=invoices[0],
+                amount_minor=5_000,
+                currency="USD",
+                method="card",
+                status="unknown",
+            )
+        )
+
+    await services.db.write(unsettled_payment)
+    run = await services.billing.prepare(DUE)
+    items = {item.invoice_id: item for item in await services.billing.items(run.id)}
+    assert items[invoices[0]].status == "skipped"
+    assert "not settled yet" in items[invoices[0]].message
+    assert items[invoices[1]].status == "waiting"
