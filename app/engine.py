@@ -280,6 +280,12 @@ class Engine:
             await apply_retention(services.db, utcnow())
 
         @_ends_quietly_at_shutdown
+        async def settle_payments() -> None:
+            # Payments whose answer was lost, refunds still pending: ask their gateways.
+            await services.payments.settle()
+            await services.billing.settle_items()
+
+        @_ends_quietly_at_shutdown
         async def health_checks() -> None:
             await services.health.check_due()
 
@@ -304,6 +310,14 @@ class Engine:
             seconds=HEALTH_DISPATCH.total_seconds(),
             id="health-checks",
             next_run_time=utcnow() + timedelta(seconds=2),
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            settle_payments,
+            "interval",
+            seconds=60,
+            id="payments-settle",
+            next_run_time=utcnow() + timedelta(seconds=30),
             replace_existing=True,
         )
         scheduler.add_job(

@@ -309,6 +309,29 @@ class BillingService:
         await self._db.write(write)
         return await self.run_of(run_id)
 
+    async def settle_items(self) -> int:
+        """Bring invoices whose payment was not known up to date with their payment now; how
+        many changed."""
+
+        def write(session: Session) -> int:
+            changed = 0
+            rows = session.execute(
+                select(BillingItemRow, PaymentRow.status, PaymentRow.failure_message)
+                .join(PaymentRow, PaymentRow.id == BillingItemRow.payment_id)
+                .where(BillingItemRow.status == UNKNOWN)
+                .where(PaymentRow.status.in_((SUCCEEDED, PROCESSING, FAILED)))
+            ).all()
+            for item, status, message in rows:
+                item.status = status
+                item.message = (message or "") if status == FAILED else ""
+                changed += 1
+            return changed
+
+        changed = await self._db.write(write)
+        if changed:
+            self._events.publish(TOPIC, {"settled": changed})
+        return changed
+
     # --- reading ------------------------------------------------------------------------------
 
     async def run_of(self, run_id: int) -> BillingRun:

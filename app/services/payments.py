@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -61,6 +61,8 @@ log = logging.getLogger("switchboard.payments")
 
 TOPIC = "payments"
 MAX_ATTEMPTS = 3
+# How long after its last change a payment whose outcome is not known is asked about again.
+SETTLE_AFTER = timedelta(minutes=2)
 
 # A payment's status
 PENDING = "pending"  # asked for, no attempt settled yet
@@ -152,6 +154,8 @@ class Payment:
     attempts: tuple[Attempt, ...]
     invoice_id: int | None
     guardian_id: int | None
+    created_at: datetime
+    payer: str = ""  # the guardian's name, where the query asked for it
 
     @property
     def refundable(self) -> Money:
@@ -490,6 +494,55 @@ class PaymentService:
             raise SwitchboardError(f"{provider.client.name} cannot take payments.")
         return provider
 
+    # --- settling what is not known ----------------------------------------------------------
+
+    async def settle(self, older_than: timedelta = SETTLE_AFTER, limit: int = 50) -> int:
+        """Ask the gateways about payments whose outcome is not known (an answer lost, a crash
+        mid-charge) and refunds still pending, a while after they began; how many were asked
+        about. Only the gateway already asked is asked again: nothing new is charged here. A
+        payment no gateway took ends failed, so it can be charged again."""
+        since = utcnow() - older_than
+        asked = 0
+        for payment_id in await self._db.read(_unsettled_payments, since, limit):
+            key = (await self.payment(payment_id)).idempotency_key
+            async with self._locks.hold(key):  # never beside a charge of it under way here
+                payment = await self.payment(payment_id)
+                if payment.status not in OPEN:
+                    continue
+                for attempt in payment.attempts:
+                    if attempt.status == SENT:
+                        asked += 1
+                        await self._settle_unknown(payment, attempt)
+                settled = await self.payment(payment_id)
+                if settled.status in OPEN and not any(a.status == SENT for a in settled.attempts):
+                    last = settled.attempts[-1].failure if settled.attempts else None
+                    await self._finish(
+                        payment_id,
+                        FAILED,
+                        failure=Failure(
+                            FailureKind.TECHNICAL,
+                            last.code if last else "not_taken",
+                            "No gateway took this payment; it can be charged again.",
+                        ),
+                    )
+        for refund_id in await self._db.read(_pending_refunds, since, limit):
+            asked += 1
+            await self._settle_pending_refund(refund_id)
+        return asked
+
+    async def _settle_pending_refund(self, refund_id: int) -> None:
+        refund = await self._refund_row(refund_id)
+        payment = await self.payment(refund.payment_id)
+        if payment.connection_id is None:
+            return
+        gateway = await self._gateway(payment.connection_id)
+        if refund.gateway_id:
+            result = await gateway.refund_status(refund.gateway_id, refund.amount)
+        else:
+            # The answer was lost: the same request with the same key says what was done.
+            result = await gateway.refund(payment.gateway_id, refund.amount, refund.reference)
+        await self._settle_refund(refund_id, result)
+
     # --- refunds ------------------------------------------------------------------------------
 
     async def refund(
@@ -589,20 +642,35 @@ class PaymentService:
 
         return await self._db.read(query)
 
-    async def payments(self, limit: int = 100) -> list[Payment]:
+    async def payments(
+        self, limit: int = 100, *, status: str | None = None, connection_id: int | None = None
+    ) -> list[Payment]:
+        """The latest payments, newest first, with their payers' names."""
+
         def query(session: Session) -> list[Payment]:
-            rows = session.scalars(
-                select(PaymentRow).order_by(PaymentRow.id.desc()).limit(limit)
-            ).all()
+            chosen = (
+                select(PaymentRow, Guardian.first_name, Guardian.last_name)
+                .outerjoin(Guardian, Guardian.id == PaymentRow.guardian_id)
+                .order_by(PaymentRow.id.desc())
+                .limit(limit)
+            )
+            if status is not None:
+                chosen = chosen.where(PaymentRow.status == status)
+            if connection_id is not None:
+                chosen = chosen.where(PaymentRow.connection_id == connection_id)
+            rows = session.execute(chosen).all()
             attempts: dict[int, list[PaymentAttemptRow]] = {}
             if rows:
                 for attempt in session.scalars(
                     select(PaymentAttemptRow)
-                    .where(PaymentAttemptRow.payment_id.in_([row.id for row in rows]))
+                    .where(PaymentAttemptRow.payment_id.in_([row[0].id for row in rows]))
                     .order_by(PaymentAttemptRow.number)
                 ):
                     attempts.setdefault(attempt.payment_id, []).append(attempt)
-            return [_payment(row, attempts.get(row.id, [])) for row in rows]
+            return [
+                _payment(row, attempts.get(row.id, []), " ".join(filter(None, (first, last))))
+                for row, first, last in rows
+            ]
 
         return await self._db.read(query)
 
@@ -625,6 +693,30 @@ class PaymentService:
         return await self._db.read(query)
 
 
+def _unsettled_payments(session: Session, since: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(PaymentRow.id)
+            .where(PaymentRow.status.in_(OPEN))
+            .where(PaymentRow.updated_at < since)
+            .order_by(PaymentRow.id)
+            .limit(limit)
+        )
+    )
+
+
+def _pending_refunds(session: Session, since: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(RefundRow.id)
+            .where(RefundRow.status == RefundStatus.PENDING.value)
+            .where(RefundRow.updated_at < since)
+            .order_by(RefundRow.id)
+            .limit(limit)
+        )
+    )
+
+
 def _result_of(attempt: Attempt) -> ChargeResult:
     status = ChargeStatus.SUCCEEDED if attempt.status == SUCCEEDED else ChargeStatus.PROCESSING
     return ChargeResult(status, attempt.gateway_id)
@@ -636,7 +728,7 @@ def _failure(kind: str | None, code: str | None, message: str | None) -> Failure
     return Failure(FailureKind(kind), code or "", message or "")
 
 
-def _payment(row: PaymentRow, attempts: Sequence[PaymentAttemptRow]) -> Payment:
+def _payment(row: PaymentRow, attempts: Sequence[PaymentAttemptRow], payer: str = "") -> Payment:
     return Payment(
         id=row.id,
         reference=row.reference,
@@ -669,6 +761,8 @@ def _payment(row: PaymentRow, attempts: Sequence[PaymentAttemptRow]) -> Payment:
         ),
         invoice_id=row.invoice_id,
         guardian_id=row.guardian_id,
+        created_at=row.created_at,
+        payer=payer,
     )
 
 

@@ -13,6 +13,7 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.invoices import InvoicesPage
     from app.views.lessons import LessonsPage
     from app.views.overview import OverviewPage
+    from app.views.payments import PaymentsPage
     from app.views.request_log import RequestLogPage
     from app.views.students import StudentsPage
     from app.views.teachers import TeachersPage
@@ -27,4 +28,5 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         TeachersPage(bridge),
         LessonsPage(bridge),
         InvoicesPage(bridge),
+        PaymentsPage(bridge),
     ]

@@ -29,6 +29,7 @@ PAGES = (
     "teachers",
     "lessons",
     "invoices",
+    "payments",
 )
 
 

@@ -7,13 +7,14 @@ import uuid
 from datetime import date
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.domain.errors import SwitchboardError
 from app.domain.money import Money
 from app.services import Services
 from app.services.billing import CANCELED, FINISHED, PAUSED, PREPARED, BillingRun
-from app.store.payments import PaymentRow
+from app.store.payments import BillingItemRow, PaymentRow
 from app.store.school import Guardian, Invoice
 
 DUE = date(2026, 11, 20)
@@ -169,3 +170,31 @@ async def test_an_invoice_whose_payment_is_not_settled_is_not_charged_again(
     assert items[invoices[0]].status == "skipped"
     assert "not settled yet" in items[invoices[0]].message
     assert items[invoices[1]].status == "waiting"
+
+
+@pytest.mark.asyncio
+async def test_an_invoice_whose_payment_was_unknown_follows_its_payment_once_settled(
+    services: Services,
+) -> None:
+    await school(services, 2)
+    run = await services.billing.prepare(DUE)
+    await services.billing.run(run.id)
+    [first, second] = [item for item in await services.billing.items(run.id) if item.payment_id]
+
+    def lost_then_settled(session: Session) -> None:
+        # As after a lost answer: the item unknown; the payment since settled in the background.
+        for item_row in session.scalars(select(BillingItemRow)):
+            if item_row.payment_id in (first.payment_id, second.payment_id):
+                item_row.status = "unknown"
+        failed = session.get(PaymentRow, second.payment_id)
+        assert failed is not None
+        failed.status, failed.failure_message = "failed", "No gateway took this payment."
+
+    await services.db.write(lost_then_settled)
+    assert await services.billing.settle_items() == 2
+    items = {item.id: item for item in await services.billing.items(run.id)}
+    assert items[first.id].status == "succeeded"
+    assert (items[second.id].status, items[second.id].message) == (
+        "failed",
+        "No gateway took this payment.",
+    )

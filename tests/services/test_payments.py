@@ -440,3 +440,74 @@ async def test_an_unknown_invoice_or_payer_is_a_clear_error(
     with pytest.raises(NotFound, match="There is no invoice number 987654"):
         await services.payments.charge(asked)
     assert scripted_server.received() == []
+
+
+# --- settling later, in the background --------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_payment_left_unknown_is_settled_by_asking_its_gateway_again(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, then=Reply(hang=True))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    payment = await services.payments.charge(
+        order(Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert payment.status == UNKNOWN
+    scripted_server.script(
+        "POST", INTENTS, then=Reply(200, json={"id": "pi_1", "status": "succeeded"})
+    )
+    assert await services.payments.settle(older_than=timedelta(0)) == 1
+    settled = await services.payments.payment(payment.id)
+    assert (settled.status, settled.gateway_id) == (SUCCEEDED, "pi_1")
+    assert second_server.received() == []
+    assert await services.payments.settle(older_than=timedelta(0)) == 0  # nothing left
+
+
+@pytest.mark.asyncio
+async def test_a_payment_no_gateway_took_ends_failed_so_it_can_be_charged_again(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, then=Reply(hang=True))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    payment = await services.payments.charge(order(Candidate(first, "pm_a")))
+
+    def two_days_ago(session: Session) -> None:
+        for row in session.scalars(select(PaymentAttemptRow)):
+            row.started_at = row.started_at - timedelta(days=2)
+
+    await services.db.write(two_days_ago)
+    scripted_server.script("GET", INTENTS + "/search", Reply(200, json={"data": []}))
+    await services.payments.settle(older_than=timedelta(0))
+    settled = await services.payments.payment(payment.id)
+    assert settled.status == FAILED
+    assert settled.failure is not None
+    assert settled.failure.message == "No gateway took this payment; it can be charged again."
+
+
+@pytest.mark.asyncio
+async def test_a_refund_left_pending_is_settled_by_asking_again_with_its_key(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script(
+        "POST", INTENTS, then=Reply(200, json={"id": "pi_1", "status": "succeeded"})
+    )
+    scripted_server.script("POST", "/v1/refunds", Reply(500))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    payment = await services.payments.charge(order(Candidate(first, "pm_a")))
+    refund = await services.payments.refund(payment.id, Money(4_000, "EUR"))
+    assert refund.status == "pending"
+    scripted_server.script(
+        "POST",
+        "/v1/refunds",
+        Reply(200, json={"id": "re_1", "status": "succeeded", "amount": 4000}),
+    )
+    await services.payments.settle(older_than=timedelta(0))
+    [settled] = await services.payments.refunds(payment.id)
+    assert (settled.status, settled.gateway_id) == ("succeeded", "re_1")
+    keys = {
+        seen.headers["idempotency-key"] for seen in scripted_server.received("POST", "/v1/refunds")
+    }
+    assert keys == {refund.reference}
