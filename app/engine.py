@@ -286,6 +286,10 @@ class Engine:
             await services.billing.settle_items()
 
         @_ends_quietly_at_shutdown
+        async def exchange_rates() -> None:
+            await services.rates.refresh()
+
+        @_ends_quietly_at_shutdown
         async def health_checks() -> None:
             await services.health.check_due()
 
@@ -318,6 +322,14 @@ class Engine:
             seconds=60,
             id="payments-settle",
             next_run_time=utcnow() + timedelta(seconds=30),
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            exchange_rates,
+            "interval",
+            hours=6,  # the ECB publishes once a working day, around 16:00 CET
+            id="exchange-rates",
+            next_run_time=utcnow() + timedelta(minutes=1),
             replace_existing=True,
         )
         scheduler.add_job(

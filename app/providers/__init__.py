@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from app.domain.errors import SwitchboardError
 from app.providers.paypal import PAYPAL
+from app.providers.rates import ECB, OPEN_EXCHANGE_RATES
 from app.providers.sandbox import SANDBOX_PAYMENTS
 from app.providers.spec import ProviderSpec
 from app.providers.stripe import STRIPE
 
-KINDS: dict[str, ProviderSpec] = {spec.key: spec for spec in (SANDBOX_PAYMENTS, STRIPE, PAYPAL)}
+KINDS: dict[str, ProviderSpec] = {
+    spec.key: spec for spec in (SANDBOX_PAYMENTS, STRIPE, PAYPAL, ECB, OPEN_EXCHANGE_RATES)
+}
 
 
 def kind(key: str) -> ProviderSpec:

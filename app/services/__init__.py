@@ -23,6 +23,7 @@ from app.services.inbox_worker import InboxWorker
 from app.services.jobs import JobHistory
 from app.services.live import LiveMetrics
 from app.services.payments import PaymentService
+from app.services.rates import RatesService
 from app.services.request_log import RequestLogWriter
 from app.services.routing import RoutingService
 from app.services.school import SchoolService
@@ -52,6 +53,7 @@ class Services:
     payments: PaymentService
     routing: RoutingService
     billing: BillingService
+    rates: RatesService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -106,6 +108,7 @@ class Services:
             payments=payments,
             routing=routing,
             billing=BillingService(db, hub, payments, routing),
+            rates=RatesService(db, connections),
         )
 
     async def close(self) -> None:

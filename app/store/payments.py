@@ -174,3 +174,24 @@ class BillingItemRow(Base):
     tries: Mapped[int] = mapped_column(default=0)  # a retry of a failed one is a new payment
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+class ExchangeRateRow(Base):
+    """One published rate: on a day, from a source, units of `currency` per unit of `base`,
+    kept as the exact decimal text it was published as."""
+
+    __tablename__ = "exchange_rates"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "on", "base", "currency"),
+        Index("ix_exchange_rates_pair_on", "base", "currency", "on"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_connections.id", ondelete="CASCADE")
+    )
+    on: Mapped[date]
+    base: Mapped[str] = mapped_column(String(3))
+    currency: Mapped[str] = mapped_column(String(3))
+    rate: Mapped[str] = mapped_column(String(40))
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
