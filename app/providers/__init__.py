@@ -11,7 +11,14 @@ from app.providers.spec import ProviderSpec
 from app.providers.stripe import STRIPE
 
 KINDS: dict[str, ProviderSpec] = {
-    spec.key: spec for spec in (SANDBOX_PAYMENTS, STRIPE, PAYPAL, ECB, OPEN_EXCHANGE_RATES)
+    spec.key: spec
+    for spec in (
+        SANDBOX_PAYMENTS,
+        STRIPE,
+        PAYPAL,
+        ECB,
+        OPEN_EXCHANGE_RATES,
+    )
 }
 
 

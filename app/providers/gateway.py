@@ -3,8 +3,11 @@ failure of the resilient HTTP layer is classified for payments."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from app.domain.errors import SwitchboardError
 from app.domain.money import Money
 from app.domain.payments import (
     BalanceEntry,
@@ -27,10 +30,46 @@ from app.providers.http import (
 PAYMENTS = "payments"  # the capability's name in a spec's `capabilities`
 
 
+class Feature(StrEnum):
+    """What a gateway can do beyond charging a saved method. A gateway whose provider has no API
+    for something leaves it out, and its method raises `Unsupported` with what to do instead."""
+
+    LINKS = "links"  # payment links: the payer pays on the gateway's page
+    REFUNDS = "refunds"
+    LEDGER = "ledger"  # balance transactions and payouts
+
+
+class Unsupported(SwitchboardError):
+    """The gateway has no API for this; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    """A payment the payer makes themselves on the gateway's page. `reference` is ours, as for
+    a charge: the payment is synced by it (`PaymentGateway.sync`) until the payer has paid."""
+
+    reference: str
+    amount: Money
+    description: str
+    return_url: str = ""  # where the gateway sends the payer afterwards
+    payer_email: str = ""
+    method: str = ""  # where the gateway needs one ("ecocash" at Paynow); "" lets the payer pick
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PaymentLink:
+    url: str  # the page the payer opens
+    gateway_id: str  # the gateway's id of the payment it waits for
+    expires_at: float | None = None  # epoch seconds, when the gateway says
+
+
 @runtime_checkable
 class PaymentGateway(Protocol):
     methods: frozenset[str]
     currencies: frozenset[str]  # ISO 4217 codes; empty: any
+    countries: frozenset[str]  # ISO 3166 alpha-2 of payers it takes; empty: any
+    features: frozenset[Feature]
     fees: FeeSchedule
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
@@ -44,7 +83,9 @@ class PaymentGateway(Protocol):
         the gateway cannot be asked."""
         ...
 
-    async def refund(self, gateway_id: str, amount: Money, reference: str) -> RefundResult: ...
+    async def refund(self, gateway_id: str, amount: Money, reference: str) -> RefundResult:
+        """`reference` is ours for the refund: the idempotency key where the gateway takes one."""
+        ...
 
     async def refund_status(self, refund_id: str, amount: Money) -> RefundResult: ...
 
@@ -53,6 +94,11 @@ class PaymentGateway(Protocol):
         ...
 
     async def payouts(self, limit: int = 100, after: str = "") -> list[Payout]: ...
+
+    async def create_link(self, request: LinkRequest) -> PaymentLink:
+        """A page where the payer pays `request.amount` (Feature.LINKS); `ProviderError` or
+        `Unsupported` when there is none."""
+        ...
 
 
 def failure_of(error: ProviderError) -> Failure:

@@ -37,7 +37,15 @@ from app.domain.payments import (
     RefundStatus,
 )
 from app.providers.base import Provider
-from app.providers.gateway import PAYMENTS, failed, failure_of
+from app.providers.gateway import (
+    PAYMENTS,
+    Feature,
+    LinkRequest,
+    PaymentLink,
+    Unsupported,
+    failed,
+    failure_of,
+)
 from app.providers.http import ProviderError, ResilientClient
 from app.providers.spec import (
     AuthKind,
@@ -99,6 +107,8 @@ REFUND_STATUSES = {
 class Stripe(Provider):
     methods = frozenset({"card"})
     currencies: frozenset[str] = frozenset()  # Stripe takes 135+; the account decides
+    countries: frozenset[str] = frozenset()
+    features = frozenset({Feature.REFUNDS, Feature.LEDGER})
     # Stripe's standard US pricing for domestic cards, plus 1.5 % for cards from abroad.
     fees = FeeSchedule((FeeRule(Decimal("2.9"), 30, cross_border_percent=Decimal("1.5")),))
 
@@ -185,6 +195,12 @@ class Stripe(Provider):
             )
             for item in await self._page(PAYOUTS, limit, after)
         ]
+
+    async def create_link(self, request: LinkRequest) -> PaymentLink:
+        raise Unsupported(
+            f"{self.spec.name} payment links are not made by Switchboard yet; create one in "
+            "the Stripe dashboard (Payment links), or charge a saved card."
+        )
 
     # --- pieces ------------------------------------------------------------------------------
 

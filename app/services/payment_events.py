@@ -63,15 +63,6 @@ def _stripe_intent(session: Session, event: InboxEvent) -> None:
     status = STRIPE_INTENT_EVENTS[event.event_type]
     metadata = intent.get("metadata") or {}
     reference = metadata.get(REFERENCE_KEY) if isinstance(metadata, dict) else None
-    attempt = None
-    if isinstance(reference, str):
-        attempt = session.scalar(
-            select(PaymentAttemptRow).where(PaymentAttemptRow.reference == reference)
-        )
-    if attempt is None:
-        # Not a payment Switchboard made (taken in Stripe's dashboard, say): nothing to update.
-        log.info("stripe event about a payment we did not make", extra={"event": event.id})
-        return
     failure: Failure | None = None
     if status == FAILED:
         error = intent.get("last_payment_error") or {}
@@ -84,7 +75,47 @@ def _stripe_intent(session: Session, event: InboxEvent) -> None:
             if event.event_type == "payment_intent.payment_failed"
             else Failure(FailureKind.HARD_DECLINE, "canceled", "The payment was canceled.")
         )
-    gateway_id = str(intent.get("id", ""))
+    attempt_outcome(
+        session,
+        event,
+        reference if isinstance(reference, str) else "",
+        status,
+        str(intent.get("id", "")),
+        failure,
+    )
+
+
+def attempt_outcome(
+    session: Session,
+    event: InboxEvent,
+    reference: str,
+    status: str,
+    gateway_id: str = "",
+    failure: Failure | None = None,
+) -> None:
+    """What a gateway says became of one attempt, found by our attempt `reference`, or for
+    gateways whose events do not carry it, by the gateway's id of the payment at the event's
+    connection: moved forward, never back, with its payment. For every gateway's handlers."""
+    attempt = None
+    if reference:
+        attempt = session.scalar(
+            select(PaymentAttemptRow).where(PaymentAttemptRow.reference == reference)
+        )
+    elif gateway_id:
+        attempt = session.scalar(
+            select(PaymentAttemptRow)
+            .where(PaymentAttemptRow.connection_id == event.connection_id)
+            .where(PaymentAttemptRow.gateway_id == gateway_id)
+            .order_by(PaymentAttemptRow.id.desc())
+            .limit(1)
+        )
+    if attempt is None:
+        # Not a payment Switchboard made (taken in the gateway's dashboard, say).
+        log.info(
+            "gateway event about a payment we did not make",
+            extra={"event": event.id, "connection": event.connection_id},
+        )
+        return
     if RANK[status] > RANK.get(attempt.status, 0):
         attempt.status = status
         attempt.gateway_id = gateway_id or attempt.gateway_id
@@ -145,15 +176,29 @@ def _stripe_refund(session: Session, event: InboxEvent) -> None:
     # charge.refund.updated and refund.* carry the refund itself.
     if found.get("object") != "refund":
         return
-    row = session.scalar(select(RefundRow).where(RefundRow.gateway_id == str(found.get("id"))))
-    if row is None:
-        metadata = found.get("metadata") or {}
-        reference = metadata.get(REFERENCE_KEY) if isinstance(metadata, dict) else None
-        if isinstance(reference, str):
-            row = session.scalar(select(RefundRow).where(RefundRow.reference == reference))
+    metadata = found.get("metadata") or {}
+    reference = metadata.get(REFERENCE_KEY) if isinstance(metadata, dict) else None
+    refund_outcome(
+        session,
+        str(found.get("id", "")),
+        reference if isinstance(reference, str) else "",
+        str(found.get("status", "")),
+        str(found.get("failure_reason") or ""),
+    )
+
+
+def refund_outcome(
+    session: Session, gateway_id: str, reference: str, status: str, reason: str = ""
+) -> None:
+    """What a gateway says became of a refund (found by its id there, else by our reference):
+    "succeeded", "failed" or "canceled"; anything else ("pending") changes nothing."""
+    row = None
+    if gateway_id:
+        row = session.scalar(select(RefundRow).where(RefundRow.gateway_id == gateway_id))
+    if row is None and reference:
+        row = session.scalar(select(RefundRow).where(RefundRow.reference == reference))
     if row is None:
         return
-    status = str(found.get("status", ""))
     if status == row.status or status not in ("succeeded", "failed", "canceled"):
         return  # "pending" never moves a refund back
     if status == "succeeded":
@@ -171,7 +216,7 @@ def _stripe_refund(session: Session, event: InboxEvent) -> None:
                 log.error("refunds exceed the payment", extra={"refund": row.reference})
         row.status = status
         row.failure_message = None
-        row.gateway_id = str(found.get("id", "")) or row.gateway_id
+        row.gateway_id = gateway_id or row.gateway_id
         return
     # Failed or canceled (a refund can fail even after it succeeded, when the card was closed):
     # the money is back with the school, so the amount can be refunded again.
@@ -182,6 +227,6 @@ def _stripe_refund(session: Session, event: InboxEvent) -> None:
         .where(PaymentRow.id == row.payment_id)
         .values(refunded_minor=PaymentRow.refunded_minor - row.amount_minor)
     )
-    row.failure_message = str(found.get("failure_reason") or "The gateway could not refund it.")
-    row.gateway_id = str(found.get("id", "")) or row.gateway_id
+    row.failure_message = reason or "The gateway could not refund it."
+    row.gateway_id = gateway_id or row.gateway_id
     row.status = status

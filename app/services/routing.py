@@ -231,6 +231,7 @@ class RoutingService:
                         fees=provider.fees,
                         methods=provider.methods,
                         currencies=provider.currencies,
+                        countries=provider.countries,
                     )
                 )
             self.router.set_gateways(gateways)
