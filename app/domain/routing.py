@@ -179,7 +179,7 @@ class Router:
         self.rules = tuple(rules)
         self._window = window
         self._max_age = max_age
-        self._exploration = exploration
+        self.exploration = exploration
         self._latency_threshold = latency_threshold_ms
         self._down = down
         self._rng = rng or random.Random()
@@ -256,7 +256,7 @@ class Router:
         scores = [self._score(gateway, payment, now) for gateway in usable]
         scores.sort(key=lambda score: (-score.expected_minor, preference[score.key]))
         explored = False
-        if len(scores) > 1 and self._rng.random() < self._exploration:
+        if len(scores) > 1 and self._rng.random() < self.exploration:
             pick = self._rng.randrange(1, len(scores))
             scores.insert(0, scores.pop(pick))
             explored = True
@@ -350,12 +350,16 @@ def _rule_text(rule: Rule) -> str:
             rule.currency,
             rule.method,
             rule.country and f"payers in {rule.country}",
-            rule.min_minor is not None and f"from {rule.min_minor} minor units",
-            rule.max_minor is not None and f"up to {rule.max_minor} minor units",
+            rule.min_minor is not None and f"from {_amount(rule.min_minor, rule.currency)}",
+            rule.max_minor is not None and f"up to {_amount(rule.max_minor, rule.currency)}",
         )
         if text
     ]
     return ", ".join(str(condition) for condition in conditions) or "every payment"
+
+
+def _amount(minor: int, currency: str) -> str:
+    return str(Money(minor, currency)) if currency else f"{minor} minor units"
 
 
 def _nothing(payment: PaymentAsk, rule: Rule | None) -> str:

@@ -82,7 +82,7 @@ class Services:
             inbox_worker = InboxWorker(db, hub)
             inbox.on_stored(inbox_worker.wake)
             payment_events.register(inbox_worker)
-            routing = RoutingService(db, connections)
+            routing = RoutingService(db, connections, hub)
             payments = PaymentService(db, hub, connections, routing.learn)
             rate = settings.get("receiver.sender_rate")
             intake = WebhookIntake(connections, secrets, inbox, SourceLimiter(rate, 2 * rate))

@@ -15,19 +15,27 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.domain.errors import NotFound, SwitchboardError
+from app.domain.errors import FieldError, NotFound, SwitchboardError, ValidationFailed
 from app.domain.money import Money
 from app.domain.payments import ChargeResult, ChargeStatus, FailureKind
 from app.domain.routing import Decision, Gateway, PaymentAsk, Router
+from app.domain.routing_rules import RoutingRule, RuleDraft
 from app.providers.breaker import BreakerState
 from app.providers.gateway import PAYMENTS, PaymentGateway
 from app.services.connections import ConnectionService
+from app.services.events import EventHub
 from app.services.payments import Candidate, ChargeOrder, Payment, PaymentService
 from app.store.database import Database
-from app.store.payments import PaymentAttemptRow, PaymentMethodRow, PaymentRow
+from app.store.payments import (
+    PaymentAttemptRow,
+    PaymentMethodRow,
+    PaymentRow,
+    RoutingRuleRow,
+)
 from app.store.school import Guardian
 
 WARM_UP_ATTEMPTS = 5000
+TOPIC_RULES = "routing.rules"
 
 
 @dataclass(frozen=True)
@@ -43,9 +51,12 @@ class SavedMethod:
 
 
 class RoutingService:
-    def __init__(self, db: Database, connections: ConnectionService) -> None:
+    def __init__(
+        self, db: Database, connections: ConnectionService, events: EventHub | None = None
+    ) -> None:
         self._db = db
         self._connections = connections
+        self._events = events
         self._down: dict[str, str] = {}
         self.router = Router([], down=self._down.get)
         self._stale = True
@@ -117,6 +128,91 @@ class RoutingService:
 
         return await self._db.read(query)
 
+    # --- the administrator's rules ---------------------------------------------------------------
+
+    async def rules(self) -> list[RoutingRule]:
+        """Every rule, in the order they are checked."""
+        return await self._db.read(_rules)
+
+    async def save_rule(self, draft: RuleDraft, rule_id: int | None = None) -> RoutingRule:
+        """Add a rule (checked last) or change one; ValidationFailed says what is wrong."""
+        errors = draft.problems()
+        if not errors:
+            errors = await self._gateway_problems(draft.gateways)
+        if errors:
+            raise ValidationFailed(errors)
+        low, high = draft.band()
+
+        def write(session: Session) -> int:
+            if rule_id is None:
+                last = session.scalar(
+                    select(RoutingRuleRow.position).order_by(RoutingRuleRow.position.desc())
+                )
+                row = RoutingRuleRow(position=(last + 1) if last is not None else 0)
+                session.add(row)
+            else:
+                found = session.get(RoutingRuleRow, rule_id)
+                if found is None:
+                    raise NotFound(f"There is no routing rule number {rule_id}.")
+                row = found
+            row.currency, row.method, row.country = draft.currency, draft.method, draft.country
+            row.min_minor, row.max_minor = low, high
+            row.gateways = [str(gateway) for gateway in draft.gateways]
+            row.note = draft.note.strip()
+            session.flush()
+            return row.id
+
+        saved_id = await self._db.write(write)
+        self._rules_changed()
+        return next(rule for rule in await self.rules() if rule.id == saved_id)
+
+    async def remove_rule(self, rule_id: int) -> None:
+        def write(session: Session) -> None:
+            row = session.get(RoutingRuleRow, rule_id)
+            if row is None:
+                raise NotFound(f"There is no routing rule number {rule_id}.")
+            session.delete(row)
+
+        await self._db.write(write)
+        self._rules_changed()
+
+    async def move_rule(self, rule_id: int, position: int) -> list[RoutingRule]:
+        """Put a rule at `position` (0: checked first), the others keeping their order."""
+
+        def write(session: Session) -> None:
+            rows = list(session.scalars(select(RoutingRuleRow).order_by(RoutingRuleRow.position)))
+            moving = next((row for row in rows if row.id == rule_id), None)
+            if moving is None:
+                raise NotFound(f"There is no routing rule number {rule_id}.")
+            rows.remove(moving)
+            rows.insert(max(0, min(position, len(rows))), moving)
+            for place, row in enumerate(rows):
+                row.position = place
+
+        await self._db.write(write)
+        self._rules_changed()
+        return await self.rules()
+
+    async def _gateway_problems(self, gateways: tuple[int, ...]) -> list[FieldError]:
+        takes_payments = {
+            record.id
+            for record in await self._connections.connections()
+            if PAYMENTS in record.spec.capabilities
+        }
+        unknown = [str(gateway) for gateway in gateways if gateway not in takes_payments]
+        if not unknown:
+            return []
+        return [
+            FieldError(
+                "gateways",
+                f"Connection {', '.join(unknown)} is not a connected payment gateway.",
+            )
+        ]
+
+    def _rules_changed(self) -> None:
+        if self._events is not None:
+            self._events.publish(TOPIC_RULES)
+
     # --- deciding -------------------------------------------------------------------------------
 
     async def candidates(
@@ -134,6 +230,8 @@ class RoutingService:
                 "link, or save their method first."
             )
         await self._refresh()
+        # Read at every payment: another office PC (or the command line) may have changed them.
+        self.router.rules = tuple(rule.as_rule() for rule in await self.rules())
         decision = self.router.decide(ask, time.time(), only=set(saved))
         if not decision.order:
             raise SwitchboardError(decision.explanation)
@@ -265,3 +363,22 @@ class RoutingService:
                 technical=technical,
                 now=attempt.started_at.timestamp(),
             )
+
+
+def _rules(session: Session) -> list[RoutingRule]:
+    return [
+        RoutingRule(
+            id=row.id,
+            position=row.position,
+            gateways=tuple(int(gateway) for gateway in row.gateways),
+            currency=row.currency,
+            method=row.method,
+            country=row.country,
+            min_minor=row.min_minor,
+            max_minor=row.max_minor,
+            note=row.note,
+        )
+        for row in session.scalars(
+            select(RoutingRuleRow).order_by(RoutingRuleRow.position, RoutingRuleRow.id)
+        )
+    ]

@@ -195,3 +195,23 @@ class ExchangeRateRow(Base):
     currency: Mapped[str] = mapped_column(String(3))
     rate: Mapped[str] = mapped_column(String(40))
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoutingRuleRow(Base):
+    """An administrator's routing rule (app/domain/routing_rules.py); `position` orders them,
+    the first that matches a payment decides. `gateways` holds connection ids, preferred first;
+    a connection removed later simply no longer takes anything."""
+
+    __tablename__ = "routing_rules"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    position: Mapped[int] = mapped_column(default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    method: Mapped[str] = mapped_column(String(32), default="")
+    country: Mapped[str] = mapped_column(String(2), default="")
+    min_minor: Mapped[int | None] = mapped_column(Minor)
+    max_minor: Mapped[int | None] = mapped_column(Minor)
+    gateways: Mapped[list[str]] = mapped_column(default=list)
+    note: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -15,6 +15,7 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.overview import OverviewPage
     from app.views.payments import PaymentsPage
     from app.views.request_log import RequestLogPage
+    from app.views.routing_rules import RoutingRulesPage
     from app.views.students import StudentsPage
     from app.views.teachers import TeachersPage
 
@@ -29,4 +30,5 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         LessonsPage(bridge),
         InvoicesPage(bridge),
         PaymentsPage(bridge),
+        RoutingRulesPage(bridge),
     ]

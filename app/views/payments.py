@@ -103,7 +103,7 @@ def describe(
 class PaymentsPage(Page):
     key = "payments"
     title = "Payments"
-    icon_name = "invoices"
+    icon_name = "payments"
     topics = (TOPIC, TOPIC_CONNECTIONS)
     refresh_every = 1.0
 
@@ -125,6 +125,7 @@ class PaymentsPage(Page):
         self.model: RecordModel[Payment] = RecordModel(self.columns())
         self.table = RecordTable(self.model)
         self.table.setSortingEnabled(False)  # newest first, as they are read
+        self.table.proxy.sort(-1)
         self.table.selection_changed.connect(self._selected)
         self.detail = QPlainTextEdit()
         self.detail.setReadOnly(True)

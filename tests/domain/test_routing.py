@@ -99,7 +99,7 @@ def test_rules_choose_which_gateways_may_take_a_payment() -> None:
     routing = router(gateway("A"), gateway("B"), gateway("C"), rules=rules)
     large = routing.decide(card(250_000), now=0)
     assert large.order == ("C", "B")  # equal scores: the rule's order
-    assert "by the rule for USD, from 100000 minor units" in large.explanation
+    assert "by the rule for USD, from USD 1000.00" in large.explanation
     assert routing.decide(card(country="ZW"), now=0).order == ("A",)
     assert set(routing.decide(card(), now=0).order) == {"A", "B", "C"}
 

@@ -125,7 +125,7 @@ async def test_a_gateway_that_starts_failing_is_failed_over_then_its_breaker_rou
             provider.fees = FeeSchedule((FeeRule(Decimal(fee), 30),))  # type: ignore[attr-defined]
             await services.routing.save_method(payer, record.id, "card", f"pm_{name}")
             connections.append(record.id)
-        services.routing.router._exploration = 0.0  # deterministic for the test
+        services.routing.router.exploration = 0.0  # deterministic for the test
         before = [await pay(services, payer) for _ in range(5)]
         cheap.failing = True  # an outage: every answer a 503
         during = [await pay(services, payer) for _ in range(6)]
