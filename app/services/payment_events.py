@@ -23,8 +23,7 @@ from app.domain.payments import Failure, FailureKind
 from app.providers.stripe import REFERENCE_KEY, decline_of
 from app.services.inbox import InboxEvent
 from app.services.inbox_worker import InboxWorker
-from app.services.payments import FAILED, PROCESSING, RANK, SUCCEEDED
-from app.store.base import utcnow
+from app.services.payments import FAILED, PROCESSING, SUCCEEDED, advance_attempt
 from app.store.payments import PaymentAttemptRow, PaymentRow, RefundRow
 
 log = logging.getLogger("switchboard.payments")
@@ -116,59 +115,7 @@ def attempt_outcome(
             extra={"event": event.id, "connection": event.connection_id},
         )
         return
-    if RANK[status] > RANK.get(attempt.status, 0):
-        attempt.status = status
-        attempt.gateway_id = gateway_id or attempt.gateway_id
-        attempt.finished_at = attempt.finished_at or utcnow()
-        if failure is not None:
-            attempt.failure_kind = failure.kind.value
-            attempt.failure_code = failure.code[:200]
-            attempt.failure_message = failure.message
-    payment = session.get(PaymentRow, attempt.payment_id)
-    if payment is None:
-        return
-    if (
-        status == SUCCEEDED
-        and payment.status == SUCCEEDED
-        and gateway_id
-        and gateway_id != payment.gateway_id
-    ):
-        # Two attempts of one payment both took the money: the family paid twice.
-        log.error(
-            "a payment was taken twice: refund the second charge",
-            extra={
-                "payment": payment.reference,
-                "attempt": attempt.reference,
-                "gateway_id": gateway_id,
-            },
-        )
-        return
-    if RANK[status] <= RANK.get(payment.status, 0):
-        return
-    if status == FAILED and payment.connection_id not in (None, attempt.connection_id):
-        return  # an earlier attempt's failure; the payment has moved on
-    if (
-        status == SUCCEEDED
-        and payment.status == FAILED
-        and payment.connection_id
-        not in (
-            None,
-            attempt.connection_id,
-        )
-    ):
-        log.error(
-            "a payment succeeded at a gateway it was no longer being tried at",
-            extra={"payment": payment.reference, "attempt": attempt.reference},
-        )
-    payment.status = status
-    payment.connection_id = attempt.connection_id
-    payment.gateway_id = gateway_id or payment.gateway_id
-    if failure is not None:
-        payment.failure_kind = failure.kind.value
-        payment.failure_code = failure.code[:200]
-        payment.failure_message = failure.message
-    else:
-        payment.failure_kind = payment.failure_code = payment.failure_message = None
+    advance_attempt(session, attempt, status, gateway_id, failure)
 
 
 def _stripe_refund(session: Session, event: InboxEvent) -> None:

@@ -63,6 +63,9 @@ TOPIC = "payments"
 MAX_ATTEMPTS = 3
 # How long after its last change a payment whose outcome is not known is asked about again.
 SETTLE_AFTER = timedelta(minutes=2)
+# A payment on its way (a bank debit takes days, a mobile-money payer may take minutes to
+# approve) is asked about this often, in case its gateway's webhook never comes.
+POLL_PROCESSING_EVERY = timedelta(minutes=10)
 
 # A payment's status
 PENDING = "pending"  # asked for, no attempt settled yet
@@ -496,7 +499,12 @@ class PaymentService:
 
     # --- settling what is not known ----------------------------------------------------------
 
-    async def settle(self, older_than: timedelta = SETTLE_AFTER, limit: int = 50) -> int:
+    async def settle(
+        self,
+        older_than: timedelta = SETTLE_AFTER,
+        limit: int = 50,
+        poll_every: timedelta = POLL_PROCESSING_EVERY,
+    ) -> int:
         """Ask the gateways about payments whose outcome is not known (an answer lost, a crash
         mid-charge) and refunds still pending, a while after they began; how many were asked
         about. Only the gateway already asked is asked again: nothing new is charged here. A
@@ -528,7 +536,53 @@ class PaymentService:
         for refund_id in await self._db.read(_pending_refunds, since, limit):
             asked += 1
             await self._settle_pending_refund(refund_id)
+        polled = utcnow() - poll_every
+        for payment_id in await self._db.read(_processing_payments, polled, limit):
+            asked += 1
+            await self._poll_processing(payment_id)
         return asked
+
+    async def _poll_processing(self, payment_id: int) -> None:
+        """Ask the gateway whether a payment on its way has arrived (or bounced)."""
+        payment = await self.payment(payment_id)
+        attempt = next((a for a in payment.attempts if a.status == PROCESSING), None)
+        if payment.status != PROCESSING or attempt is None:
+            return
+        gateway = await self._gateway(attempt.connection_id)
+        request = ChargeRequest(
+            reference=attempt.reference,
+            amount=payment.amount,
+            method=payment.method,
+            token=attempt.token,
+            customer=attempt.customer,
+            created_at=attempt.started_at.timestamp(),
+        )
+        synced = await gateway.sync(request, attempt.gateway_id)
+        status = {ChargeStatus.SUCCEEDED: SUCCEEDED, ChargeStatus.PROCESSING: PROCESSING}.get(
+            synced.status
+        )
+        if synced.failure is not None and synced.failure.kind in (
+            FailureKind.HARD_DECLINE,
+            FailureKind.SOFT_DECLINE,
+        ):
+            status = FAILED  # the bank returned it, the payer declined on their phone
+        reference = attempt.reference
+
+        def write(session: Session) -> str:
+            row = session.scalar(
+                select(PaymentAttemptRow).where(PaymentAttemptRow.reference == reference)
+            )
+            payment_row = session.get(PaymentRow, payment_id)
+            if row is None or payment_row is None:
+                return ""
+            if status in (SUCCEEDED, FAILED):
+                advance_attempt(session, row, status, synced.gateway_id, synced.failure, synced.fee)
+            payment_row.updated_at = utcnow()  # asked: the next time is a while off
+            return payment_row.status
+
+        now = await self._db.write(write)
+        if now != PROCESSING:
+            self._events.publish(TOPIC, {"id": payment_id, "status": now})
 
     async def _settle_pending_refund(self, refund_id: int) -> None:
         refund = await self._refund_row(refund_id)
@@ -705,6 +759,18 @@ def _unsettled_payments(session: Session, since: datetime, limit: int) -> list[i
     )
 
 
+def _processing_payments(session: Session, since: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(PaymentRow.id)
+            .where(PaymentRow.status == PROCESSING)
+            .where(PaymentRow.updated_at < since)
+            .order_by(PaymentRow.updated_at)
+            .limit(limit)
+        )
+    )
+
+
 def _pending_refunds(session: Session, since: datetime, limit: int) -> list[int]:
     return list(
         session.scalars(
@@ -776,3 +842,71 @@ def _refund(row: RefundRow) -> Refund:
         gateway_id=row.gateway_id,
         failure_message=row.failure_message,
     )
+
+
+def advance_attempt(
+    session: Session,
+    attempt: PaymentAttemptRow,
+    status: str,
+    gateway_id: str = "",
+    failure: Failure | None = None,
+    fee: Money | None = None,
+) -> None:
+    """What became of an attempt, as a gateway's webhook or a later look-up says: the attempt
+    and its payment move forward, never back (a success after a failure wins: the money did
+    move; a second success of one payment is reported, not recorded)."""
+    if RANK[status] > RANK.get(attempt.status, 0):
+        attempt.status = status
+        attempt.gateway_id = gateway_id or attempt.gateway_id
+        attempt.finished_at = attempt.finished_at or utcnow()
+        if failure is not None:
+            attempt.failure_kind = failure.kind.value
+            attempt.failure_code = failure.code[:200]
+            attempt.failure_message = failure.message
+    payment = session.get(PaymentRow, attempt.payment_id)
+    if payment is None:
+        return
+    if (
+        status == SUCCEEDED
+        and payment.status == SUCCEEDED
+        and gateway_id
+        and gateway_id != payment.gateway_id
+    ):
+        # Two attempts of one payment both took the money: the family paid twice.
+        log.error(
+            "a payment was taken twice: refund the second charge",
+            extra={
+                "payment": payment.reference,
+                "attempt": attempt.reference,
+                "gateway_id": gateway_id,
+            },
+        )
+        return
+    if RANK[status] <= RANK.get(payment.status, 0):
+        return
+    if status == FAILED and payment.connection_id not in (None, attempt.connection_id):
+        return  # an earlier attempt's failure; the payment has moved on
+    if (
+        status == SUCCEEDED
+        and payment.status == FAILED
+        and payment.connection_id
+        not in (
+            None,
+            attempt.connection_id,
+        )
+    ):
+        log.error(
+            "a payment succeeded at a gateway it was no longer being tried at",
+            extra={"payment": payment.reference, "attempt": attempt.reference},
+        )
+    payment.status = status
+    payment.connection_id = attempt.connection_id
+    if fee is not None and status == SUCCEEDED:
+        payment.fee_minor = fee.minor
+    payment.gateway_id = gateway_id or payment.gateway_id
+    if failure is not None:
+        payment.failure_kind = failure.kind.value
+        payment.failure_code = failure.code[:200]
+        payment.failure_message = failure.message
+    else:
+        payment.failure_kind = payment.failure_code = payment.failure_message = None

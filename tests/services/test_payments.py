@@ -511,3 +511,55 @@ async def test_a_refund_left_pending_is_settled_by_asking_again_with_its_key(
         seen.headers["idempotency-key"] for seen in scripted_server.received("POST", "/v1/refunds")
     }
     assert keys == {refund.reference}
+
+
+@pytest.mark.asyncio
+async def test_a_payment_on_its_way_is_asked_about_until_it_arrives(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, Reply(200, json={"id": "pi_1", "status": "processing"}))
+    connection = await stripe_connection(services, scripted_server.url, fast=True)
+    payment = await services.payments.charge(order(Candidate(connection, "pm_a")))
+    assert payment.status == PROCESSING
+    # Not yet: asked again only every so often.
+    assert await services.payments.settle(older_than=timedelta(0)) == 0
+    scripted_server.script(
+        "GET", f"{INTENTS}/pi_1", Reply(200, json={"id": "pi_1", "status": "processing"})
+    )
+    assert await services.payments.settle(older_than=timedelta(0), poll_every=timedelta(0)) == 1
+    assert (await services.payments.payment(payment.id)).status == PROCESSING
+    scripted_server.script(
+        "GET",
+        f"{INTENTS}/pi_1",
+        Reply(200, json={"id": "pi_1", "status": "succeeded"}),
+    )
+    assert await services.payments.settle(older_than=timedelta(0), poll_every=timedelta(0)) == 1
+    arrived = await services.payments.payment(payment.id)
+    assert arrived.status == SUCCEEDED
+    assert arrived.attempts[0].status == SUCCEEDED
+    assert await services.payments.settle(older_than=timedelta(0), poll_every=timedelta(0)) == 0
+    charges = scripted_server.received("POST", INTENTS)
+    assert len(charges) == 1  # asked about, never charged again
+
+
+@pytest.mark.asyncio
+async def test_a_payment_on_its_way_that_bounces_fails(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, Reply(200, json={"id": "pi_1", "status": "processing"}))
+    connection = await stripe_connection(services, scripted_server.url, fast=True)
+    payment = await services.payments.charge(order(Candidate(connection, "pm_a")))
+    bounced = {
+        "id": "pi_1",
+        "status": "requires_payment_method",
+        "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds"},
+    }
+    # The gateway cannot be asked: nothing changes.
+    scripted_server.script("GET", f"{INTENTS}/pi_1", Reply(503), then=Reply(200, json=bounced))
+    await services.payments.settle(older_than=timedelta(0), poll_every=timedelta(0))
+    assert (await services.payments.payment(payment.id)).status == PROCESSING
+    await services.payments.settle(older_than=timedelta(0), poll_every=timedelta(0))
+    failed = await services.payments.payment(payment.id)
+    assert failed.status == FAILED
+    assert failed.failure is not None
+    assert failed.failure.kind is FailureKind.SOFT_DECLINE
