@@ -14,16 +14,11 @@ import uuid
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from app.cli import EXIT_FAILED, EXIT_OK, CommandFailed, _print_json, _with_services
 from app.config import Config
 from app.domain.money import Money, MoneyError
 from app.services import Services
-from app.services.payments import FAILED, SUCCEEDED, Payment
-from app.store.payments import PaymentRow
-from app.store.school import Invoice
+from app.services.payments import FAILED, Payment
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -73,7 +68,9 @@ def charge(args: argparse.Namespace, config: Config) -> int:
                 raise CommandFailed(
                     "--invoice takes its amount, currency and payer from the invoice."
                 )
-            payer, amount, key = await _invoice_charge(services, args.invoice)
+            due = await services.billing.invoice_due(args.invoice)
+            payer, amount, key = due.guardian_id, due.amount, due.key
+            description = f"Invoice {due.number}"
         else:
             if not args.currency or args.payer is None:
                 raise CommandFailed("--amount needs --currency and --payer.")
@@ -82,6 +79,7 @@ def charge(args: argparse.Namespace, config: Config) -> int:
             except MoneyError as exc:
                 raise CommandFailed(str(exc)) from None
             payer, key = args.payer, f"cli:{uuid.uuid4().hex}"
+            description = ""
         payment = await services.routing.charge(
             services.payments,
             guardian_id=payer,
@@ -89,7 +87,7 @@ def charge(args: argparse.Namespace, config: Config) -> int:
             method=args.method,
             idempotency_key=args.key or key,
             invoice_id=args.invoice,
-            description=f"Invoice {args.invoice}" if args.invoice is not None else "",
+            description=description,
         )
         if args.json:
             _print_json(payment_json(payment, locale))
@@ -98,36 +96,6 @@ def charge(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK if payment.status != FAILED else EXIT_FAILED
 
     return _with_services(config, run)
-
-
-async def _invoice_charge(services: Services, invoice_id: int) -> tuple[int, Money, str]:
-    def query(session: Session) -> tuple[int, Money, str]:
-        invoice = session.get(Invoice, invoice_id)
-        if invoice is None:
-            raise CommandFailed(f"There is no invoice number {invoice_id}.")
-        if invoice.guardian_id is None:
-            raise CommandFailed(f"Invoice {invoice.number} has no guardian to charge.")
-        paid = session.scalar(
-            select(func.coalesce(func.sum(PaymentRow.amount_minor), 0))
-            .where(PaymentRow.invoice_id == invoice_id)
-            .where(PaymentRow.status == SUCCEEDED)
-        )
-        failed = session.scalar(
-            select(func.count())
-            .select_from(PaymentRow)
-            .where(PaymentRow.invoice_id == invoice_id)
-            .where(PaymentRow.status == FAILED)
-        )
-        owed = invoice.total_minor - int(paid or 0)
-        if owed <= 0:
-            raise CommandFailed(f"Invoice {invoice.number} is paid.")
-        return (
-            invoice.guardian_id,
-            Money(owed, invoice.currency),
-            f"invoice:{invoice_id}:{int(failed or 0) + 1}",
-        )
-
-    return await services.db.read(query)
 
 
 def payments(args: argparse.Namespace, config: Config) -> int:

@@ -29,6 +29,7 @@ from app.services.payments import (
     PROCESSING,
     SUCCEEDED,
     UNKNOWN,
+    Payment,
     PaymentService,
 )
 from app.services.routing import RoutingService
@@ -91,6 +92,19 @@ class BillingRun:
         )
 
 
+@dataclass(frozen=True)
+class InvoiceDue:
+    """What charging one invoice on its own would take: from whom, how much is still owed, and
+    the idempotency key (the same until a payment of it fails, so a charge asked for twice is
+    made once, and asking again about one not settled settles it)."""
+
+    invoice_id: int
+    number: str
+    guardian_id: int
+    amount: Money
+    key: str
+
+
 Progress = Callable[[BillingRun], None]
 
 
@@ -107,6 +121,57 @@ class BillingService:
         self._payments = payments
         self._routing = routing
         self._stopping: dict[int, str] = {}  # run id -> the status it stops in
+
+    # --- one invoice ----------------------------------------------------------------------------
+
+    async def invoice_due(self, invoice_id: int) -> InvoiceDue:
+        """What is owed on an invoice and by whom; a clear error when it cannot be charged."""
+
+        def query(session: Session) -> InvoiceDue:
+            invoice = session.get(Invoice, invoice_id)
+            if invoice is None:
+                raise NotFound(f"There is no invoice number {invoice_id}.")
+            if invoice.guardian_id is None:
+                raise SwitchboardError(f"Invoice {invoice.number} has no guardian to charge.")
+            paid = session.scalar(
+                select(func.coalesce(func.sum(PaymentRow.amount_minor), 0))
+                .where(PaymentRow.invoice_id == invoice_id)
+                .where(PaymentRow.status == SUCCEEDED)
+            )
+            failed = session.scalar(
+                select(func.count())
+                .select_from(PaymentRow)
+                .where(PaymentRow.invoice_id == invoice_id)
+                .where(PaymentRow.status == FAILED)
+            )
+            owed = invoice.total_minor - int(paid or 0)
+            if owed <= 0:
+                raise SwitchboardError(f"Invoice {invoice.number} is paid.")
+            return InvoiceDue(
+                invoice_id,
+                invoice.number,
+                invoice.guardian_id,
+                Money(owed, invoice.currency),
+                f"invoice:{invoice_id}:{int(failed or 0) + 1}",
+            )
+
+        return await self._db.read(query)
+
+    async def charge_invoice(
+        self, invoice_id: int, method: str = "card", home_country: str = ""
+    ) -> Payment:
+        """Charge what is owed on one invoice to its guardian's saved method."""
+        due = await self.invoice_due(invoice_id)
+        return await self._routing.charge(
+            self._payments,
+            guardian_id=due.guardian_id,
+            amount=due.amount,
+            method=method,
+            idempotency_key=due.key,
+            invoice_id=invoice_id,
+            description=f"Invoice {due.number}",
+            home_country=home_country,
+        )
 
     # --- preparing ---------------------------------------------------------------------------
 

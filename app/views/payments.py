@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -34,9 +34,11 @@ from app.services.payments import (
 )
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
+from app.ui.dialogs import run_dialog
 from app.ui.page import Page
 from app.ui.table import Column, RecordModel, RecordTable
 from app.ui.theme import DEGRADED, DOWN, HEALTHY, PAUSED
+from app.views.new_charge import NewChargeDialog
 
 SHOWN = 500
 STATUS_LABELS = {
@@ -121,6 +123,11 @@ class PaymentsPage(Page):
         for combo in (self.status, self.connection):
             combo.currentIndexChanged.connect(lambda _i: self.schedule_refresh())
             self.actions.addWidget(combo)
+        self.new_button = QPushButton("New charge…")
+        self.new_button.setToolTip("Charge an invoice or an amount now (Ctrl+N)")
+        self.new_button.clicked.connect(lambda: tasks.start(self.new_charge(), owner=self))
+        self.actions.addWidget(self.new_button)
+        QShortcut(QKeySequence.StandardKey.New, self, activated=self.new_button.click)
 
         self.model: RecordModel[Payment] = RecordModel(self.columns())
         self.table = RecordTable(self.model)
@@ -206,9 +213,12 @@ class PaymentsPage(Page):
             self.states.show_empty(
                 "No payments yet",
                 "Payments taken from families appear here, with every attempt at a gateway and "
-                "why that gateway was chosen. Take one with “switchboard charge”, or charge the "
-                "invoices that are due with “switchboard billing-run”.",
-                [("Open the invoices", lambda: self.navigate.emit("invoices"))],
+                "why that gateway was chosen. Take one now, or charge every invoice that is "
+                "due with a billing run.",
+                [
+                    ("New charge…", self.new_button.click),
+                    ("Open the invoices", lambda: self.navigate.emit("invoices")),
+                ],
             )
             return
         self.model.set_records(payments)
@@ -225,6 +235,19 @@ class PaymentsPage(Page):
             if fresh is not None and fresh != self._shown:
                 self._shown = None
                 self._selected(fresh)
+
+    async def new_charge(self) -> Payment | None:
+        """Open the New charge dialog; the payment made, if any, is selected afterwards."""
+        services = self.bridge.services
+        invoices = await self.bridge.call(services.school.invoices)
+        guardians = await self.bridge.call(services.school.guardians)
+        currency = str(services.settings.get("school.currency"))
+        dialog = NewChargeDialog(self.bridge, invoices, guardians, self.locale, currency, self)
+        await run_dialog(dialog)
+        if dialog.payment is not None:
+            await self.refresh()
+            self.table.select_key(dialog.payment.id)
+        return dialog.payment
 
     def _selected(self, payment: Payment | None) -> None:
         self.refund_button.setEnabled(payment is not None and payment.refundable.minor > 0)

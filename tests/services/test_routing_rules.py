@@ -73,7 +73,8 @@ async def test_rules_are_kept_in_order_moved_changed_and_removed(services: Servi
     assert [rule.currency for rule in order] == ["GBP", "USD", "EUR"]
     assert [rule.position for rule in order] == [0, 1, 2]
     changed = await services.routing.save_rule(RuleDraft((gateway,), currency="ZAR"), first.id)
-    assert changed.position == 1 and changed.currency == "ZAR"
+    assert changed.position == 1
+    assert changed.currency == "ZAR"
     await services.routing.remove_rule(second.id)
     assert [rule.currency for rule in await services.routing.rules()] == ["GBP", "ZAR"]
     with pytest.raises(NotFound):

@@ -61,7 +61,8 @@ def test_a_rule_is_added_in_the_dialog_and_listed_in_words(
     gui.save(dialog, "routing-rule-dialog")
     assert gui.run(dialog.submit()) is True
     saved = gui.run(task)
-    assert saved is not None and saved.gateways == (local,)
+    assert saved is not None
+    assert saved.gateways == (local,)
     assert page.states.state == "content"
     assert page.model.rowCount() == 1
     texts = [page.model.index(0, column).data() for column in range(4)]
@@ -75,7 +76,8 @@ def test_rules_move_and_are_removed_after_asking(gui: Gui, window: MainWindow) -
     second = gui.call(routing.save_rule, RuleDraft((local,), currency="ZAR"))
     page = open_rules(gui, window)
     assert page.table.select_key(second.id)
-    assert page.up_button.isEnabled() and not page.down_button.isEnabled()
+    assert page.up_button.isEnabled()
+    assert not page.down_button.isEnabled()
     gui.run(page.move(-1))
     assert [rule.currency for rule in gui.call(routing.rules)] == ["ZAR", "USD"]
     assert page.table.current_record().id == second.id
