@@ -4,7 +4,10 @@ resilient HTTP layer every call goes through. `KINDS` lists every kind Switchboa
 from __future__ import annotations
 
 from app.domain.errors import SwitchboardError
+from app.providers.dwolla import DWOLLA
+from app.providers.paynow import PAYNOW
 from app.providers.paypal import PAYPAL
+from app.providers.paysafe import PAYSAFE
 from app.providers.rates import ECB, OPEN_EXCHANGE_RATES
 from app.providers.sandbox import SANDBOX_PAYMENTS
 from app.providers.spec import ProviderSpec
@@ -16,6 +19,9 @@ KINDS: dict[str, ProviderSpec] = {
         SANDBOX_PAYMENTS,
         STRIPE,
         PAYPAL,
+        DWOLLA,
+        PAYNOW,
+        PAYSAFE,
         ECB,
         OPEN_EXCHANGE_RATES,
     )

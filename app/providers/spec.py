@@ -8,7 +8,7 @@ spec, so adding a provider never means writing another form.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -227,17 +227,24 @@ class ProviderSpec:
         raise KeyError(name)
 
     def check(
-        self, values: Mapping[str, Any], secrets: Mapping[str, str]
+        self,
+        values: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        stored: Collection[str] = (),
     ) -> tuple[dict[str, Any], dict[str, str], list[FieldError]]:
-        """The typed settings and secrets for this kind, and every problem with them."""
+        """The typed settings and secrets for this kind, and every problem with them. `stored`:
+        secret fields already in the credential store and not given again (they count as
+        filled in, and are not checked again)."""
         config: dict[str, Any] = {}
         kept: dict[str, str] = {}
         errors: list[FieldError] = []
         known = {spec_field.name for spec_field in self.fields}
-        for name in (*values, *secrets):
+        for name in (*values, *secrets, *stored):
             if name not in known:
                 errors.append(FieldError(name, f"{self.name} has no setting called {name!r}."))
         for spec_field in self.fields:
+            if spec_field.secret and spec_field.name in stored and not secrets.get(spec_field.name):
+                continue
             raw = secrets.get(spec_field.name) if spec_field.secret else values.get(spec_field.name)
             try:
                 value = spec_field.parse(raw)

@@ -30,6 +30,7 @@ Messages are for the log only and never hold a secret or a signature.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -619,15 +620,17 @@ class GoogleChannelVerifier:
 # --- Paynow (Zimbabwe) ------------------------------------------------------------------------
 
 
-def _paynow_hash(values: Sequence[str], integration_key: str) -> str:
-    return hashlib.sha512(_utf8("".join(values) + integration_key)).hexdigest().upper()
+def paynow_hash(values: Sequence[str], integration_key: str) -> str:
+    """Paynow's hash of a message: the values in order, then the integration key in lower case
+    (as Paynow's own SDKs write it: a key pasted in capitals is the same key)."""
+    return hashlib.sha512(_utf8("".join(values) + integration_key.lower())).hexdigest().upper()
 
 
 def paynow_signed_body(fields: Mapping[str, str], integration_key: str) -> bytes:
     """A status update's form body with its `hash` field added, as Paynow would post it (the
     signature is in the body, which is why PaynowVerifier.sign returns no headers)."""
     items = [(name, value) for name, value in fields.items() if name.lower() != "hash"]
-    digest = _paynow_hash([value for _, value in items], integration_key)
+    digest = paynow_hash([value for _, value in items], integration_key)
     return urlencode([*items, ("hash", digest)]).encode("ascii")
 
 
@@ -637,7 +640,8 @@ class PaynowVerifier:
     timestamp and no header.
 
     Relied on: Paynow's developer docs (paynow/docs: docs/status_update.md, "Generating Hash",
-    and "Validating a hash on an inbound message" with its worked example).
+    and "Validating a hash on an inbound message" with its worked example; the key in lower case
+    as paynow/Paynow-Python-SDK and the PHP and .NET SDKs hash it).
     """
 
     key = "paynow"
@@ -652,7 +656,7 @@ class PaynowVerifier:
             raise Rejected("malformed", "the status update has more than one hash field")
         given = hashes[0].strip().upper()
         values = [value for name, value in fields if name.lower() != "hash"]
-        if not _any_secret(keys, lambda key: _same(_paynow_hash(values, key), given)):
+        if not _any_secret(keys, lambda key: _same(paynow_hash(values, key), given)):
             raise Rejected("signature", "the status update's hash does not match its fields")
         named = {name.lower(): value.strip() for name, value in reversed(fields)}
         reference, status = named.get("paynowreference"), named.get("status", "").lower()
@@ -742,6 +746,52 @@ def paypal_verdict(
     return check.event
 
 
+class PaysafeVerifier:
+    """`Signature: <base64>`, the HMAC-SHA256 of the raw body with the HMAC key agreed with
+    Paysafe. No timestamp. Paysafe documents the key only as "hmacKey" and issues it as base64
+    text, so the key is tried both as that text and base64-decoded. The event's id is the
+    body's `id` where there is one, else "<resourceId>:<eventName>", which stays the same when
+    Paysafe delivers the event again (only `attemptNumber` changes).
+
+    Relied on: Paysafe's developer docs (Payments API, "Webhooks": the Signature header and
+    the notification body with eventName, resourceId and attemptNumber).
+    """
+
+    key = "paysafe"
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        keys = [key for secret in _usable(secrets) for key in _paysafe_keys(secret)]
+        given = _signature_header(request, "signature")
+        if not _any_secret(keys, lambda key: _same(_hmac_base64(key, request.body), given)):
+            raise Rejected("signature", "the Signature header does not match the body")
+        event = _json_object(request.body)
+        name = event.get("eventName") or event.get("eventType")
+        event_type = name if isinstance(name, str) else ""
+        given_id, resource = event.get("id"), event.get("resourceId")
+        if isinstance(given_id, str) and given_id:
+            event_id = given_id
+        elif isinstance(resource, str) and resource and event_type:
+            event_id = f"{resource}:{event_type}"
+        else:
+            event_id = _body_id(request.body)
+        return Verified(_event_id(event_id), event_type)
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """The id travels in the body, so `event_id` is not used."""
+        return {"Signature": _hmac_base64(_utf8(secret), body)}
+
+
+def _paysafe_keys(secret: str) -> list[bytes]:
+    keys = [_utf8(secret)]
+    try:
+        decoded = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        return keys
+    return [*keys, decoded] if decoded else keys
+
+
 # --- the registry ---------------------------------------------------------------------------------
 
 VERIFIERS: dict[str, Verifier] = {
@@ -754,5 +804,6 @@ VERIFIERS: dict[str, Verifier] = {
         DwollaVerifier(),
         GoogleChannelVerifier(),
         PaynowVerifier(),
+        PaysafeVerifier(),
     )
 }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from app.config import Config
 from app.providers import sandbox_ledger
 from app.providers.http import RequestRecord
-from app.services import payment_events
+from app.services import dwolla_events, payment_events, paynow_events, paypal_events, paysafe_events
 from app.services.billing import BillingService
 from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
@@ -82,6 +82,10 @@ class Services:
             inbox_worker = InboxWorker(db, hub)
             inbox.on_stored(inbox_worker.wake)
             payment_events.register(inbox_worker)
+            paypal_events.register(inbox_worker)
+            paysafe_events.register(inbox_worker)
+            dwolla_events.register(inbox_worker)
+            paynow_events.register(inbox_worker)
             routing = RoutingService(db, connections, hub)
             payments = PaymentService(db, hub, connections, routing.learn)
             rate = settings.get("receiver.sender_rate")

@@ -210,10 +210,7 @@ class ConnectionService:
         given = {field: value for field, value in secrets.items() if value}
         kept_names = [field for field in record.secret_fields if field not in given]
         # Stored secrets satisfy "required" without being read back out of the store.
-        config, new_secrets, errors = spec.check(
-            values, {**dict.fromkeys(kept_names, "(kept)"), **given}
-        )
-        new_secrets = {field: value for field, value in new_secrets.items() if field in given}
+        config, new_secrets, errors = spec.check(values, given, stored=kept_names)
         errors.extend(_interval_problems(health_interval))
         clean_name = " ".join(name.split())
         if not clean_name:

@@ -49,7 +49,7 @@ from app.domain.payments import (
     RefundResult,
     RefundStatus,
 )
-from app.providers.gateway import PaymentGateway, may_have_acted
+from app.providers.gateway import Feature, PaymentGateway, may_have_acted
 from app.services.connections import ConnectionService
 from app.services.events import EventHub
 from app.store.base import utcnow
@@ -159,6 +159,7 @@ class Payment:
     guardian_id: int | None
     created_at: datetime
     payer: str = ""  # the guardian's name, where the query asked for it
+    description: str = ""
 
     @property
     def refundable(self) -> Money:
@@ -353,6 +354,7 @@ class PaymentService:
             method=payment.method,
             token=attempt.token,
             customer=attempt.customer,
+            description=payment.description,
             created_at=attempt.started_at.timestamp(),
         )
         return await self._look_up(payment, request, attempt.connection_id, attempt.gateway_id)
@@ -398,7 +400,7 @@ class PaymentService:
             method=payment.method,
             token=candidate.token,
             customer=candidate.customer,
-            description=order.description,
+            description=order.description[:200],  # as kept, so a look-up repeats it exactly
             created_at=time.time(),
         )
 
@@ -555,6 +557,7 @@ class PaymentService:
             method=payment.method,
             token=attempt.token,
             customer=attempt.customer,
+            description=payment.description,
             created_at=attempt.started_at.timestamp(),
         )
         synced = await gateway.sync(request, attempt.gateway_id)
@@ -614,6 +617,11 @@ class PaymentService:
         if payment.connection_id is None:
             raise RefundRefused("Only a payment that went through can be refunded.")
         gateway = await self._gateway(payment.connection_id)
+        if Feature.REFUNDS not in gateway.features:
+            name = (await self._connections.connection(payment.connection_id)).name
+            raise RefundRefused(
+                f"{name} cannot be asked for refunds; refund it in the gateway's own dashboard."
+            )
         refund_id = await self._db.write(self._reserve, payment, wanted, reason)
         refund = await self._refund_row(refund_id)
         result = await gateway.refund(payment.gateway_id, wanted, refund.reference)
@@ -807,6 +815,7 @@ def _payment(row: PaymentRow, attempts: Sequence[PaymentAttemptRow], payer: str 
         fee=Money(row.fee_minor, row.currency) if row.fee_minor is not None else None,
         refunded=Money(row.refunded_minor, row.currency),
         failure=_failure(row.failure_kind, row.failure_code, row.failure_message),
+        description=row.description,
         attempts=tuple(
             Attempt(
                 number=attempt.number,

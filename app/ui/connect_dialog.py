@@ -43,8 +43,9 @@ class ConnectionDraft:
     health_interval: int | None = None
 
     def problems(self) -> list[FieldError]:
-        present = {**dict.fromkeys(self.kept_secrets, "(kept)"), **self.secrets}
-        _config, _secrets, errors = self.spec.check(self.values, present)
+        given = {name: value for name, value in self.secrets.items() if value}
+        stored = [name for name in self.kept_secrets if name not in given]
+        _config, _secrets, errors = self.spec.check(self.values, given, stored=stored)
         if not self.name.strip():
             errors.insert(0, FieldError("name", "Give the connection a name."))
         return errors

@@ -9,6 +9,7 @@ from app.ui.page import Page
 def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.dashboard import DashboardPage
     from app.views.events import EventsPage
+    from app.views.gateway_analytics import GatewayAnalyticsPage
     from app.views.guardians import GuardiansPage
     from app.views.invoices import InvoicesPage
     from app.views.lessons import LessonsPage
@@ -30,5 +31,6 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         LessonsPage(bridge),
         InvoicesPage(bridge),
         PaymentsPage(bridge),
+        GatewayAnalyticsPage(bridge),
         RoutingRulesPage(bridge),
     ]

@@ -9,19 +9,47 @@
   "<transmission id>|<transmission time>|<webhook id>|<CRC32 of the event, decimal>", checked
   against the certificate at a cert URL that must be PayPal's own.
 
-The fake sends notifications too (`notification`): the headers and body PayPal would post.
-Every request is recorded, so tests can count what reached "PayPal". `failing` makes every
-answer a 503 for as long as it is set.
+- Orders v2 (`POST /v2/checkout/orders`, `GET /v2/checkout/orders/{id}`,
+  `POST /v2/checkout/orders/{id}/capture`) and Payments v2 (`GET /v2/payments/captures/{id}`,
+  `POST /v2/payments/captures/{id}/refund`, `GET /v2/payments/refunds/{id}`), stateful:
+  an order with a vaulted payment source (`payment_source.paypal.vault_id` or
+  `payment_source.card.vault_id`) is captured at once; one without waits for its payer
+  (CREATED with an `approve` link, or PAYER_ACTION_REQUIRED with a `payer-action` link when a
+  PayPal experience context is given) until `approve` plays the payer, and is then captured by
+  the capture call (422 ORDER_NOT_APPROVED before, ORDER_ALREADY_CAPTURED after). Refunds,
+  partial or full, never exceed what is left of the capture (422 REFUND_AMOUNT_EXCEEDED,
+  CAPTURE_FULLY_REFUNDED). Amounts are decimal strings with the currency's decimals (422
+  CURRENCY_NOT_SUPPORTED, DECIMAL_PRECISION). Answers are minimal unless
+  `Prefer: return=representation` asks for the whole resource. Errors have PayPal's shape
+  (`name`, `message`, `debug_id`, `details[].issue`).
+- `PayPal-Request-Id`: a request ID seen before on the same API is answered with the latest
+  state of what its first request made (or its first error), whatever the new body says, and
+  nothing is made again (PayPal's "Idempotency" page). A request with a payment source must
+  carry one (PAYPAL_REQUEST_ID_REQUIRED).
+- Vault IDs: any succeeds, except the magic ones below, named after PayPal's sandbox triggers
+  (the INSTRUMENT_DECLINED negative-testing code; the card "rejection triggers" CCREJECT-REFUSED
+  and CCREJECT-SF, insufficient funds).
 
-Relied on: PayPal's REST API docs (authentication; Webhooks API v1, verify webhook signature,
-and "Webhook event names" for event shapes), and the offline check in PayPal's own SDKs
-(paypal/PayPal-Python-SDK, paypalrestsdk/notifications.py: the signed string and CRC32).
+The fake sends notifications too (`notification`): the headers and body PayPal would post.
+Every change it makes records the event PayPal would send (`events`): CHECKOUT.ORDER.APPROVED,
+PAYMENT.CAPTURE.COMPLETED / PENDING / DECLINED / DENIED, PAYMENT.CAPTURE.REFUNDED. Every
+request is recorded with its headers, so tests can count what reached "PayPal". `failing`
+makes every answer a 503 for as long as it is set; `hang_after_accept` makes Orders and
+Payments calls do their work and then never answer (an answer lost on the way).
+
+Relied on: PayPal's REST API docs (authentication; Orders v2 and its errors; Payments v2
+captures and refunds and their errors; Idempotency; Currency codes; Webhooks API v1, verify
+webhook signature, and "Webhook event names" for event shapes), and the offline check in
+PayPal's own SDKs (paypal/PayPal-Python-SDK, paypalrestsdk/notifications.py: the signed string
+and CRC32).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import re
 import secrets
 import threading
 import time
@@ -29,6 +57,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -42,12 +71,29 @@ from starlette.routing import Route
 CERT_PATH = "/v1/notifications/certs/CERT-360caa42-fca2a594-fake"
 REQUIRED = ("auth_algo", "cert_url", "transmission_id", "transmission_sig", "transmission_time")
 
+# Vault IDs that are declined: a PayPal wallet (422 INSTRUMENT_DECLINED), and cards whose
+# capture is DECLINED with the processor's response code 0500 (do not honor) or 5120
+# (insufficient funds); and one whose capture stays PENDING (under review).
+DECLINED_PAYPAL_VAULT = "vault-INSTRUMENT_DECLINED"
+DECLINED_CARD_VAULT = "vault-CCREJECT-REFUSED"
+INSUFFICIENT_CARD_VAULT = "vault-CCREJECT-SF"
+PENDING_VAULT = "vault-PENDING-REVIEW"
+_CURRENCY_LIST = (
+    "AUD BRL CAD CNY CZK DKK EUR HKD HUF ILS JPY MYR MXN TWD NZD NOK PHP PLN GBP SGD SEK CHF THB "
+    "USD"
+)
+CURRENCIES = frozenset(_CURRENCY_LIST.split())
+WHOLE_UNITS = frozenset({"HUF", "JPY", "TWD"})  # "does not support decimals"
+VALUE = re.compile(r"([0-9]+)|([0-9]+)?[.][0-9]+")
+_ID_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
 
 @dataclass
 class Seen:
     method: str
     path: str
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,9 +102,18 @@ class FakePayPal:
     client_secret: str = "EFakeSecret"
     token_lifetime: int = 32_400  # what PayPal gives: nine hours
     failing: bool = False
+    hang_after_accept: bool = False
+    merchant_id: str = "SWITCHBOARDFAKE1"
     base_url: str = ""  # set by the test once served, for the cert URL in notifications
     seen: list[Seen] = field(default_factory=list)
     webhooks: dict[str, str] = field(default_factory=dict)  # id -> url
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    captures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # what PayPal would notify
+    # (API path, PayPal-Request-Id) -> ("order" | "refund", its id) or ("error", key of _errors)
+    _requests: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    _errors: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     _tokens: dict[str, float] = field(default_factory=dict)
     _key: rsa.RSAPrivateKey = field(
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -78,6 +133,18 @@ class FakePayPal:
                     self._verify,
                     methods=["POST"],
                 ),
+                Route("/v2/checkout/orders", self._create_order, methods=["POST"]),
+                Route("/v2/checkout/orders/{order_id}", self._show_order, methods=["GET"]),
+                Route(
+                    "/v2/checkout/orders/{order_id}/capture", self._capture_order, methods=["POST"]
+                ),
+                Route("/v2/payments/captures/{capture_id}", self._show_capture, methods=["GET"]),
+                Route(
+                    "/v2/payments/captures/{capture_id}/refund",
+                    self._refund_capture,
+                    methods=["POST"],
+                ),
+                Route("/v2/payments/refunds/{refund_id}", self._show_refund, methods=["GET"]),
             ]
         )
 
@@ -206,9 +273,467 @@ class FakePayPal:
             return False
         return True
 
+    # --- Orders v2 and Payments v2: what tests use -----------------------------------------------
+
+    def approve(self, order_id: str, payer_email: str = "parent@example.com") -> None:
+        """Play the payer: log in on PayPal's page and approve the order (a payment link)."""
+        with self._lock:
+            order = self.orders[order_id]
+            if order["status"] not in ("CREATED", "PAYER_ACTION_REQUIRED"):
+                raise ValueError(f"order {order_id} is {order['status']}, not waiting for a payer")
+            order["status"] = "APPROVED"
+            order["payer"] = {"email_address": payer_email, "payer_id": _paypal_id(13)}
+            order["payment_source"] = {
+                "paypal": {"email_address": payer_email, "account_status": "VERIFIED"}
+            }
+            order["update_time"] = _now()
+            self._emit(
+                "CHECKOUT.ORDER.APPROVED",
+                "checkout-order",
+                order,
+                "An order has been approved by buyer",
+            )
+
+    def settle_pending(self, capture_id: str, status: str = "COMPLETED") -> None:
+        """A pending capture clears (COMPLETED) or is denied (DENIED), as an eCheck does."""
+        with self._lock:
+            capture = self.captures[capture_id]
+            if capture["status"] != "PENDING":
+                raise ValueError(f"capture {capture_id} is {capture['status']}, not PENDING")
+            capture["status"] = status
+            capture.pop("status_details", None)
+            capture["update_time"] = _now()
+            if status == "COMPLETED":
+                capture["seller_receivable_breakdown"] = _breakdown(capture["amount"])
+            self._emit(f"PAYMENT.CAPTURE.{status}", "capture", capture, f"Payment {status.lower()}")
+
+    def captures_of(self, order_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                dict(capture)
+                for capture in self.captures.values()
+                if capture["order_id"] == order_id
+            ]
+
+    def events_of(self, event_type: str) -> list[dict[str, Any]]:
+        """The notifications PayPal would have sent, of one type, oldest first."""
+        with self._lock:
+            return [event for event in self.events if event["event_type"] == event_type]
+
+    def request_ids(self, path: str) -> list[str]:
+        return [
+            seen.headers.get("paypal-request-id", "") for seen in self.seen if seen.path == path
+        ]
+
+    # --- Orders v2 -------------------------------------------------------------------------------
+
+    async def _create_order(self, request: Request) -> Response:
+        body = await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        asked = _parsed(body)
+        if asked is None:
+            return _invalid([{"issue": "MALFORMED_REQUEST_JSON"}])
+        request_id = request.headers.get("paypal-request-id", "")
+        replayed = self._replay(request, request_id)
+        if replayed is not None:
+            return await self._answer(request, replayed)
+        problem = _order_problem(asked)
+        if problem is None and asked.get("payment_source") and not request_id:
+            problem = _invalid(
+                [
+                    {
+                        "issue": "PAYPAL_REQUEST_ID_REQUIRED",
+                        "description": "A PayPal-Request-Id is required if you are trying to "
+                        "process payment for an Order.",
+                    }
+                ]
+            )
+        if problem is not None:
+            return await self._answer(request, self._remember(request, request_id, problem))
+        with self._lock:
+            answer = self._new_order(asked)
+        return await self._answer(request, self._remember(request, request_id, answer))
+
+    async def _show_order(self, request: Request) -> Response:
+        await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        with self._lock:
+            order = self.orders.get(request.path_params["order_id"])
+            if order is None:
+                return _not_found()
+            return JSONResponse(self._shown(order))
+
+    async def _capture_order(self, request: Request) -> Response:
+        body = await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if body.strip() and _parsed(body) is None:
+            return _invalid([{"issue": "MALFORMED_REQUEST_JSON"}])
+        request_id = request.headers.get("paypal-request-id", "")
+        replayed = self._replay(request, request_id)
+        if replayed is not None:
+            return await self._answer(request, replayed)
+        with self._lock:
+            answer = self._capture_approved(request.path_params["order_id"])
+        return await self._answer(request, self._remember(request, request_id, answer))
+
+    def _new_order(self, asked: dict[str, Any]) -> Response:
+        unit = asked["purchase_units"][0]
+        order_id = _paypal_id()
+        order: dict[str, Any] = {
+            "id": order_id,
+            "intent": asked["intent"],
+            "status": "CREATED",
+            "purchase_units": [
+                {
+                    "reference_id": unit.get("reference_id", "default"),
+                    "amount": dict(unit["amount"]),
+                    "payee": {"merchant_id": self.merchant_id},
+                    **{
+                        key: unit[key]
+                        for key in ("custom_id", "invoice_id", "description")
+                        if key in unit
+                    },
+                }
+            ],
+            "create_time": _now(),
+            "update_time": _now(),
+        }
+        self.orders[order_id] = order
+        source = asked.get("payment_source") or {}
+        vaulted = next(
+            (
+                (method, given["vault_id"])
+                for method, given in source.items()
+                if isinstance(given, dict) and given.get("vault_id")
+            ),
+            None,
+        )
+        if vaulted is not None:
+            return self._charge_vaulted(order, *vaulted)
+        if "paypal" in source:
+            # The payer must log in and approve on PayPal's page.
+            order["status"] = "PAYER_ACTION_REQUIRED"
+            email = source["paypal"].get("email_address")
+            order["payment_source"] = {"paypal": {"email_address": email} if email else {}}
+        return self._created(order)
+
+    def _charge_vaulted(self, order: dict[str, Any], method: str, vault_id: str) -> Response:
+        if vault_id == DECLINED_PAYPAL_VAULT:
+            del self.orders[order["id"]]
+            return _unprocessable(
+                "INSTRUMENT_DECLINED",
+                "The instrument presented  was either declined by the processor or bank, or it "
+                "can't be used for this payment.",
+            )
+        if method == "card":
+            order["payment_source"] = {
+                "card": {
+                    "last_digits": "1111",
+                    "brand": "VISA",
+                    "type": "CREDIT",
+                    "vault_id": vault_id,
+                }
+            }
+        else:
+            order["payment_source"] = {
+                "paypal": {"email_address": "parent@example.com", "vault_id": vault_id}
+            }
+        response_code = {DECLINED_CARD_VAULT: "0500", INSUFFICIENT_CARD_VAULT: "5120"}.get(vault_id)
+        if response_code is not None:
+            self._capture(order, "DECLINED", response_code=response_code)
+        elif vault_id == PENDING_VAULT:
+            self._capture(order, "PENDING")
+        else:
+            self._capture(order, "COMPLETED", response_code="0000" if method == "card" else None)
+        return self._created(order)
+
+    def _capture_approved(self, order_id: str) -> Response:
+        order = self.orders.get(order_id)
+        if order is None:
+            return _not_found()
+        if order["status"] == "COMPLETED":
+            return _unprocessable(
+                "ORDER_ALREADY_CAPTURED",
+                "Order already captured.If 'intent=CAPTURE' only one capture per order is allowed.",
+            )
+        if order["status"] != "APPROVED":
+            return _unprocessable(
+                "ORDER_NOT_APPROVED",
+                "Payer has not yet approved the Order for payment. Please redirect the payer to "
+                "the 'rel':'approve' url returned as part of the HATEOAS links within the Create "
+                "Order call or provide a valid `payment_source` in the request.",
+            )
+        self._capture(order, "COMPLETED")
+        return self._created(order)
+
+    def _capture(
+        self, order: dict[str, Any], status: str, *, response_code: str | None = None
+    ) -> None:
+        unit = order["purchase_units"][0]
+        capture: dict[str, Any] = {
+            "id": _paypal_id(),
+            "status": status,
+            "amount": dict(unit["amount"]),
+            "final_capture": True,
+            "supplementary_data": {"related_ids": {"order_id": order["id"]}},
+            "create_time": _now(),
+            "update_time": _now(),
+            **{key: unit[key] for key in ("custom_id", "invoice_id") if key in unit},
+        }
+        if status == "COMPLETED":
+            capture["seller_receivable_breakdown"] = _breakdown(unit["amount"])
+        if status == "PENDING":
+            capture["status_details"] = {"reason": "PENDING_REVIEW"}
+        if response_code is not None:
+            capture["processor_response"] = {
+                "avs_code": "Y",
+                "cvv_code": "M",
+                "response_code": response_code,
+            }
+        base = f"{self.base_url}/v2/payments/captures/{capture['id']}"
+        capture["links"] = [
+            {"href": base, "rel": "self", "method": "GET"},
+            {"href": f"{base}/refund", "rel": "refund", "method": "POST"},
+            {
+                "href": f"{self.base_url}/v2/checkout/orders/{order['id']}",
+                "rel": "up",
+                "method": "GET",
+            },
+        ]
+        self.captures[capture["id"]] = {**capture, "order_id": order["id"], "refunded": "0"}
+        unit["payments"] = {"captures": [capture["id"]]}
+        order["status"] = "COMPLETED"
+        order["update_time"] = _now()
+        self._emit(
+            f"PAYMENT.CAPTURE.{status}",
+            "capture",
+            self.captures[capture["id"]],
+            f"Payment {status.lower()} for {_money(capture['amount'])}",
+        )
+
+    # --- Payments v2 -----------------------------------------------------------------------------
+
+    async def _show_capture(self, request: Request) -> Response:
+        await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        with self._lock:
+            capture = self.captures.get(request.path_params["capture_id"])
+            return _not_found() if capture is None else JSONResponse(_public(capture))
+
+    async def _refund_capture(self, request: Request) -> Response:
+        body = await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        asked = _parsed(body) if body.strip() else {}
+        if asked is None:
+            return _invalid([{"issue": "MALFORMED_REQUEST_JSON"}])
+        request_id = request.headers.get("paypal-request-id", "")
+        replayed = self._replay(request, request_id)
+        if replayed is not None:
+            return await self._answer(request, replayed)
+        with self._lock:
+            answer = self._new_refund(request.path_params["capture_id"], asked)
+        return await self._answer(request, self._remember(request, request_id, answer))
+
+    async def _show_refund(self, request: Request) -> Response:
+        await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        with self._lock:
+            refund = self.refunds.get(request.path_params["refund_id"])
+            return _not_found() if refund is None else JSONResponse(refund)
+
+    def _new_refund(self, capture_id: str, asked: dict[str, Any]) -> Response:
+        capture = self.captures.get(capture_id)
+        if capture is None:
+            return _not_found()
+        if capture["status"] == "REFUNDED":
+            return _unprocessable(
+                "CAPTURE_FULLY_REFUNDED", "The capture has already been fully refunded"
+            )
+        if capture["status"] == "PENDING":
+            return _unprocessable(
+                "PENDING_CAPTURE", "Cannot initiate a refund as the capture is pending."
+            )
+        if capture["status"] not in ("COMPLETED", "PARTIALLY_REFUNDED"):
+            return _unprocessable("TRANSACTION_REFUSED", "The request was refused.")
+        currency = capture["amount"]["currency_code"]
+        left = Decimal(capture["amount"]["value"]) - Decimal(capture["refunded"])
+        amount = asked.get("amount") or {
+            "currency_code": currency,
+            "value": _decimal(left, currency),
+        }
+        problem = _amount_problem(amount)
+        if problem is not None:
+            return problem
+        if amount["currency_code"] != currency:
+            return _unprocessable(
+                "CURRENCY_MISMATCH",
+                "The currency of the refund must be the currency of the capture.",
+            )
+        value = Decimal(amount["value"])
+        if value > left:
+            return _unprocessable(
+                "REFUND_AMOUNT_EXCEEDED",
+                "The refund amount must be less than or equal to the capture amount that has not "
+                "yet been refunded.",
+            )
+        refunded = Decimal(capture["refunded"]) + value
+        capture["refunded"] = str(refunded)
+        capture["status"] = (
+            "REFUNDED" if refunded == Decimal(capture["amount"]["value"]) else "PARTIALLY_REFUNDED"
+        )
+        capture["update_time"] = _now()
+        refund_id = _paypal_id()
+        refund: dict[str, Any] = {
+            "id": refund_id,
+            "status": "COMPLETED",
+            "amount": {"currency_code": currency, "value": _decimal(value, currency)},
+            "seller_payable_breakdown": {
+                "gross_amount": {"currency_code": currency, "value": _decimal(value, currency)},
+                "net_amount": {"currency_code": currency, "value": _decimal(value, currency)},
+                "total_refunded_amount": {
+                    "currency_code": currency,
+                    "value": _decimal(refunded, currency),
+                },
+            },
+            "create_time": _now(),
+            "update_time": _now(),
+            "links": [
+                {
+                    "href": f"{self.base_url}/v2/payments/refunds/{refund_id}",
+                    "rel": "self",
+                    "method": "GET",
+                },
+                {
+                    "href": f"{self.base_url}/v2/payments/captures/{capture_id}",
+                    "rel": "up",
+                    "method": "GET",
+                },
+            ],
+            **{
+                key: asked[key]
+                for key in ("custom_id", "invoice_id", "note_to_payer")
+                if key in asked
+            },
+        }
+        self.refunds[refund_id] = refund
+        self._emit(
+            "PAYMENT.CAPTURE.REFUNDED",
+            "refund",
+            refund,
+            f"A {_decimal(value, currency)} {currency} capture payment was refunded",
+        )
+        return JSONResponse(refund, status_code=201)
+
+    # --- idempotency, answers and events ---------------------------------------------------------
+
+    def _replay(self, request: Request, request_id: str) -> Response | None:
+        """What PayPal answers a request ID it has seen on this API: the latest state of what
+        the first request made (or its error), whatever this request's body says."""
+        if not request_id:
+            return None
+        with self._lock:
+            first = self._requests.get((request.url.path, request_id))
+            if first is None:
+                return None
+            kind, key = first
+            if kind == "order":
+                return self._created(self.orders[key])
+            if kind == "refund":
+                return JSONResponse(self.refunds[key], status_code=201)
+            status, content = self._errors[key]
+            return Response(content, status_code=status, media_type="application/json")
+
+    def _remember(self, request: Request, request_id: str, answer: Response) -> Response:
+        if not request_id:
+            return answer
+        with self._lock:
+            try:
+                made = json.loads(bytes(answer.body))
+            except ValueError:
+                made = {}
+            path = request.url.path
+            if answer.status_code < 400 and made.get("id") in self.orders:
+                self._requests[(path, request_id)] = ("order", made["id"])
+            elif answer.status_code < 400 and made.get("id") in self.refunds:
+                self._requests[(path, request_id)] = ("refund", made["id"])
+            elif answer.status_code == 404:
+                pass  # nothing was made: asking again asks again
+            else:
+                key = f"{path}|{request_id}"
+                self._errors[key] = (answer.status_code, bytes(answer.body))
+                self._requests[(path, request_id)] = ("error", key)
+        return answer
+
+    async def _answer(self, request: Request, answer: Response) -> Response:
+        """The answer, shaped as the Prefer header asks; never sent while `hang_after_accept`
+        is set (the work is done, the answer is lost on the way)."""
+        if self.hang_after_accept:
+            await _until_gone(request)
+        if answer.status_code >= 400 or "return=representation" in request.headers.get(
+            "prefer", ""
+        ):
+            return answer
+        made = json.loads(bytes(answer.body))
+        minimal = {key: made[key] for key in ("id", "status", "links") if key in made}
+        return JSONResponse(minimal, status_code=answer.status_code)
+
+    def _emit(
+        self, event_type: str, resource_type: str, resource: dict[str, Any], summary: str
+    ) -> None:
+        self.events.append(
+            {
+                "id": f"WH-{_paypal_id()}-{_paypal_id()}",
+                "event_version": "1.0",
+                "create_time": _now(),
+                "resource_type": resource_type,
+                "resource_version": "2.0",
+                "event_type": event_type,
+                "summary": summary,
+                "resource": _public(resource)
+                if resource_type == "capture"
+                else self._shown(resource)
+                if resource_type == "checkout-order"
+                else dict(resource),
+            }
+        )
+
+    def _shown(self, order: dict[str, Any]) -> dict[str, Any]:
+        """An order as PayPal shows it: its captures in full, and the links its state allows."""
+        shown: dict[str, Any] = json.loads(json.dumps(order))
+        for unit in shown["purchase_units"]:
+            captured = unit.get("payments", {}).get("captures", [])
+            if captured:
+                unit["payments"] = {"captures": [_public(self.captures[key]) for key in captured]}
+        base = f"{self.base_url}/v2/checkout/orders/{order['id']}"
+        checkout = f"https://www.sandbox.paypal.com/checkoutnow?token={order['id']}"
+        links = [{"href": base, "rel": "self", "method": "GET"}]
+        if order["status"] == "CREATED":
+            links.append({"href": checkout, "rel": "approve", "method": "GET"})
+        if order["status"] == "PAYER_ACTION_REQUIRED":
+            links.append({"href": checkout, "rel": "payer-action", "method": "GET"})
+        if order["status"] in ("CREATED", "APPROVED"):
+            links.append({"href": f"{base}/capture", "rel": "capture", "method": "POST"})
+        shown["links"] = links
+        return shown
+
+    def _created(self, order: dict[str, Any]) -> Response:
+        return JSONResponse(self._shown(order), status_code=201)
+
     async def _record(self, request: Request) -> bytes:
         body = await request.body()
-        self.seen.append(Seen(request.method, request.url.path, body))
+        self.seen.append(Seen(request.method, request.url.path, body, dict(request.headers)))
         return body
 
     def _refused(self, request: Request) -> Response | None:
@@ -248,3 +773,134 @@ def _unavailable() -> Response:
     return JSONResponse(
         {"name": "SERVICE_UNAVAILABLE", "message": "Service Unavailable."}, status_code=503
     )
+
+
+def _paypal_id(length: int = 17) -> str:
+    """An ID shaped like PayPal's (orders, captures, refunds: 17 upper-case letters and digits)."""
+    return "".join(secrets.choice(_ID_CHARACTERS) for _ in range(length))
+
+
+def _now() -> str:
+    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _parsed(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _decimal(value: Decimal, currency: str) -> str:
+    places = 0 if currency in WHOLE_UNITS else 2
+    return f"{value.quantize(Decimal(1).scaleb(-places)):f}"
+
+
+def _breakdown(amount: dict[str, str]) -> dict[str, Any]:
+    """What PayPal keeps of a capture: 3.49 % plus 0.49 (49 of a whole-unit currency)."""
+    currency = amount["currency_code"]
+    gross = Decimal(amount["value"])
+    fixed = Decimal(49) if currency in WHOLE_UNITS else Decimal("0.49")
+    fee = Decimal(_decimal(gross * Decimal("0.0349") + fixed, currency))
+    return {
+        "gross_amount": dict(amount),
+        "paypal_fee": {"currency_code": currency, "value": _decimal(fee, currency)},
+        "net_amount": {"currency_code": currency, "value": _decimal(gross - fee, currency)},
+    }
+
+
+def _public(capture: dict[str, Any]) -> dict[str, Any]:
+    """A capture as PayPal shows it (without what the fake keeps for itself)."""
+    return {key: value for key, value in capture.items() if key not in ("order_id", "refunded")}
+
+
+def _amount_problem(amount: Any) -> Response | None:
+    if not isinstance(amount, dict) or not amount.get("currency_code") or "value" not in amount:
+        return _invalid(
+            [
+                {
+                    "field": "/purchase_units/@reference_id=='default'/amount",
+                    "issue": "MISSING_REQUIRED_PARAMETER",
+                }
+            ]
+        )
+    currency, value = str(amount["currency_code"]), str(amount["value"])
+    if not VALUE.fullmatch(value):
+        return _invalid(
+            [{"field": "amount/value", "value": value, "issue": "INVALID_PARAMETER_SYNTAX"}]
+        )
+    if currency not in CURRENCIES:
+        return _unprocessable("CURRENCY_NOT_SUPPORTED", "Currency code is not currently supported.")
+    decimals = len(value.partition(".")[2])
+    if decimals > (0 if currency in WHOLE_UNITS else 2):
+        return _unprocessable(
+            "DECIMAL_PRECISION",
+            "If the currency supports decimals, only two decimal place precision is supported.",
+        )
+    return None
+
+
+def _order_problem(asked: dict[str, Any]) -> Response | None:
+    if asked.get("intent") not in ("CAPTURE", "AUTHORIZE"):
+        return _invalid([{"field": "/intent", "issue": "INVALID_PARAMETER_VALUE"}])
+    units = asked.get("purchase_units")
+    if not isinstance(units, list) or not units or not isinstance(units[0], dict):
+        return _invalid([{"field": "/purchase_units", "issue": "MISSING_REQUIRED_PARAMETER"}])
+    for key in ("custom_id", "invoice_id"):
+        if len(str(units[0].get(key, ""))) > 127:
+            return _invalid(
+                [{"field": f"/purchase_units/0/{key}", "issue": "INVALID_STRING_LENGTH"}]
+            )
+    return _amount_problem(units[0].get("amount"))
+
+
+def _unprocessable(issue: str, description: str) -> Response:
+    return JSONResponse(
+        {
+            "name": "UNPROCESSABLE_ENTITY",
+            "message": "The requested action could not be performed, semantically incorrect, or "
+            "failed business validation.",
+            "debug_id": secrets.token_hex(6),
+            "details": [{"issue": issue, "description": description}],
+            "links": [
+                {
+                    "href": f"https://developer.paypal.com/docs/api/orders/v2/#error-{issue}",
+                    "rel": "information_link",
+                    "method": "GET",
+                }
+            ],
+        },
+        status_code=422,
+    )
+
+
+def _not_found() -> Response:
+    return JSONResponse(
+        {
+            "name": "RESOURCE_NOT_FOUND",
+            "message": "The specified resource does not exist.",
+            "debug_id": secrets.token_hex(6),
+            "details": [
+                {
+                    "issue": "INVALID_RESOURCE_ID",
+                    "description": "Specified resource ID does not exist. Please check the "
+                    "resource ID and try again.",
+                }
+            ],
+        },
+        status_code=404,
+    )
+
+
+async def _until_gone(request: Request, longest: float = 30.0) -> None:
+    """Hold the answer back until the client gives up and goes away."""
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(0.02)
+
+
+def _money(amount: dict[str, str]) -> str:
+    return f"{amount['value']} {amount['currency_code']}"

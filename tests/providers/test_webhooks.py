@@ -222,6 +222,20 @@ CASES = [
             "status": "Paid",
         },
     ),
+    Case(
+        key="paysafe",
+        secrets=("previous-hmac-key-0123", "current-hmac-key-01234", "someone-elses-key-0123"),
+        body=(
+            b'{"resourceId": "b8b2b5a1-9a55-4a0e-9d1f-4b1e3a1f0c42", '
+            b'"eventName": "PAYMENT_COMPLETED", "attemptNumber": 1, "amount": 2000}'
+        ),
+        event_id="",
+        expected=Verified(
+            "b8b2b5a1-9a55-4a0e-9d1f-4b1e3a1f0c42:PAYMENT_COMPLETED", "PAYMENT_COMPLETED"
+        ),
+        signature_header="signature",
+        body_change=(b'"amount": 2000', b'"amount": 20000'),
+    ),
 ]
 BY_KEY = {case.key: case for case in CASES}
 with_body = pytest.mark.parametrize(

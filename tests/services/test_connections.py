@@ -247,6 +247,22 @@ async def test_changing_settings_keeps_a_secret_left_empty_and_replaces_one_give
     ).ok  # the client was rebuilt with the new key
 
 
+async def test_a_stored_secret_is_not_checked_again_when_other_settings_change(
+    services: Services,
+) -> None:
+    # Stripe checks what a secret key looks like; the stored one is not read back to check it.
+    record = await services.connections.add(
+        "stripe", "Stripe", {}, {"secret_key": "sk_test_123", "webhook_secret": "whsec_1"}
+    )
+    changed = await services.connections.update(
+        record.id, "Stripe cards", {"api_url": "https://stripe.example.org"}, {"secret_key": ""}
+    )
+    assert changed.name == "Stripe cards"
+    assert set(changed.secret_fields) == {"secret_key", "webhook_secret"}
+    with pytest.raises(ValidationFailed, match="starts with sk_"):
+        await services.connections.update(record.id, "Stripe", {}, {"secret_key": "pk_test_1"})
+
+
 async def test_each_connection_can_have_its_own_check_interval(services: Services) -> None:
     with pytest.raises(ValidationFailed, match="from every 10 seconds"):
         await services.connections.add(
