@@ -49,7 +49,15 @@ from app.domain.payments import (
     RefundResult,
     RefundStatus,
 )
-from app.providers.gateway import Feature, PaymentGateway, may_have_acted
+from app.providers.gateway import (
+    PAYMENTS,
+    Feature,
+    LinkRequest,
+    PaymentGateway,
+    Unsupported,
+    may_have_acted,
+)
+from app.providers.http import ProviderError
 from app.services.connections import ConnectionService
 from app.services.events import EventHub
 from app.store.base import utcnow
@@ -66,6 +74,8 @@ SETTLE_AFTER = timedelta(minutes=2)
 # A payment on its way (a bank debit takes days, a mobile-money payer may take minutes to
 # approve) is asked about this often, in case its gateway's webhook never comes.
 POLL_PROCESSING_EVERY = timedelta(minutes=10)
+# A payment link not paid by then is given up on (and no longer asked about).
+LINK_DAYS = 30
 
 # A payment's status
 PENDING = "pending"  # asked for, no attempt settled yet
@@ -127,6 +137,21 @@ class ChargeOrder:
 
 
 @dataclass(frozen=True)
+class LinkOrder:
+    """A payment the payer makes on a gateway's page: where, how much, for what."""
+
+    idempotency_key: str
+    amount: Money
+    connection_id: int
+    description: str
+    guardian_id: int | None = None
+    invoice_id: int | None = None
+    payer_email: str = ""
+    return_url: str = ""
+    method: str = ""  # where the gateway needs one ("ecocash" at Paynow)
+
+
+@dataclass(frozen=True)
 class Attempt:
     number: int
     reference: str
@@ -160,6 +185,11 @@ class Payment:
     created_at: datetime
     payer: str = ""  # the guardian's name, where the query asked for it
     description: str = ""
+
+    @property
+    def link(self) -> str:
+        """The page the payer pays on, for a payment asked for by a link ("" otherwise)."""
+        return next((str(a.why["link"]) for a in self.attempts if a.why.get("link")), "")
 
     @property
     def refundable(self) -> Money:
@@ -232,6 +262,80 @@ class PaymentService:
             if payment.status not in OPEN:  # done, or taken and on its way (processing)
                 return payment
             return await self._advance(payment, order)
+
+    async def create_link(self, order: LinkOrder) -> Payment:
+        """Ask a gateway for a page where the payer pays (or return the payment this key asked
+        for before); the payment is on its way (`Payment.link`) until the payer has paid, which
+        the gateway's webhook or the regular look-ups say. A link whose answer was lost can be
+        paid by no one (no one has its address), so it simply fails: ask for another."""
+        gateway = await self._gateway(order.connection_id)
+        name = (await self._connections.connection(order.connection_id)).name
+        if Feature.LINKS not in gateway.features:
+            raise Unsupported(f"{name} does not make payment links.")
+        charge = ChargeOrder(
+            idempotency_key=order.idempotency_key,
+            amount=order.amount,
+            method=order.method or "link",
+            candidates=(),
+            invoice_id=order.invoice_id,
+            guardian_id=order.guardian_id,
+            description=order.description,
+        )
+        if not charge.idempotency_key or len(charge.idempotency_key) > 200:
+            raise SwitchboardError("A payment needs an idempotency key of 1 to 200 characters.")
+        async with self._locks.hold(order.idempotency_key):
+            payment = await self.payment(await self._db.write(self._open, charge))
+            if payment.status not in OPEN or payment.attempts:
+                return payment
+            why = {"explanation": f"a payment link at {name}, chosen by the office"}
+            candidate = Candidate(order.connection_id, "", why=why)
+            request = self._request(payment, charge, candidate, 1)
+            await self._db.write(self._begin_attempt, payment.id, request, candidate)
+            asked = LinkRequest(
+                reference=request.reference,
+                amount=order.amount,
+                description=order.description or f"Payment {payment.id}",
+                return_url=order.return_url,
+                payer_email=order.payer_email,
+                method=order.method,
+                created_at=request.created_at,
+            )
+            try:
+                link = await gateway.create_link(asked)
+            except (ProviderError, Unsupported) as error:
+                failure = Failure(
+                    FailureKind.TECHNICAL,
+                    getattr(error, "error_class", "unsupported"),
+                    f"{name} did not make the payment link: {error}",
+                )
+                result = ChargeResult(ChargeStatus.FAILED, "", failure)
+                await self._db.write(self._end_attempt, request.reference, result, None)
+                return await self._finish(payment.id, FAILED, order.connection_id, result)
+            made = {**why, "link": link.url, "expires_at": link.expires_at}
+            result = ChargeResult(ChargeStatus.PROCESSING, link.gateway_id)
+            await self._db.write(self._end_link, request.reference, result, made)
+            return await self._finish(payment.id, PROCESSING, order.connection_id, result)
+
+    async def link_gateways(self) -> list[tuple[int, str]]:
+        """The connections that make payment links: (id, name)."""
+        found = []
+        for record in await self._connections.connections():
+            if PAYMENTS not in record.spec.capabilities:
+                continue
+            provider = await self._connections.provider(record.id)
+            if isinstance(provider, PaymentGateway) and Feature.LINKS in provider.features:
+                found.append((record.id, record.name))
+        return found
+
+    def _end_link(
+        self, session: Session, reference: str, result: ChargeResult, made: dict[str, Any]
+    ) -> None:
+        self._end_attempt(session, reference, result, None)
+        row = session.scalar(
+            select(PaymentAttemptRow).where(PaymentAttemptRow.reference == reference)
+        )
+        if row is not None:
+            row.decision = made
 
     def _open(self, session: Session, order: ChargeOrder) -> int:
         digest = order.digest()
@@ -564,11 +668,19 @@ class PaymentService:
         status = {ChargeStatus.SUCCEEDED: SUCCEEDED, ChargeStatus.PROCESSING: PROCESSING}.get(
             synced.status
         )
-        if synced.failure is not None and synced.failure.kind in (
+        failure = synced.failure
+        if failure is not None and failure.kind in (
             FailureKind.HARD_DECLINE,
             FailureKind.SOFT_DECLINE,
         ):
             status = FAILED  # the bank returned it, the payer declined on their phone
+        elif status != SUCCEEDED and attempt.why.get("link") and _older(attempt, LINK_DAYS):
+            status = FAILED
+            failure = Failure(
+                FailureKind.SOFT_DECLINE,
+                "link_expired",
+                f"The payment link was not paid within {LINK_DAYS} days.",
+            )
         reference = attempt.reference
 
         def write(session: Session) -> str:
@@ -579,7 +691,7 @@ class PaymentService:
             if row is None or payment_row is None:
                 return ""
             if status in (SUCCEEDED, FAILED):
-                advance_attempt(session, row, status, synced.gateway_id, synced.failure, synced.fee)
+                advance_attempt(session, row, status, synced.gateway_id, failure, synced.fee)
             payment_row.updated_at = utcnow()  # asked: the next time is a while off
             return payment_row.status
 
@@ -765,6 +877,10 @@ def _unsettled_payments(session: Session, since: datetime, limit: int) -> list[i
             .limit(limit)
         )
     )
+
+
+def _older(attempt: Attempt, days: int) -> bool:
+    return attempt.started_at < utcnow() - timedelta(days=days)
 
 
 def _processing_payments(session: Session, since: datetime, limit: int) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -30,7 +31,7 @@ from app.domain.errors import SwitchboardError
 from app.domain.money import Money, MoneyError
 from app.domain.routing import PaymentAsk
 from app.domain.school import GuardianRecord, InvoiceRecord, InvoiceStatus
-from app.services.payments import FAILED, PROCESSING, SUCCEEDED, Payment
+from app.services.payments import FAILED, PROCESSING, SUCCEEDED, LinkOrder, Payment
 from app.services.routing import SavedMethod
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
@@ -47,6 +48,14 @@ class Ask:
     key: str
     invoice_id: int | None = None
     description: str = ""
+    link_at: int | None = None  # a payment link at this connection, not a saved method
+
+    @property
+    def what(self) -> str:
+        return "a payment link" if self.link_at is not None else self.method
+
+
+LINK = "link:"  # method entries that are payment links carry "link:<connection id>"
 
 
 class NewChargeDialog(QDialog):
@@ -67,6 +76,7 @@ class NewChargeDialog(QDialog):
         self.key = f"ui:{uuid.uuid4().hex}"  # one payment per dialog, however often pressed
         self.payment: Payment | None = None
         self._methods: list[SavedMethod] = []
+        self._links: list[tuple[int, str]] = []
         self._owed: Money | None = None
 
         self.for_invoice = QRadioButton("An invoice")
@@ -127,6 +137,17 @@ class NewChargeDialog(QDialog):
         self.outcome = QLabel()
         self.outcome.setWordWrap(True)
         self.outcome.setObjectName("EmptyTitle")
+        self.link = QLineEdit()
+        self.link.setReadOnly(True)
+        self.copy_button = QPushButton("Copy link")
+        self.copy_button.clicked.connect(self._copy_link)
+        link_row = QHBoxLayout()
+        link_row.setContentsMargins(0, 0, 0, 0)
+        link_row.addWidget(self.link, 1)
+        link_row.addWidget(self.copy_button)
+        self.link_box = QWidget()
+        self.link_box.setLayout(link_row)
+        self.link_box.hide()
 
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.charge_button = QPushButton("Charge")
@@ -140,6 +161,7 @@ class NewChargeDialog(QDialog):
         layout.addWidget(self.route)
         layout.addWidget(self.problem)
         layout.addWidget(self.outcome)
+        layout.addWidget(self.link_box)
         layout.addWidget(self.buttons)
 
         self.for_invoice.toggled.connect(lambda _on: self._changed())
@@ -177,6 +199,7 @@ class NewChargeDialog(QDialog):
         guardian = self._guardian()
         routing = self.bridge.services.routing
         self._methods = await self.bridge.call(routing.methods, guardian) if guardian else []
+        self._links = await self.bridge.call(self.bridge.services.payments.link_gateways)
         self._owed = None
         if self.for_invoice.isChecked() and self.invoice.currentData() is not None:
             try:
@@ -192,6 +215,8 @@ class NewChargeDialog(QDialog):
             labels = [saved.label for saved in self._methods if saved.method == method]
             shown = ", ".join(label for label in labels if label)
             self.method.addItem(f"{method} ({shown})" if shown else method, method)
+        for connection_id, name in self._links:
+            self.method.addItem(f"Payment link at {name}", f"{LINK}{connection_id}")
         self.method.blockSignals(False)
         await self.preview()
 
@@ -200,12 +225,13 @@ class NewChargeDialog(QDialog):
         guardian = self._guardian()
         if guardian is None:
             raise SwitchboardError("Choose who pays.")
-        method = self.method.currentData()
+        method = str(self.method.currentData() or "")
         if not method:
             raise SwitchboardError(
-                "This payer has no payment method saved at any gateway; save one first, or "
-                "send them a payment link."
+                "This payer has no payment method saved at any gateway, and no connected "
+                "gateway makes payment links; save a method first, or connect PayPal or Paynow."
             )
+        link_at = int(method.removeprefix(LINK)) if method.startswith(LINK) else None
         if self.for_invoice.isChecked():
             invoice = self._invoices[self.invoice.currentData()]
             if self._owed is None:
@@ -213,10 +239,11 @@ class NewChargeDialog(QDialog):
             return Ask(
                 guardian,
                 self._owed,
-                str(method),
+                method,
                 "",  # the invoice's own key, decided when charging
                 invoice.id,
                 f"Invoice {invoice.number}",
+                link_at,
             )
         try:
             amount = Money.parse(
@@ -224,7 +251,8 @@ class NewChargeDialog(QDialog):
             )
         except MoneyError as exc:
             raise SwitchboardError(str(exc)) from None
-        return Ask(guardian, amount, str(method), self.key, None, self.description.text().strip())
+        description = self.description.text().strip()
+        return Ask(guardian, amount, method, self.key, None, description, link_at)
 
     def _preview_later(self) -> None:
         tasks.start(self.preview(), owner=self)
@@ -240,6 +268,15 @@ class NewChargeDialog(QDialog):
                 self.problem.setText(str(exc))
             self.charge_button.setEnabled(self.payment is None and bool(self.method.count()))
             return
+        if ask.link_at is not None:
+            self.route.setText(
+                f"{ask.amount.format(self.locale)} by a payment link: the family pays on the "
+                "gateway's page, and the payment shows as paid once they have."
+            )
+            self.charge_button.setText("Make link")
+            self.charge_button.setEnabled(self.payment is None)
+            return
+        self.charge_button.setText("Charge")
         try:
             _, decision = await self.bridge.call(
                 self.bridge.services.routing.candidates,
@@ -272,8 +309,10 @@ class NewChargeDialog(QDialog):
         self.outcome.setText("Charging…")
         services = self.bridge.services
         try:
-            if ask.invoice_id is not None:
-                payment: Payment = await self.bridge.call(
+            if ask.link_at is not None:
+                payment: Payment = await self._make_link(ask)
+            elif ask.invoice_id is not None:
+                payment = await self.bridge.call(
                     services.billing.charge_invoice, ask.invoice_id, ask.method
                 )
             else:
@@ -294,6 +333,11 @@ class NewChargeDialog(QDialog):
             return None
         self.payment = payment
         self.outcome.setText(self.said(payment))
+        if payment.link:
+            self.link.setText(payment.link)
+            self.link.setCursorPosition(0)
+            self.link_box.show()
+        self.adjustSize()
         self.buttons.clear()
         close = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         if close is not None:
@@ -301,8 +345,35 @@ class NewChargeDialog(QDialog):
             close.setDefault(True)
         return payment
 
+    async def _make_link(self, ask: Ask) -> Payment:
+        services = self.bridge.services
+        key = ask.key
+        if ask.invoice_id is not None:
+            key = (await self.bridge.call(services.billing.invoice_due, ask.invoice_id)).key
+        order = LinkOrder(
+            idempotency_key=key,
+            amount=ask.amount,
+            connection_id=int(ask.link_at or 0),
+            description=ask.description,
+            guardian_id=ask.guardian_id,
+            invoice_id=ask.invoice_id,
+        )
+        payment: Payment = await self.bridge.call(services.payments.create_link, order)
+        return payment
+
+    def _copy_link(self) -> None:
+        clipboard = QGuiApplication.clipboard()
+        if clipboard is not None:
+            clipboard.setText(self.link.text())
+        self.copy_button.setText("Copied")
+
     def said(self, payment: Payment) -> str:
         amount = payment.amount.format(self.locale)
+        if payment.link and payment.status == PROCESSING:
+            return (
+                f"Payment link for {amount} made (payment {payment.id}). Send it to the family; "
+                "the payment shows as paid once they have paid on the page."
+            )
         if payment.status == SUCCEEDED:
             return f"Paid: {amount} (payment {payment.id})."
         if payment.status == FAILED:

@@ -30,6 +30,8 @@ PAGES = (
     "lessons",
     "invoices",
     "payments",
+    "gateway-analytics",
+    "routing-rules",
 )
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
+from PySide6.QtGui import QGuiApplication
+
 from app.domain.money import Money
-from app.services.payments import FAILED, SUCCEEDED
+from app.services.payments import FAILED, PROCESSING, SUCCEEDED
 from app.ui.main_window import MainWindow
 from app.views.new_charge import NewChargeDialog
 from app.views.payments import PaymentsPage
+from tests.fakes.paypal import FakePayPal
+from tests.fakes.server import served
 from tests.ui.conftest import Gui
 from tests.ui.test_pages import small_school
 
@@ -103,3 +107,36 @@ def test_a_payer_without_a_saved_method_is_told_what_to_do(gui: Gui, window: Mai
     assert not dialog.charge_button.isEnabled()
     dialog.reject()
     assert gui.run(task) is None
+
+
+def test_a_payment_link_is_made_for_a_payer_without_a_saved_method(
+    gui: Gui, window: MainWindow
+) -> None:
+    school = small_school(gui)
+    fake = FakePayPal()
+    with served(fake.app) as url:
+        fake.base_url = url
+        gui.call(
+            gui.bridge.services.connections.add,
+            "paypal",
+            "PayPal",
+            {"client_id": fake.client_id, "api_url": url},
+            {"client_secret": fake.client_secret},
+        )
+        _, dialog, task = open_dialog(gui, window)
+        assert dialog.method.currentText() == "Payment link at PayPal"
+        gui.wait_until(lambda: dialog.route.text())
+        assert "by a payment link" in dialog.route.text()
+        assert dialog.charge_button.text() == "Make link"
+        payment = gui.run(dialog.charge())
+        assert payment is not None
+        assert payment.status == PROCESSING
+        assert payment.invoice_id == school["invoice"].id
+        assert dialog.link.text() == payment.link
+        assert dialog.link.text().startswith("https://www.sandbox.paypal.com/checkoutnow")
+        assert dialog.outcome.text().startswith("Payment link for US$80.00 made")
+        gui.save(dialog, "new-charge-link")
+        dialog.copy_button.click()
+        assert QGuiApplication.clipboard().text() == payment.link
+        dialog.accept()
+        gui.run(task)
