@@ -41,7 +41,7 @@ from app.store.payments import (
     PaymentMethodRow,
     PaymentRow,
 )
-from app.store.school import Invoice
+from app.store.school import Guardian, Invoice
 
 log = logging.getLogger("switchboard.billing")
 
@@ -71,6 +71,7 @@ class BillingItem:
     status: str
     payment_id: int | None
     message: str
+    payer: str = ""
 
 
 @dataclass(frozen=True)
@@ -429,11 +430,21 @@ class BillingService:
 
         return await self._db.read(query)
 
+    async def latest(self) -> BillingRun | None:
+        """The most recent run, finished or not."""
+
+        def query(session: Session) -> int | None:
+            return session.scalar(select(BillingRunRow.id).order_by(BillingRunRow.id.desc()))
+
+        found = await self._db.read(query)
+        return await self.run_of(found) if found is not None else None
+
     async def items(self, run_id: int) -> list[BillingItem]:
         def query(session: Session) -> list[BillingItem]:
             rows = session.execute(
-                select(BillingItemRow, Invoice.number)
+                select(BillingItemRow, Invoice.number, Guardian.first_name, Guardian.last_name)
                 .join(Invoice, Invoice.id == BillingItemRow.invoice_id)
+                .outerjoin(Guardian, Guardian.id == BillingItemRow.guardian_id)
                 .where(BillingItemRow.run_id == run_id)
                 .order_by(BillingItemRow.id)
             ).all()
@@ -447,8 +458,9 @@ class BillingService:
                     row.status,
                     row.payment_id,
                     row.message,
+                    f"{first} {last}" if first is not None else "",
                 )
-                for row, number in rows
+                for row, number, first, last in rows
             ]
 
         return await self._db.read(query)

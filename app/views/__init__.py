@@ -7,6 +7,7 @@ from app.ui.page import Page
 
 
 def build_pages(bridge: EngineBridge) -> list[Page]:
+    from app.views.billing import BillingPage
     from app.views.dashboard import DashboardPage
     from app.views.events import EventsPage
     from app.views.gateway_analytics import GatewayAnalyticsPage
@@ -31,6 +32,7 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         LessonsPage(bridge),
         InvoicesPage(bridge),
         PaymentsPage(bridge),
-        GatewayAnalyticsPage(bridge),
+        BillingPage(bridge),
         RoutingRulesPage(bridge),
+        GatewayAnalyticsPage(bridge),
     ]

@@ -30,8 +30,9 @@ PAGES = (
     "lessons",
     "invoices",
     "payments",
-    "gateway-analytics",
+    "billing",
     "routing-rules",
+    "gateway-analytics",
 )
 
 
