@@ -32,6 +32,7 @@ from app.services.payments import (
     Payment,
     Refund,
 )
+from app.services.rates import Conversion
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
 from app.ui.dialogs import run_dialog
@@ -53,7 +54,12 @@ ATTEMPT_LABELS = {SENT: "no answer yet", SUCCEEDED: "paid", PROCESSING: "on its 
 
 
 def describe(
-    payment: Payment, refunds: list[Refund], names: dict[int, str], zone: ZoneInfo, locale: str
+    payment: Payment,
+    refunds: list[Refund],
+    names: dict[int, str],
+    zone: ZoneInfo,
+    locale: str,
+    conversion: Conversion | None = None,
 ) -> str:
     """A payment in full: what, who, where, every attempt and why, and its refunds."""
 
@@ -67,6 +73,11 @@ def describe(
         f"Payment {payment.id}: {payment.amount.format(locale)} by {payment.method}, {status}",
         f"Taken:     {payment.created_at.astimezone(zone):%d %b %Y %H:%M}",
     ]
+    if conversion is not None:
+        lines.append(
+            f"In {conversion.converted.currency}:    {conversion.converted.format(locale)} "
+            f"at {conversion.explain()}"
+        )
     if payment.payer:
         lines.append(f"Payer:     {payment.payer}")
     if payment.invoice_id is not None:
@@ -257,9 +268,24 @@ class PaymentsPage(Page):
         tasks.start(self.show_payment(payment), owner=self)
 
     async def show_payment(self, payment: Payment) -> None:
-        refunds = await self.bridge.call(self.bridge.services.payments.refunds, payment.id)
+        services = self.bridge.services
+        refunds = await self.bridge.call(services.payments.refunds, payment.id)
+        conversion = None
+        home = str(services.settings.get("school.currency"))
+        if payment.amount.currency != home:
+            try:
+                conversion = await self.bridge.call(
+                    services.rates.convert,
+                    payment.amount,
+                    home,
+                    payment.created_at.astimezone(self.zone).date(),
+                )
+            except SwitchboardError:
+                conversion = None  # no rates source connected, or none for this currency
         if self._shown is payment:
-            self.detail.setPlainText(describe(payment, refunds, self.names, self.zone, self.locale))
+            self.detail.setPlainText(
+                describe(payment, refunds, self.names, self.zone, self.locale, conversion)
+            )
 
     def _ask_refund(self) -> None:
         payment = self._shown

@@ -8,10 +8,12 @@ import uuid
 from sqlalchemy.orm import Session
 
 from app.domain.money import Money
-from app.services.payments import Payment
+from app.services.payments import Candidate, ChargeOrder, Payment
 from app.store.school import Guardian
 from app.ui.main_window import MainWindow
 from app.views.payments import PaymentsPage
+from tests.fakes.rates import FakeEcb
+from tests.fakes.server import served
 from tests.ui.conftest import Gui
 
 
@@ -90,4 +92,35 @@ def test_refunding_part_then_too_much_from_the_page(gui: Gui, window: MainWindow
     assert "too many decimals" in page.notice.text()
     assert gui.call(gui.bridge.services.payments.payment, payment.id).refunded == Money(
         2_050, "USD"
+    )
+
+
+def test_a_payment_in_another_currency_shows_what_it_is_in_the_school_s(
+    gui: Gui, window: MainWindow
+) -> None:
+    services = gui.bridge.services
+    fake = FakeEcb("2026-11-20", {"USD": "1.0523"})
+    with served(fake.app) as url:
+        gui.call(services.connections.add, "ecb-rates", "ECB", {"api_url": url}, {})
+        gui.call(services.rates.refresh)
+    record = gui.call(
+        services.connections.add,
+        "sandbox-payments",
+        "Sandbox Euro Cards",
+        {"error_rate": 0, "latency_ms": 1, "latency_p95_ms": 2, "approval_rate": 1},
+        {"api_key": "k"},
+    )
+    gui.call(
+        services.payments.charge,
+        ChargeOrder(
+            idempotency_key=uuid.uuid4().hex,
+            amount=Money(10_000, "EUR"),
+            method="card",
+            candidates=(Candidate(record.id, "pm_sandbox_visa"),),
+        ),
+    )
+    page = open_payments(gui, window)
+    gui.wait_until(lambda: "Attempts" in page.detail.toPlainText())
+    assert "In USD:    $105.23 at 1 EUR = 1.052300 USD (ECB, 20 Nov 2026)" in (
+        page.detail.toPlainText()
     )
