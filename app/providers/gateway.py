@@ -117,6 +117,24 @@ def failure_of(error: ProviderError) -> Failure:
 MAY_HAVE_ACTED = frozenset({"http_500", "http_502", "http_504"})
 
 
+# Failures of the call itself, whatever the provider: it decided nothing, or did not say.
+CALL_FAILURES = frozenset(
+    {"paused", "breaker_open", "quota", "connect", "timeout", "timeout_unknown", "http_429"}
+)
+
+
+def no_decision(failure: Failure) -> bool:
+    """Whether a failure says nothing about what the gateway did: the call never got an answer
+    (refused here, not connected, timed out) or the gateway answered 408, 429 or 5xx."""
+    code = failure.code
+    return (
+        failure.kind is FailureKind.UNKNOWN
+        or code in CALL_FAILURES
+        or code in ("http_408", "http_5xx")
+        or (code.startswith("http_5") and code[5:].isdigit())
+    )
+
+
 def may_have_acted(failure: Failure) -> bool:
     """Whether the gateway may have taken the payment despite the failure: if so it must be
     asked (by our reference) before another gateway is tried."""

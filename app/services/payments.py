@@ -29,8 +29,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,7 @@ from app.providers.gateway import (
     PaymentGateway,
     Unsupported,
     may_have_acted,
+    no_decision,
 )
 from app.providers.http import ProviderError
 from app.services.connections import ConnectionService
@@ -475,9 +476,19 @@ class PaymentService:
         if synced.status is ChargeStatus.NOT_FOUND:
             await self._db.write(self._end_attempt, request.reference, synced, None)
             return None
+        failure = synced.failure
         answered = synced.status in (ChargeStatus.SUCCEEDED, ChargeStatus.PROCESSING) or (
-            synced.failure is not None
-            and synced.failure.kind in (FailureKind.HARD_DECLINE, FailureKind.SOFT_DECLINE)
+            failure is not None
+            and (
+                failure.kind in (FailureKind.HARD_DECLINE, FailureKind.SOFT_DECLINE)
+                # The gateway found our payment, and it failed on its side: no money moved.
+                or (
+                    failure.kind is FailureKind.TECHNICAL
+                    and bool(synced.gateway_id)
+                    and not no_decision(failure)
+                    and failure.code not in STILL_WORKING
+                )
+            )
         )
         if not answered:
             why = synced.failure.message if synced.failure else "no answer"
@@ -618,35 +629,46 @@ class PaymentService:
         since = utcnow() - older_than
         asked = 0
         for payment_id in await self._db.read(_unsettled_payments, since, limit):
-            key = (await self.payment(payment_id)).idempotency_key
-            async with self._locks.hold(key):  # never beside a charge of it under way here
-                payment = await self.payment(payment_id)
-                if payment.status not in OPEN:
-                    continue
-                for attempt in payment.attempts:
-                    if attempt.status == SENT:
-                        asked += 1
-                        await self._settle_unknown(payment, attempt)
-                settled = await self.payment(payment_id)
-                if settled.status in OPEN and not any(a.status == SENT for a in settled.attempts):
-                    last = settled.attempts[-1].failure if settled.attempts else None
-                    await self._finish(
-                        payment_id,
-                        FAILED,
-                        failure=Failure(
-                            FailureKind.TECHNICAL,
-                            last.code if last else "not_taken",
-                            "No gateway took this payment; it can be charged again.",
-                        ),
-                    )
+            asked += await self._guarded(self._settle_payment, payment_id, "payment")
         for refund_id in await self._db.read(_pending_refunds, since, limit):
-            asked += 1
-            await self._settle_pending_refund(refund_id)
+            asked += await self._guarded(self._settle_pending_refund, refund_id, "refund")
         polled = utcnow() - poll_every
         for payment_id in await self._db.read(_processing_payments, polled, limit):
-            asked += 1
-            await self._poll_processing(payment_id)
+            asked += await self._guarded(self._poll_processing, payment_id, "payment")
         return asked
+
+    async def _guarded(
+        self, settle: Callable[[int], Awaitable[object]], item_id: int, what: str
+    ) -> int:
+        """One item settled; an item that fails unexpectedly (a gateway's answer no one
+        foresaw) is logged and left for next time, and never stops the others."""
+        try:
+            await settle(item_id)
+        except Exception:
+            log.exception("could not settle a %s", what, extra={what: item_id})
+        return 1
+
+    async def _settle_payment(self, payment_id: int) -> None:
+        key = (await self.payment(payment_id)).idempotency_key
+        async with self._locks.hold(key):  # never beside a charge of it under way here
+            payment = await self.payment(payment_id)
+            if payment.status not in OPEN:
+                return
+            for attempt in payment.attempts:
+                if attempt.status == SENT:
+                    await self._settle_unknown(payment, attempt)
+            settled = await self.payment(payment_id)
+            if settled.status in OPEN and not any(a.status == SENT for a in settled.attempts):
+                last = settled.attempts[-1].failure if settled.attempts else None
+                await self._finish(
+                    payment_id,
+                    FAILED,
+                    failure=Failure(
+                        FailureKind.TECHNICAL,
+                        last.code if last else "not_taken",
+                        "No gateway took this payment; it can be charged again.",
+                    ),
+                )
 
     async def _poll_processing(self, payment_id: int) -> None:
         """Ask the gateway whether a payment on its way has arrived (or bounced)."""
@@ -708,8 +730,11 @@ class PaymentService:
         if refund.gateway_id:
             result = await gateway.refund_status(refund.gateway_id, refund.amount)
         else:
-            # The answer was lost: the same request with the same key says what was done.
+            # The answer was lost: the same request with the same key says what was done. If
+            # that cannot be asked either, the first may still have been made: keep waiting.
             result = await gateway.refund(payment.gateway_id, refund.amount, refund.reference)
+            if result.failure is not None and no_decision(result.failure):
+                result = replace(result, status=RefundStatus.PENDING)
         await self._settle_refund(refund_id, result)
 
     # --- refunds ------------------------------------------------------------------------------
@@ -779,8 +804,8 @@ class PaymentService:
             )
             if row.status != RefundStatus.PENDING.value:
                 pass  # settled already by a webhook
-            elif result.status is RefundStatus.FAILED and not unknown:
-                row.status = RefundStatus.FAILED.value
+            elif result.status in (RefundStatus.FAILED, RefundStatus.CANCELED) and not unknown:
+                row.status = result.status.value
                 row.failure_message = result.failure.message if result.failure else None
                 # Give the reservation back: the money never left.
                 session.execute(

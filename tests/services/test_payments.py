@@ -563,3 +563,94 @@ async def test_a_payment_on_its_way_that_bounces_fails(
     assert failed.status == FAILED
     assert failed.failure is not None
     assert failed.failure.kind is FailureKind.SOFT_DECLINE
+
+
+@pytest.mark.asyncio
+async def test_a_lost_refund_stays_pending_while_its_gateway_cannot_be_asked(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script(
+        "POST", INTENTS, then=Reply(200, json={"id": "pi_1", "status": "succeeded"})
+    )
+    scripted_server.script("POST", "/v1/refunds", Reply(500))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    payment = await services.payments.charge(order(Candidate(first, "pm_a")))
+    await services.payments.refund(payment.id, Money(4_000, "EUR"))
+    # Asking again meets a gateway refusing everything: the first refund may have been made.
+    scripted_server.script("POST", "/v1/refunds", Reply(503))
+    await services.payments.settle(older_than=timedelta(0))
+    [still] = await services.payments.refunds(payment.id)
+    assert still.status == "pending"
+    assert (await services.payments.payment(payment.id)).refundable == Money(6_000, "EUR")
+
+
+@pytest.mark.asyncio
+async def test_a_refund_the_gateway_canceled_can_be_made_again(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    scripted_server.script(
+        "POST", INTENTS, then=Reply(200, json={"id": "pi_1", "status": "succeeded"})
+    )
+    scripted_server.script(
+        "POST", "/v1/refunds", Reply(200, json={"id": "re_1", "status": "pending", "amount": 4000})
+    )
+    scripted_server.script(
+        "GET", "/v1/refunds/re_1", Reply(200, json={"id": "re_1", "status": "canceled"})
+    )
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    payment = await services.payments.charge(order(Candidate(first, "pm_a")))
+    await services.payments.refund(payment.id, Money(4_000, "EUR"))
+    await services.payments.settle(older_than=timedelta(0))
+    [canceled] = await services.payments.refunds(payment.id)
+    assert canceled.status == "canceled"
+    assert (await services.payments.payment(payment.id)).refundable == Money(10_000, "EUR")
+
+
+@pytest.mark.asyncio
+async def test_a_payment_found_failed_on_the_gateway_s_side_moves_on_to_the_next(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    processing_error = {
+        "error": {
+            "type": "card_error",
+            "code": "processing_error",
+            "message": "An error occurred while processing your card.",
+            "payment_intent": {"id": "pi_1", "status": "requires_payment_method"},
+        }
+    }
+    # The first answer is lost; asked again, Stripe says the payment failed in its processing.
+    scripted_server.script(
+        "POST", INTENTS, Reply(hang=True), then=Reply(402, json=processing_error)
+    )
+    second_server.script("POST", INTENTS, Reply(200, json={"id": "pi_2", "status": "succeeded"}))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    payment = await services.payments.charge(
+        order(Candidate(first, "pm_a"), Candidate(second, "pm_b"))
+    )
+    assert (payment.status, payment.connection_id) == (SUCCEEDED, second)
+
+
+@pytest.mark.asyncio
+async def test_one_payment_that_cannot_be_settled_does_not_stop_the_others(
+    services: Services, scripted_server: ScriptedServer, second_server: ScriptedServer
+) -> None:
+    scripted_server.script("POST", INTENTS, then=Reply(hang=True))
+    second_server.script("POST", INTENTS, then=Reply(hang=True))
+    first = await stripe_connection(services, scripted_server.url, fast=True)
+    second = await stripe_connection(services, second_server.url, fast=True)
+    broken = await services.payments.charge(order(Candidate(first, "pm_a")))
+    fine = await services.payments.charge(order(Candidate(second, "pm_b")))
+    assert broken.status == fine.status == UNKNOWN
+
+    async def unforeseen(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyError("an answer no one foresaw")
+
+    provider = await services.connections.provider(first)
+    provider.sync = unforeseen  # type: ignore[attr-defined]
+    second_server.script(
+        "POST", INTENTS, then=Reply(200, json={"id": "pi_2", "status": "succeeded"})
+    )
+    await services.payments.settle(older_than=timedelta(0))
+    assert (await services.payments.payment(broken.id)).status == UNKNOWN
+    assert (await services.payments.payment(fine.id)).status == SUCCEEDED
