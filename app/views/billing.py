@@ -162,6 +162,16 @@ class BillingPage(Page):
             run: BillingRun | None = await self.bridge.call(billing.run_of, self.run.id)
         else:  # one left unfinished (here or on another PC), else the first step
             run = await self.bridge.call(billing.unfinished)
+        if run is None and not await self.bridge.call(self.bridge.services.payments.link_gateways):
+            records = await self.bridge.call(self.bridge.services.connections.connections)
+            if not any("payments" in record.spec.capabilities for record in records):
+                self.states.show_empty(
+                    "No payment gateway connected",
+                    "A billing run charges the cards families saved at your payment gateways. "
+                    "Connect a gateway on the Dashboard first (or explore the demo school).",
+                    [("Open the dashboard", lambda: self.navigate.emit("dashboard"))],
+                )
+                return
         items = await self.bridge.call(billing.items, run.id) if run is not None else []
         self.model.set_records(items)
         self._show(run)
