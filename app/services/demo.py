@@ -11,19 +11,24 @@ take several seconds.
 from __future__ import annotations
 
 import calendar
+import heapq
 import itertools
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.errors import SwitchboardError
 from app.domain.money import Money
+from app.domain.payments import FailureKind, FeeSchedule
+from app.domain.routing import Gateway, PaymentAsk, Router
+from app.domain.routing_rules import RuleDraft
 from app.domain.school import (
     Channel,
     GuardianDraft,
@@ -36,9 +41,12 @@ from app.domain.school import (
     StudentDraft,
     TeacherDraft,
 )
+from app.providers.gateway import PaymentGateway
 from app.providers.sandbox import SANDBOX_URL, Behaviour, behaviour_of
-from app.providers.sandbox_ledger import DECLINED_METHOD
+from app.providers.sandbox_ledger import DECLINED_METHOD, SOFT_DECLINE_SHARE, ledger_of
 from app.services import Services
+from app.services.payments import FAILED, MAX_ATTEMPTS, SUCCEEDED, ChargeOrder
+from app.services.payments import TOPIC as PAYMENTS_TOPIC
 from app.services.school import (
     TOPIC_GUARDIANS,
     TOPIC_INVOICES,
@@ -55,7 +63,7 @@ from app.services.school import (
 from app.services.settings import put_setting
 from app.store.base import Base
 from app.store.integration import HealthCheckRow, RequestLogEntry
-from app.store.payments import PaymentMethodRow
+from app.store.payments import PaymentAttemptRow, PaymentMethodRow, PaymentRow
 from app.store.school import Guardian, Invoice, Lesson, LessonStudent, Student, Teacher
 
 SCHOOL_SETTINGS = (
@@ -307,6 +315,7 @@ class DemoSummary:
     first_day: date
     last_day: date
     connections: int = 0
+    payments: int = 0  # the payment history at the sandbox gateways
     note: str = ""
 
 
@@ -925,9 +934,32 @@ def _write(session: Session, plan: _Plan) -> DemoSummary:
 
 # Three simulated gateways with different temperaments, so the dashboard has something to show:
 # a quick and steady one, a slower and flakier mobile-money one, and one with regular outages.
+# Each also has its own approval rate and fees, so the router has a real choice to make: mobile
+# money is cheapest on small amounts and declines more, bank transfers are cheapest on large ones,
+# cards approve the most.
 SANDBOXES: tuple[tuple[str, dict[str, str]], ...] = (
-    ("Sandbox Cards", {"latency_ms": "90", "latency_p95_ms": "250", "error_rate": "0.01"}),
-    ("Sandbox EcoCash", {"latency_ms": "450", "latency_p95_ms": "1800", "error_rate": "0.06"}),
+    (
+        "Sandbox Cards",
+        {
+            "latency_ms": "90",
+            "latency_p95_ms": "250",
+            "error_rate": "0.01",
+            "approval_rate": "0.96",
+            "fee_percent": "1.9",
+            "fee_fixed_minor": "30",
+        },
+    ),
+    (
+        "Sandbox EcoCash",
+        {
+            "latency_ms": "450",
+            "latency_p95_ms": "1800",
+            "error_rate": "0.06",
+            "approval_rate": "0.92",
+            "fee_percent": "2.2",
+            "fee_fixed_minor": "0",
+        },
+    ),
     (
         "Sandbox Bank Transfers",
         {
@@ -935,27 +967,54 @@ SANDBOXES: tuple[tuple[str, dict[str, str]], ...] = (
             "latency_p95_ms": "600",
             "error_rate": "0.02",
             "outages": "every 20 min for 3 min",
+            "approval_rate": "0.97",
+            "fee_percent": "0.8",
+            "fee_fixed_minor": "125",
         },
     ),
 )
 DEMO_KEY = "sk_sandbox_demo_key"
 
 
-async def _connect_sandboxes(services: Services) -> tuple[int, str]:
-    """The demo's sandbox gateways, and demo traffic through them; none (and why) when the
-    computer has no credential store for their keys."""
+async def _connect_sandboxes(services: Services, now: datetime, seed: int) -> tuple[int, int, str]:
+    """The demo's sandbox gateways, their past payments, and demo traffic through them; none
+    (and why) when the computer has no credential store for their keys. Returns how many
+    connections and payments were added."""
     status = services.secrets.status()
     if not status.available:
-        return 0, f"No sandbox connections were added: {status.problem}"
+        return 0, 0, f"No sandbox connections were added: {status.problem}"
     records = [
         await services.connections.add("sandbox-payments", name, values, {"api_key": DEMO_KEY})
         for name, values in SANDBOXES
     ]
     await services.db.write(_history, [(record.id, dict(record.config)) for record in records])
     await _save_demo_cards(services, [record.id for record in records])
+    payments = await _payment_history(services, [record.id for record in records], now, seed)
+    await _demo_rules(services, {record.name: record.id for record in records})
     await services.health.restore()
     await services.settings.set_state("demo_traffic", True)
-    return len(SANDBOXES), ""
+    return len(SANDBOXES), payments, ""
+
+
+async def _demo_rules(services: Services, ids: dict[str, int]) -> None:
+    """Two rules of the kind a bursar sets: large payments by bank transfer (the lowest fee),
+    and ZiG payments through the mobile-money gateway."""
+    cards, ecocash, bank = (
+        ids["Sandbox Cards"],
+        ids["Sandbox EcoCash"],
+        ids["Sandbox Bank Transfers"],
+    )
+    await services.routing.save_rule(
+        RuleDraft(
+            (bank, cards),
+            currency="USD",
+            min_amount="1500",
+            note="Term fees: the bank transfer's fee is the lowest",
+        )
+    )
+    await services.routing.save_rule(
+        RuleDraft((ecocash,), currency="ZWG", note="ZiG only through EcoCash")
+    )
 
 
 async def _save_demo_cards(services: Services, connections: list[int]) -> None:
@@ -1048,6 +1107,478 @@ def _history(session: Session, connections: list[tuple[int, dict[str, Any]]]) ->
         session.execute(insert(HealthCheckRow), checks)
 
 
+# --- payment history -----------------------------------------------------------------------------
+#
+# The demo's past payments are demo data, written straight into the payments tables with past
+# timestamps: a gateway can only charge now, never "five weeks ago". Everything else follows the
+# real thing: each payment goes to the gateways in the order the router (app/domain/routing.py)
+# gives, learning from the outcomes before it, as it would live; a technical failure moves on to
+# the next gateway; declines, answer times and fees are those the sandbox connections are set to
+# give; and the idempotency keys are those `BillingService.invoice_due` would make, so charging one
+# of these invoices later carries on where the history left off.
+
+HISTORY_DAYS = 42
+METHOD = "card"
+# The office charges cards in office hours (Harare), mornings busiest, a lull at lunch; Saturday
+# mornings, while the lessons are on, less.
+OFFICE_HOURS = {8: 5, 9: 12, 10: 14, 11: 12, 12: 6, 13: 5, 14: 10, 15: 11, 16: 8, 17: 3}
+SATURDAY_HOURS = {8: 3, 9: 8, 10: 8, 11: 6, 12: 2}
+# The shares of last month's paid invoices paid with the card saved at the gateways (the rest in
+# cash or by a bank transfer of the family's own), of this month's charged in its first days, and
+# of last month's unpaid ones whose card was tried and declined.
+CARD_PAID = 0.85
+PAID_EARLY = 0.4
+LATE_TRIED = 0.4
+# Small things bought besides tuition: weight, description, price in US dollars (a grade's exam
+# fee: None).
+SUNDRIES: tuple[tuple[int, str, str | None], ...] = (
+    (30, "Instrument hire — {month}", "10.00"),
+    (20, "ABRSM Grade {grade} exam entry", None),
+    (15, "Theory workbook", "12.00"),
+    (15, "Spare strings and reeds", "8.00"),
+    (10, "Recital tickets", "15.00"),
+    (10, "Holiday workshop deposit", "25.00"),
+)
+ZWG_PER_USD = 27
+BREAKER_OPENS = 40.0  # seconds into a sandbox's outage
+# What the sandbox's books answer to a declined card (app/providers/sandbox_ledger.py), as the
+# gateway driver reads it.
+INSUFFICIENT_FUNDS = (
+    FailureKind.SOFT_DECLINE,
+    "card_declined/insufficient_funds",
+    "Your card has insufficient funds.",
+)
+GENERIC_DECLINE = (
+    FailureKind.HARD_DECLINE,
+    "card_declined/generic_decline",
+    "Your card was declined.",
+)
+STOLEN_CARD = (FailureKind.HARD_DECLINE, "card_declined/stolen_card", "Your card was declined.")
+
+
+@dataclass(frozen=True)
+class _Sandbox:
+    """A demo gateway as the history needs it."""
+
+    id: int
+    name: str
+    behaviour: Behaviour
+    approval_rate: float
+    fees: FeeSchedule
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """A charge the office made: when, for what, and what the story needs of its outcome
+    ("any": as the gateway says; "approve": the family had put money aside; "decline")."""
+
+    at: datetime
+    guardian_id: int
+    amount: Money
+    description: str
+    invoice_id: int | None = None
+    tries: int = 1  # the invoice's how-many-th charge
+    outcome: str = "any"
+    mark_paid: bool = False  # this month's invoice, paid when this succeeds
+
+
+@dataclass
+class _HistoryBooks:
+    """What the history wrote that the sandboxes' own books must hold, so that a refund of a
+    past payment finds it: (connection, payment intent, amount, fee, when)."""
+
+    charges: list[tuple[int, str, Money, Money, datetime]] = field(default_factory=list)
+    payments: int = 0
+
+
+def _office_moment(rng: random.Random, day: date, zone: ZoneInfo) -> datetime:
+    """A moment in office hours on `day`, or on the Monday after when the office is closed."""
+    weekday = day.weekday()
+    if weekday == 6 or (weekday == 5 and rng.random() < 0.6):
+        day += timedelta(days=7 - weekday)
+    hours = SATURDAY_HOURS if day.weekday() == 5 else OFFICE_HOURS
+    hour = rng.choices(list(hours), weights=list(hours.values()))[0]
+    local = datetime.combine(day, time(hour, rng.randrange(60), rng.randrange(60)), zone)
+    return local.astimezone(UTC)
+
+
+def _plan_payments(
+    rng: random.Random,
+    session: Session,
+    start: datetime,
+    now: datetime,
+    zone: ZoneInfo,
+) -> tuple[list[_Ask], set[int]]:
+    """The charges of the history, and the guardians whose saved card always declines."""
+    invoices = session.execute(
+        select(
+            Invoice.id,
+            Invoice.number,
+            Invoice.guardian_id,
+            Invoice.currency,
+            Invoice.total_minor,
+            Invoice.status,
+            Invoice.issued_on,
+            Invoice.due_on,
+        )
+        .where(Invoice.guardian_id.is_not(None))
+        .order_by(Invoice.id)
+    ).all()
+    today = now.astimezone(zone).date()
+    this_month = today.replace(day=1)
+    asks: list[_Ask] = []
+
+    def moment(day: date) -> datetime:
+        return _office_moment(rng, day, zone)
+
+    for invoice_id, number, guardian_id, currency, total, status, issued, due in invoices:
+        if total <= 0 or guardian_id is None:
+            continue
+        amount = Money(total, currency)
+        description = f"Invoice {number}"
+        if status == InvoiceStatus.PAID.value:
+            if rng.random() > CARD_PAID:
+                continue  # paid at the office, in cash or by the family's own transfer
+            draw = rng.random()
+            if draw < 0.55:  # soon after it came
+                day = issued + timedelta(days=int(rng.expovariate(1 / 2.5)))
+            elif draw < 0.9:  # when it fell due
+                day = due - timedelta(days=rng.randint(-1, 3))
+            else:  # a little late
+                day = due + timedelta(days=rng.randint(2, 10))
+            asks.append(_Ask(moment(day), guardian_id, amount, description, invoice_id))
+        elif status == InvoiceStatus.OPEN.value and issued < this_month:
+            # Last month's, still unpaid: for most of them the card was tried and declined.
+            if rng.random() < LATE_TRIED:
+                day = due - timedelta(days=rng.randint(-2, 1))
+                asks.append(
+                    _Ask(moment(day), guardian_id, amount, description, invoice_id, 1, "decline")
+                )
+        elif status == InvoiceStatus.OPEN.value and rng.random() < PAID_EARLY:
+            # This month's: some families ask for theirs to be charged at once.
+            day = issued + timedelta(days=int(rng.expovariate(1 / 2)))
+            asks.append(
+                _Ask(moment(day), guardian_id, amount, description, invoice_id, mark_paid=True)
+            )
+
+    # Besides tuition, a few small things most weekdays.
+    families = sorted(
+        {(guardian, currency) for _i, _n, guardian, currency, *_ in invoices if guardian}
+    )
+    day = start.astimezone(zone).date()
+    while day <= today:
+        if day.weekday() < 5:
+            count = rng.choices((0, 1, 2, 3), weights=(3, 4, 3, 1))[0]
+        else:
+            count = rng.choices((0, 1), weights=(3, 1))[0] if day.weekday() == 5 else 0
+        for _ in range(count):
+            guardian, currency = rng.choice(families)
+            weights = [weight for weight, _text, _price in SUNDRIES]
+            _weight, text, price = rng.choices(SUNDRIES, weights=weights)[0]
+            grade = rng.randint(1, 8)
+            usd = Decimal(price) if price is not None else Decimal(40 + 8 * grade)
+            value = usd * ZWG_PER_USD if currency == "ZWG" else usd
+            description = text.format(grade=grade, month=f"{day:%B %Y}")
+            amount = Money.parse(f"{value:.2f}", currency)
+            asks.append(_Ask(moment(day), guardian, amount, description))
+        day += timedelta(days=1)
+    asks = [ask for ask in asks if start <= ask.at < now]
+    declined = {
+        guardian_id
+        for guardian_id, token in session.execute(
+            select(PaymentMethodRow.guardian_id, PaymentMethodRow.token)
+        )
+        if token.startswith(DECLINED_METHOD)
+    }
+    return asks, declined
+
+
+def _write_payment_history(
+    session: Session, sandboxes: list[_Sandbox], now: datetime, seed: int
+) -> _HistoryBooks:
+    """Six weeks or so of the school's payments up to `now` (see above); nothing when the
+    database holds payments already, so it is never written twice."""
+    books = _HistoryBooks()
+    if not sandboxes or session.scalar(select(PaymentRow.id).limit(1)) is not None:
+        return books
+    zone = ZoneInfo(TIMEZONE)
+    rng = random.Random(seed * 7919 + 11)
+    local = now.astimezone(zone).date()
+    last_month = _month_start(local, 1)
+    start = min(now - timedelta(days=HISTORY_DAYS), datetime.combine(last_month, time(0), zone))
+    asks, declined = _plan_payments(rng, session, start, now, zone)
+    tokens = {
+        (guardian_id, connection_id): token
+        for guardian_id, connection_id, token in session.execute(
+            select(
+                PaymentMethodRow.guardian_id, PaymentMethodRow.connection_id, PaymentMethodRow.token
+            ).where(PaymentMethodRow.method == METHOD)
+        )
+    }
+    by_key = {str(sandbox.id): sandbox for sandbox in sandboxes}
+    clock = [now.timestamp()]  # the moment of the charge being made
+
+    def down(key: str) -> str | None:
+        # The demo's traffic finds an outage within seconds, and the gateway's breaker opens:
+        # only the payments in an outage's first moments are tried there.
+        behaviour = by_key[key].behaviour
+        if behaviour.in_outage(clock[0]) and not behaviour.in_outage(clock[0] - BREAKER_OPENS):
+            return None
+        return "its circuit breaker is open" if behaviour.in_outage(clock[0]) else None
+
+    router = Router(
+        [
+            Gateway(key, sandbox.name, sandbox.fees, frozenset({METHOD}))
+            for key, sandbox in by_key.items()
+        ],
+        down=down,
+        rng=random.Random(seed * 7919 + 13),
+    )
+    queue = [(ask.at, n, ask) for n, ask in enumerate(asks)]
+    heapq.heapify(queue)
+    counter = itertools.count(len(queue))
+    paid_invoices: list[int] = []
+    reported: set[int] = set()
+    payments: list[tuple[PaymentRow, list[PaymentAttemptRow]]] = []
+    while queue:
+        _at, _n, ask = heapq.heappop(queue)
+        if ask.guardian_id in reported:
+            continue  # the office charges no card its bank has said was stolen
+        clock[0] = ask.at.timestamp()
+        payment, attempts, declined_with = _simulate(
+            rng, router, by_key, tokens, ask, ask.guardian_id in declined, books
+        )
+        if declined_with == STOLEN_CARD[1]:
+            reported.add(ask.guardian_id)
+        payments.append((payment, attempts))
+        if payment.status == SUCCEEDED and ask.mark_paid and ask.invoice_id is not None:
+            paid_invoices.append(ask.invoice_id)
+        retry = _retry_after(rng, ask, payment.status, declined_with, zone)
+        if retry is not None and retry.at < now:
+            heapq.heappush(queue, (retry.at, next(counter), retry))
+    # One bulk insert of the payments, then of their attempts (which need the payments' ids).
+    session.add_all(payment for payment, _attempts in payments)
+    session.flush()
+    for payment, attempts in payments:
+        for attempt in attempts:
+            attempt.payment_id = payment.id
+    session.add_all(attempt for _payment, attempts in payments for attempt in attempts)
+    if paid_invoices:
+        session.execute(
+            update(Invoice)
+            .where(Invoice.id.in_(paid_invoices))
+            .values(status=InvoiceStatus.PAID.value)
+        )
+    books.payments = len(payments)
+    return books
+
+
+def _retry_after(
+    rng: random.Random, ask: _Ask, status: str, declined_with: str, zone: ZoneInfo
+) -> _Ask | None:
+    """The family's next try after a failed charge, if the story has one."""
+    if status == SUCCEEDED or ask.invoice_id is None or declined_with == STOLEN_CARD[1]:
+        return None  # a sundry is simply left, a stolen card paid for at the office
+    day = ask.at.astimezone(zone).date()
+    if ask.outcome == "decline":
+        if ask.tries >= 2 or rng.random() < 0.65:
+            return None
+        # A week later the office tried once more, to no avail: still unpaid.
+        later = _office_moment(rng, day + timedelta(days=rng.randint(6, 9)), zone)
+        return replace(ask, at=later, tries=ask.tries + 1)
+    if ask.tries >= 3 or (declined_with == GENERIC_DECLINE[1] and rng.random() < 0.5):
+        return None  # paid some other way in the end
+    if declined_with:
+        # The family put money aside (or called their bank) before the next try.
+        later = _office_moment(rng, day + timedelta(days=rng.randint(2, 6)), zone)
+    else:  # no gateway could take it: tried again a little later
+        later = ask.at + timedelta(minutes=rng.randint(20, 90))
+    return replace(ask, at=later, tries=ask.tries + 1, outcome="approve")
+
+
+def _simulate(
+    rng: random.Random,
+    router: Router,
+    sandboxes: dict[str, _Sandbox],
+    tokens: dict[tuple[int, int], str],
+    ask: _Ask,
+    card_declines: bool,
+    books: _HistoryBooks,
+) -> tuple[PaymentRow, list[PaymentAttemptRow], str]:
+    """One charge as the payment service makes it: the router's order, an attempt per gateway
+    until one answers, the payment following the answer. Returns also the decline's code."""
+    reference = f"pay_{rng.getrandbits(128):032x}"
+    key = (
+        f"invoice:{ask.invoice_id}:{ask.tries}"
+        if ask.invoice_id is not None
+        else f"ui:{rng.getrandbits(128):032x}"
+    )
+    order = ChargeOrder(
+        key, ask.amount, METHOD, (), ask.invoice_id, ask.guardian_id, ask.description
+    )
+    payment = PaymentRow(
+        reference=reference,
+        idempotency_key=key,
+        request_digest=order.digest(),
+        invoice_id=ask.invoice_id,
+        guardian_id=ask.guardian_id,
+        amount_minor=ask.amount.minor,
+        currency=ask.amount.currency,
+        method=METHOD,
+        status=FAILED,
+        description=ask.description[:200],
+        created_at=ask.at,
+    )
+    stamp = ask.at.timestamp()
+    decision = router.decide(PaymentAsk(ask.amount, METHOD), stamp)
+    why = decision.as_dict()
+    attempts: list[PaymentAttemptRow] = []
+    moment = ask.at + timedelta(milliseconds=rng.randint(20, 60))
+    declined_with = ""
+    for number, gateway_key in enumerate(decision.order[:MAX_ATTEMPTS], start=1):
+        sandbox = sandboxes[gateway_key]
+        behaviour = sandbox.behaviour
+        attempt = PaymentAttemptRow(
+            number=number,
+            reference=f"{reference}-{number}",
+            connection_id=sandbox.id,
+            token=tokens.get((ask.guardian_id, sandbox.id), ""),
+            decision=why,
+            started_at=moment,
+        )
+        attempts.append(attempt)
+        payment.connection_id = sandbox.id
+        # Its errors mostly pass on the client's retries; now and then all three fail.
+        failing = behaviour.in_outage(moment.timestamp()) or rng.random() < behaviour.error_rate / 5
+        if failing:
+            # Three tries, each answered at once with a 503, with the client's waits between.
+            latency = sum(rng.uniform(5, 30) for _ in range(3)) + 1000 * (
+                rng.uniform(0, 0.5) + rng.uniform(0, 1.0)
+            )
+            failure: tuple[FailureKind, str, str] | None = (
+                FailureKind.TECHNICAL,
+                "http_503",
+                f"{sandbox.name} had a problem of its own (HTTP 503).",
+            )
+            gateway_id = ""
+        else:
+            latency = behaviour.latency(rng) * 1000
+            failure = _decline(rng, sandbox, ask, card_declines)
+            gateway_id = f"pi_sbx{rng.getrandbits(64):016x}"
+        attempt.latency_ms = round(latency, 3)
+        attempt.finished_at = moment + timedelta(milliseconds=latency)
+        attempt.gateway_id = gateway_id
+        moment = attempt.finished_at + timedelta(milliseconds=rng.randint(5, 25))
+        router.record(
+            gateway_key,
+            METHOD,
+            ask.amount.currency,
+            success=failure is None,
+            technical=failure[1] if failure and failure[0] is FailureKind.TECHNICAL else "",
+            latency_ms=latency,
+            now=attempt.started_at.timestamp(),
+        )
+        payment.updated_at = attempt.finished_at
+        payment.gateway_id = gateway_id
+        if failure is None:
+            fee = sandbox.fees.fee(ask.amount, METHOD)
+            attempt.status = payment.status = SUCCEEDED
+            payment.fee_minor = fee.minor
+            # An earlier attempt's technical failure is not the payment's.
+            payment.failure_kind = payment.failure_code = payment.failure_message = None
+            books.charges.append((sandbox.id, gateway_id, ask.amount, fee, attempt.started_at))
+            return payment, attempts, ""
+        kind, code, message = failure
+        attempt.status = FAILED
+        attempt.failure_kind = payment.failure_kind = kind.value
+        attempt.failure_code = payment.failure_code = code
+        attempt.failure_message = payment.failure_message = message
+        if kind is not FailureKind.TECHNICAL:
+            declined_with = code
+            break  # a decline is the payer's bank speaking: no other gateway is tried
+    return payment, attempts, declined_with
+
+
+def _decline(
+    rng: random.Random, sandbox: _Sandbox, ask: _Ask, card_declines: bool
+) -> tuple[FailureKind, str, str] | None:
+    """The bank's answer at a sandbox: None when the payment is approved."""
+    if card_declines:
+        return STOLEN_CARD
+    if ask.outcome == "approve":
+        return None
+    if ask.outcome != "decline" and rng.random() < sandbox.approval_rate:
+        return None
+    return INSUFFICIENT_FUNDS if rng.random() < SOFT_DECLINE_SHARE else GENERIC_DECLINE
+
+
+async def _payment_history(
+    services: Services, connections: list[int], now: datetime, seed: int
+) -> int:
+    """The demo's past payments at its sandbox gateways (see above); how many were written."""
+    sandboxes = []
+    for connection_id in connections:
+        record = await services.connections.connection(connection_id)
+        provider = await services.connections.provider(connection_id)
+        if not isinstance(provider, PaymentGateway):
+            continue
+        sandboxes.append(
+            _Sandbox(
+                connection_id,
+                record.name,
+                behaviour_of(connection_id, record.config),
+                float(record.config.get("approval_rate", 0.95)),
+                provider.fees,
+            )
+        )
+    books = await services.db.write(_write_payment_history, sandboxes, now, seed)
+    _keep_in_sandbox_books(books, {sandbox.id: sandbox for sandbox in sandboxes})
+    services.events.publish(PAYMENTS_TOPIC, {})
+    return books.payments
+
+
+def _keep_in_sandbox_books(books: _HistoryBooks, sandboxes: dict[int, _Sandbox]) -> None:
+    """The past payments that were taken, in each sandbox's own books too, so that one can be
+    refunded from the Payments page as a payment taken today can."""
+    by_connection: dict[int, list[tuple[str, Money, Money, datetime]]] = defaultdict(list)
+    for connection_id, gateway_id, amount, fee, at in books.charges:
+        by_connection[connection_id].append((gateway_id, amount, fee, at))
+    for connection_id, charges in by_connection.items():
+        sandbox = sandboxes[connection_id]
+        ledger = ledger_of(connection_id, sandbox.approval_rate, sandbox.fees)
+        transactions = []
+        for gateway_id, amount, fee, at in charges:
+            suffix = gateway_id.removeprefix("pi_sbx")
+            created = int(at.timestamp())
+            transaction = {
+                "id": f"txn_sbx{suffix}",
+                "object": "balance_transaction",
+                "type": "charge",
+                "amount": amount.minor,
+                "fee": fee.minor,
+                "net": amount.minor - fee.minor,
+                "currency": amount.currency.lower(),
+                "source": f"ch_sbx{suffix}",
+                "created": created,
+                "available_on": created + 2 * 86_400,
+            }
+            transactions.append(transaction)
+            ledger.intents[gateway_id] = {
+                "id": gateway_id,
+                "object": "payment_intent",
+                "amount": amount.minor,
+                "currency": amount.currency.lower(),
+                "payment_method": "",
+                "customer": None,
+                "metadata": {},
+                "created": created,
+                "status": "succeeded",
+                "latest_charge": {"id": f"ch_sbx{suffix}", "balance_transaction": transaction},
+            }
+        ledger.balance[:0] = transactions  # older than anything the sandbox has taken itself
+        ledger._save()  # the books have no public way in for past charges; this is demo data
+
+
 async def seed_demo(
     services: Services, *, today: date | None = None, seed: int = 2026
 ) -> DemoSummary:
@@ -1064,8 +1595,8 @@ async def seed_demo(
     plan = _plan_demo(day, now, seed)
     summary = await services.db.write(_write, plan)
     await services.settings.reload(announce=[key for key, _ in SCHOOL_SETTINGS])
-    connections, note = await _connect_sandboxes(services)
-    summary = replace(summary, connections=connections, note=note)
+    connections, payments, note = await _connect_sandboxes(services, now, seed)
+    summary = replace(summary, connections=connections, payments=payments, note=note)
     for topic in (
         TOPIC_TEACHERS,
         TOPIC_ROOMS,

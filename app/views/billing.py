@@ -134,6 +134,8 @@ class BillingPage(Page):
         layout.addWidget(self.summary)
         layout.addWidget(self.progress)
         layout.addWidget(self.table, 1)
+        self.filler = QWidget()  # keeps the first step at the top while there is no table
+        layout.addWidget(self.filler, 1)
         layout.addLayout(buttons)
         self._show(None)
 
@@ -197,6 +199,7 @@ class BillingPage(Page):
         self.prepare_button.setVisible(run is None)
         self.progress.setVisible(status in (RUNNING, PAUSED, FINISHED, CANCELED))
         self.table.setVisible(run is not None)
+        self.filler.setVisible(run is None)
         if run is not None:
             charged = run.total_items - run.counts.get(SKIPPED, 0)
             done = run.done - run.counts.get(SKIPPED, 0)

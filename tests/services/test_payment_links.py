@@ -42,9 +42,7 @@ def link_order(connection_id: int, key: str = "") -> LinkOrder:
 
 
 def captures(fake: FakePayPal) -> int:
-    return sum(
-        1 for seen in fake.seen if seen.method == "POST" and seen.path.endswith("/capture")
-    )
+    return sum(1 for seen in fake.seen if seen.method == "POST" and seen.path.endswith("/capture"))
 
 
 @pytest.mark.asyncio
