@@ -35,13 +35,13 @@ import base64
 import json
 import time
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from app.domain.money import Money
+from app.domain.money import Money, MoneyError
 from app.domain.payments import (
     BalanceEntry,
     ChargeRequest,
@@ -58,6 +58,7 @@ from app.domain.payments import (
 from app.providers.base import Provider
 from app.providers.gateway import (
     PAYMENTS,
+    UNANSWERED,
     Feature,
     LinkRequest,
     PaymentLink,
@@ -65,7 +66,11 @@ from app.providers.gateway import (
     failed,
     failure_of,
 )
-from app.providers.http import CredentialsRefused, ProviderError, ResilientClient
+from app.providers.http import (
+    CredentialsRefused,
+    ProviderError,
+    ResilientClient,
+)
 from app.providers.spec import (
     AuthKind,
     Category,
@@ -235,7 +240,12 @@ class Dwolla(Provider):
         made (or makes it now, if the first never arrived), never a second one."""
         response = await self._create(self._charge_body(request), request.reference)
         if response.status_code != 201:
-            return ChargeResult(ChargeStatus.FAILED, failure=_dwolla_failure(response))
+            # A decline of the very request (insufficient funds, the payer's bank restricted)
+            # is Dwolla's answer; any other refusal leaves what the first request did unknown.
+            failure = _dwolla_failure(response)
+            if failure.kind is FailureKind.TECHNICAL:
+                failure = _unanswered_question(failure)
+            return ChargeResult(ChargeStatus.FAILED, failure=failure)
         transfer_id = _created_id(response)
         if not transfer_id:
             return ChargeResult(ChargeStatus.FAILED, failure=_unreadable_created())
@@ -252,7 +262,9 @@ class Dwolla(Provider):
     async def _transfer_status(self, transfer_id: str) -> ChargeResult:
         response = await self.call(TRANSFER, path_params={"id": transfer_id})
         if response.status_code >= 400:
-            return ChargeResult(ChargeStatus.FAILED, transfer_id, _dwolla_failure(response))
+            # A refused question, not the transfer's outcome.
+            failure = _unanswered_question(_dwolla_failure(response))
+            return ChargeResult(ChargeStatus.FAILED, transfer_id, failure)
         return await self._charge_result(_json(response))
 
     async def _charge_result(self, transfer: Mapping[str, Any]) -> ChargeResult:
@@ -307,11 +319,25 @@ class Dwolla(Provider):
 
     async def refund(self, gateway_id: str, amount: Money, reference: str) -> RefundResult:
         try:
-            return await self._reverse(gateway_id, amount, reference)
+            looked_up = await self._before_refund(gateway_id, amount, reference)
+        except ProviderError as error:
+            if isinstance(error, UNANSWERED):
+                # Nothing was sent back yet, but this refund may have been made before (its
+                # answer lost): pending until the look-up can be made.
+                return RefundResult(RefundStatus.PENDING, "", amount, _unknown(error))
+            return RefundResult(RefundStatus.FAILED, "", amount, failure_of(error))
+        if isinstance(looked_up, RefundResult):
+            return looked_up
+        try:
+            return await self._send_back(looked_up, amount, reference)
         except ProviderError as error:
             return RefundResult(RefundStatus.FAILED, "", amount, failure_of(error))
 
-    async def _reverse(self, gateway_id: str, amount: Money, reference: str) -> RefundResult:
+    async def _before_refund(
+        self, gateway_id: str, amount: Money, reference: str
+    ) -> RefundResult | str:
+        """The payer's bank to send the refund to, or the refund's result when it is settled
+        without sending: made already under this reference, or not possible."""
         paid = await self.call(TRANSFER, path_params={"id": gateway_id})
         if paid.status_code >= 400:
             return RefundResult(RefundStatus.FAILED, "", amount, _dwolla_failure(paid))
@@ -323,9 +349,13 @@ class Dwolla(Provider):
         # Made already (its answer lost, its key perhaps expired)? Then that one is the refund.
         found = await self._find(reference, payer if "/customers/" in payer else "")
         if isinstance(found, Failure):
-            return RefundResult(RefundStatus.FAILED, "", amount, found)
+            # Whether it was made is not known: never sent (again) blind.
+            return RefundResult(RefundStatus.PENDING, "", amount, found)
         if found is not None:
             return _refund_result(found, amount)
+        return payer_bank
+
+    async def _send_back(self, payer_bank: str, amount: Money, reference: str) -> RefundResult:
         body = self._refund_body(payer_bank, amount, reference)
         response = await self._create(body, reference)
         if response.status_code != 201:
@@ -341,7 +371,8 @@ class Dwolla(Provider):
         except ProviderError as error:
             return RefundResult(RefundStatus.PENDING, refund_id, amount, _unknown(error))
         if response.status_code >= 400:
-            return RefundResult(RefundStatus.PENDING, refund_id, amount, _dwolla_failure(response))
+            failure = _unanswered_question(_dwolla_failure(response))
+            return RefundResult(RefundStatus.PENDING, refund_id, amount, failure)
         return _refund_result(_json(response), amount)
 
     def _refund_body(self, payer_bank: str, amount: Money, reference: str) -> dict[str, Any]:
@@ -397,14 +428,18 @@ class Dwolla(Provider):
             root = await self.call(ROOT)
             account = _link(_json(root), "account") if root.status_code < 400 else ""
             if not account:
-                return _dwolla_failure(root) if root.status_code >= 400 else NO_ACCOUNT
+                if root.status_code >= 400:
+                    return _unanswered_question(_dwolla_failure(root))
+                return NO_ACCOUNT
             operation, owner = ACCOUNT_TRANSFERS, _last_segment(account)
         response = await self.call(
             operation, path_params={"id": owner}, params={"correlationId": reference}
         )
         if response.status_code >= 400:
-            return _dwolla_failure(response)
-        transfers = _json(response).get("_embedded", {}).get("transfers")
+            # The search refused is not "none found": the outcome stays unknown.
+            return _unanswered_question(_dwolla_failure(response))
+        embedded = _json(response).get("_embedded")
+        transfers = embedded.get("transfers") if isinstance(embedded, dict) else None
         if not isinstance(transfers, list):
             return Failure(
                 FailureKind.UNKNOWN, "unreadable", "Dwolla's search answer was unreadable."
@@ -526,6 +561,17 @@ def _unknown(error: ProviderError) -> Failure:
     return Failure(FailureKind.UNKNOWN, error.error_class, str(error))
 
 
+def _unanswered_question(failure: Failure) -> Failure:
+    """Dwolla refused a look-up: that says nothing of the payment, which stays unknown."""
+    if failure.kind is FailureKind.UNKNOWN:
+        return failure
+    return Failure(
+        FailureKind.UNKNOWN,
+        failure.code,
+        f"Dwolla would not say what became of it: {failure.message}",
+    )
+
+
 def _unreadable_created() -> Failure:
     # Dwolla made something but did not say where: the outcome must be looked up.
     return Failure(
@@ -550,12 +596,15 @@ def _amount(amount: Money) -> dict[str, str]:
 
 
 def _money(value: object) -> Money | None:
+    """Dwolla's `{currency, value}` as Money; None when it is not a believable one."""
     if not isinstance(value, dict):
         return None
     try:
         cents = Decimal(str(value.get("value"))).scaleb(2)
+        if not cents.is_finite() or cents != cents.to_integral_value() or cents < 0:
+            return None
         return Money(int(cents), str(value.get("currency") or "USD"))
-    except (InvalidOperation, ValueError, ArithmeticError):
+    except (MoneyError, ArithmeticError, TypeError, ValueError):
         return None
 
 

@@ -25,6 +25,9 @@ from app.providers.http import (
     ProviderError,
     ProviderFailed,
     ProviderTimeout,
+    ProviderUnavailable,
+    ProviderUnreachable,
+    RateLimited,
 )
 
 PAYMENTS = "payments"  # the capability's name in a spec's `capabilities`
@@ -110,6 +113,18 @@ def failure_of(error: ProviderError) -> Failure:
     if isinstance(error, ProviderFailed):
         return Failure(FailureKind.TECHNICAL, f"http_{error.status}", str(error))
     return Failure(FailureKind.TECHNICAL, error.error_class, str(error))
+
+
+# Errors of a call that got no answer, or whose answer was the gateway's own trouble (5xx,
+# 429): they say nothing of what it did, so a look-up or a repeat that meets one decides nothing.
+UNANSWERED = (
+    ProviderTimeout,
+    OutcomeUnknown,
+    ProviderUnreachable,
+    ProviderUnavailable,
+    ProviderFailed,
+    RateLimited,
+)
 
 
 # Answers that may come after the gateway acted: an error inside it, or a proxy in front of it

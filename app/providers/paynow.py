@@ -15,7 +15,9 @@ same when asked (`sync`). The poll URL is the attempt's gateway id (about 90 cha
 Initiating is not idempotent, so it is never repeated. Every initiation carries a merchant
 trace derived from our attempt's reference, and a lost answer is recovered by asking
 /interface/trace for it: Paynow answers the transaction's status, or NotFound when it never
-made one. A trace error says nothing either way, so the outcome stays unknown.
+made one. A trace error says nothing either way, so the outcome stays unknown. NotFound is
+believed only once the attempt is a few minutes old (`TRACE_SETTLE_SECONDS`): just after a lost
+initiation the trace may have overtaken the initiation itself, which Paynow may still make.
 
 Paynow has no API for refunds, balances or settlements: those stay in the Paynow merchant
 dashboard, and the methods for them raise `Unsupported` saying so.
@@ -85,6 +87,10 @@ MOBILE_METHODS = frozenset({"ecocash", "onemoney"})
 CURRENCIES = ("USD", "ZWG")  # a Paynow integration takes one currency: chosen per connection
 MERCHANT_TRACE_LENGTH = 32  # Paynow's limit ("up to 32 characters, unique per merchant")
 HEALTH_TRACE = "switchboard-health-check"
+# A trace answering NotFound sooner than this after the attempt began may have raced the
+# initiation (still on its way, or still being made, the prompt yet to reach the phone): unknown
+# until then.
+TRACE_SETTLE_SECONDS = 5 * 60
 
 # Paynow's statuses (status_update.md), lower-cased.
 PAID = frozenset({"paid", "awaiting delivery", "delivered"})
@@ -373,6 +379,16 @@ class Paynow(Provider):
         response = await self.call(TRACE, data=form)
         fields = self._answer(response)
         if _status(fields) == "notfound" and self._genuine(fields):
+            if time.time() - request.created_at < TRACE_SETTLE_SECONDS:
+                return ChargeResult(
+                    ChargeStatus.FAILED,
+                    "",
+                    _unknown(
+                        "not_found_yet",
+                        "Paynow has no payment with this reference yet, but it was asked for "
+                        "only minutes ago and may still be on its way; it will be traced again.",
+                    ),
+                )
             return ChargeResult(ChargeStatus.NOT_FOUND)
         return self._status_result(request, fields, "")
 
@@ -423,14 +439,16 @@ def status_result(
     status = _status(fields)
     gateway_id = fields.get("pollurl") or poll_url
     if status in PAID:
-        paid = _decimal(fields.get("amount", ""))
-        if amount is not None and paid is not None and paid != amount.amount:
+        said = fields.get("amount", "").strip()
+        paid = _decimal(said)
+        # An amount Paynow gives must be ours; one that is not a number is not ours either.
+        if amount is not None and said and (paid is None or paid != amount.amount):
             return ChargeResult(
                 ChargeStatus.FAILED,
                 gateway_id,
                 _unknown(
                     "amount_mismatch",
-                    f"Paynow says {paid} was paid, not {amount}; check this payment {DASHBOARD}.",
+                    f"Paynow says {said} was paid, not {amount}; check this payment {DASHBOARD}.",
                 ),
             )
         return ChargeResult(ChargeStatus.SUCCEEDED, gateway_id)
@@ -509,10 +527,13 @@ def _status(fields: Mapping[str, str]) -> str:
 
 
 def _decimal(text: str) -> Decimal | None:
+    """An amount Paynow wrote; None when it is not a finite number (NaN, sNaN, Infinity: an
+    sNaN would raise on comparison)."""
     try:
-        return Decimal(text.replace(",", "").strip())
+        value = Decimal(text.replace(",", "").strip())
     except InvalidOperation:
         return None
+    return value if value.is_finite() else None
 
 
 def _only(currencies: frozenset[str]) -> str:

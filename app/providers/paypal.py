@@ -47,7 +47,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -69,6 +69,7 @@ from app.domain.payments import (
 from app.providers.base import Provider
 from app.providers.gateway import (
     PAYMENTS,
+    UNANSWERED,
     Feature,
     LinkRequest,
     PaymentLink,
@@ -76,7 +77,11 @@ from app.providers.gateway import (
     failed,
     failure_of,
 )
-from app.providers.http import CredentialsRefused, ProviderError, ResilientClient
+from app.providers.http import (
+    CredentialsRefused,
+    ProviderError,
+    ResilientClient,
+)
 from app.providers.spec import (
     REMOTE_VERIFIER,
     AuthKind,
@@ -172,13 +177,15 @@ TECHNICAL_ISSUES = frozenset(
         "DECIMAL_PRECISION",
         "NOT_ENABLED_FOR_CARD_PROCESSING",
         "PAYEE_ACCOUNT_RESTRICTED",
-        "PAYEE_BLOCKED_TRANSACTION",
         "PAYEE_NOT_ENABLED_FOR_CARD_PROCESSING",
         "TOKEN_ID_NOT_FOUND",
-        "TRANSACTION_BLOCKED_BY_PAYEE",
         "TRANSACTION_RECEIVING_LIMIT_EXCEEDED",
     }
 )
+# 422 issues saying the school's own PayPal risk settings (its fraud filters, blocked payers)
+# refused this payer: a decline about the payer, never tried at another gateway, which would
+# take a payment the school itself chose to refuse.
+PAYEE_RISK_ISSUES = frozenset({"PAYEE_BLOCKED_TRANSACTION", "TRANSACTION_BLOCKED_BY_PAYEE"})
 # 422 issues saying the order was already captured: what happened is read from the order.
 ALREADY_CAPTURED = frozenset({"ORDER_ALREADY_CAPTURED", "ORDER_COMPLETED_OR_VOIDED"})
 # Any other 422 issue (INSTRUMENT_DECLINED, TRANSACTION_REFUSED, PAYER_ACTION_REQUIRED,
@@ -232,15 +239,15 @@ class PayPal(Provider):
             return ChargeResult(ChargeStatus.FAILED, "", unpayable)
         try:
             response = await self._create(request)
-            return await self._order_result(response, request)
         except ProviderError as error:
             return failed(error)
+        return await self._order_result(response, request)
 
     async def sync(self, request: ChargeRequest, gateway_id: str = "") -> ChargeResult:
         try:
             if gateway_id:
                 response = await self.call(ORDER, path_params={"id": gateway_id})
-                if response.status_code == 404:
+                if _no_such_resource(response):
                     return ChargeResult(ChargeStatus.NOT_FOUND)  # PayPal has no such order
             elif request.token and time.time() - request.created_at < REPLAY_SECONDS:
                 # The same request with the same request ID: PayPal answers what happened.
@@ -292,14 +299,31 @@ class PayPal(Provider):
 
     async def refund(self, gateway_id: str, amount: Money, reference: str) -> RefundResult:
         try:
-            capture_id = await self._capture_id(gateway_id)
-            if not capture_id:
-                failure = Failure(
-                    FailureKind.TECHNICAL,
-                    "not_captured",
-                    "PayPal has no captured payment on this order, so there is nothing to refund.",
-                )
-                return RefundResult(RefundStatus.FAILED, "", amount, failure)
+            shown = await self.call(ORDER, path_params={"id": gateway_id})
+        except ProviderError as error:
+            if isinstance(error, UNANSWERED):
+                # Nothing refunded yet, but nothing known either: pending until PayPal can
+                # be asked again (the refund's request ID makes asking twice safe).
+                return RefundResult(RefundStatus.PENDING, "", amount, _unknown(error))
+            return RefundResult(RefundStatus.FAILED, "", amount, failure_of(error))
+        if shown.status_code >= 400:
+            said = paypal_failure(shown).message
+            failure = Failure(
+                FailureKind.TECHNICAL,
+                f"http_{shown.status_code}",
+                f"PayPal would not show the order to refund: {said}",
+            )
+            return RefundResult(RefundStatus.FAILED, "", amount, failure)
+        capture = _capture_of(_json(shown))
+        capture_id = str(capture.get("id") or "") if capture else ""
+        if not capture_id:
+            failure = Failure(
+                FailureKind.TECHNICAL,
+                "not_captured",
+                "PayPal has no captured payment on this order, so there is nothing to refund.",
+            )
+            return RefundResult(RefundStatus.FAILED, "", amount, failure)
+        try:
             response = await self.call(
                 REFUND_CAPTURE,
                 path_params={"id": capture_id},
@@ -352,13 +376,18 @@ class PayPal(Provider):
             return ChargeResult(ChargeStatus.FAILED, "", paypal_failure(response))
         order = _json(response)
         if order.get("status") == "APPROVED":
-            order_id = str(order.get("id", ""))
-            response = await self._capture(order_id, request.reference)
-            if response.status_code >= 400:
-                failure = paypal_failure(response)
-                if failure.code not in ALREADY_CAPTURED:
-                    return ChargeResult(ChargeStatus.FAILED, order_id, failure)
-                response = await self.call(ORDER, path_params={"id": order_id})
+            order_id = str(order.get("id") or "")
+            try:
+                response = await self._capture(order_id, request.reference)
+                if response.status_code >= 400:
+                    failure = paypal_failure(response)
+                    if failure.code not in ALREADY_CAPTURED:
+                        return ChargeResult(ChargeStatus.FAILED, order_id, failure)
+                    response = await self.call(ORDER, path_params={"id": order_id})
+            except ProviderError as error:
+                # The order exists whatever became of its capture: keep its id, so it is
+                # looked up by it.
+                return failed(error, order_id)
             order = _json(response)
         return order_outcome(order, waiting_declines=bool(request.token))
 
@@ -372,16 +401,6 @@ class PayPal(Provider):
             headers=REPRESENTATION,
             idempotency_key=f"{reference}-capture",
         )
-
-    async def _capture_id(self, order_id: str) -> str:
-        response = await self.call(ORDER, path_params={"id": order_id})
-        if response.status_code >= 400:
-            raise ProviderError(
-                f"PayPal would not show the order to refund: {paypal_failure(response).message}",
-                status=response.status_code,
-            )
-        capture = _capture_of(_json(response))
-        return str(capture.get("id", "")) if capture else ""
 
     # --- the connection -------------------------------------------------------------------------
 
@@ -527,8 +546,12 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _link(order: Mapping[str, Any], rel: str) -> str:
-    for link in order.get("links") or []:
+    for link in _list(order.get("links")):
         if isinstance(link, dict) and link.get("rel") == rel:
             return str(link.get("href", ""))
     return ""
@@ -536,10 +559,10 @@ def _link(order: Mapping[str, Any], rel: str) -> str:
 
 def _capture_of(order: Mapping[str, Any]) -> dict[str, Any] | None:
     """The order's capture (one purchase unit, one capture with intent CAPTURE)."""
-    for unit in order.get("purchase_units") or []:
+    for unit in _list(order.get("purchase_units")):
         payments = unit.get("payments") if isinstance(unit, dict) else None
         captures = payments.get("captures") if isinstance(payments, dict) else None
-        for capture in captures or []:
+        for capture in _list(captures):
             if isinstance(capture, dict):
                 return capture
     return None
@@ -552,10 +575,10 @@ def money_of(amount: Any) -> Money | None:
     currency = str(amount.get("currency_code", ""))
     try:
         minor = Decimal(str(amount.get("value"))).scaleb(exponent(currency))
-        if minor != minor.to_integral_value():
+        if not minor.is_finite() or minor != minor.to_integral_value() or minor < 0:
             return None
         return Money(int(minor), currency)
-    except (InvalidOperation, ValueError, MoneyError):
+    except (MoneyError, ArithmeticError, TypeError, ValueError):
         return None
 
 
@@ -563,8 +586,8 @@ def order_outcome(order: Mapping[str, Any], *, waiting_declines: bool) -> Charge
     """What an order says of its payment. An order still waiting for its payer is a decline
     when a saved method was charged (PayPal wants the payer to act), and not known yet for a
     payment link (the payer has not paid yet)."""
-    order_id = str(order.get("id", ""))
-    status = str(order.get("status", ""))
+    order_id = str(order.get("id") or "")
+    status = str(order.get("status") or "")
     capture = _capture_of(order)
     if capture is not None:
         return capture_outcome(capture, order_id)
@@ -654,7 +677,7 @@ def _fee(capture: Mapping[str, Any]) -> Money | None:
 
 def _issue(body: Mapping[str, Any]) -> tuple[str, str]:
     """The first detail's issue and description of a PayPal error answer."""
-    for detail in body.get("details") or []:
+    for detail in _list(body.get("details")):
         if isinstance(detail, dict) and detail.get("issue"):
             return str(detail["issue"]), str(detail.get("description") or "")
     return "", ""
@@ -685,6 +708,14 @@ def paypal_failure(response: httpx.Response, *, refund: bool = False) -> Failure
         )
     if status == 422 and refund:
         return Failure(FailureKind.TECHNICAL, code, f"PayPal refused the refund: {said}{debug}")
+    if status == 422 and issue in PAYEE_RISK_ISSUES:
+        return Failure(
+            FailureKind.HARD_DECLINE,
+            issue,
+            "PayPal declined the payment: the school's own PayPal risk settings (its fraud "
+            "filters or blocked payers) refused this payer, so it is not tried elsewhere. Check "
+            f"the risk settings in the school's PayPal account.{debug}",
+        )
     if status == 422 and issue not in TECHNICAL_ISSUES:
         kind = FailureKind.SOFT_DECLINE if issue in SOFT_ISSUES else FailureKind.HARD_DECLINE
         return Failure(kind, code, f"PayPal declined the payment: {said}{debug}")
@@ -709,6 +740,12 @@ def _refund_result(response: httpx.Response, asked: Money) -> RefundResult:
 def _unknown(error: ProviderError) -> Failure:
     """PayPal could not be asked: what happened stays unknown."""
     return Failure(FailureKind.UNKNOWN, error.error_class, str(error))
+
+
+def _no_such_resource(response: httpx.Response) -> bool:
+    """PayPal's own "no such order" (404 RESOURCE_NOT_FOUND). Any other 404 (a wrong address,
+    a proxy's page) says nothing about the payment."""
+    return response.status_code == 404 and _json(response).get("name") == "RESOURCE_NOT_FOUND"
 
 
 def _unaskable(request: ChargeRequest) -> Failure:

@@ -14,8 +14,12 @@ A charge is one `POST /paymenthub/v1/payments` that authorises and settles at on
 takes no idempotency key; `dupCheck` is what makes repeating safe: Paysafe refuses a
 `merchantRefNum` it has seen in the last 90 days, so a repeat after a lost answer (the HTTP
 layer's retry, or a status sync) turns into a lookup by `merchantRefNum`, which says what the
-first request did. A lookup that cannot be made leaves the outcome unknown; "not found" is only
-ever Paysafe's own answer that it has no payment with our reference.
+first request did. A sync repeats the request only within a day of the attempt; after that it
+only looks up. Lookups by `merchantRefNum` give Paysafe a date range from a day before the
+attempt until now (Paysafe searches only the last 30 days otherwise). A lookup that cannot be
+made leaves the outcome unknown; "not found" is only ever Paysafe's own answer that it has no
+payment with our reference (an empty list, or 404 with its error 5269; a bare 404 is not).
+A card or risk decline code (3xxx, 4xxx) is a decline whatever the HTTP status it comes with.
 
 Refunds are made against the settlement, which with `settleWithAuth` has the payment's id
 (`POST /paymenthub/v1/settlements/{paymentId}/refunds`), with the refund's reference as
@@ -41,8 +45,9 @@ GymMaster's notes on Paysafe decline codes (3004 as an account setting, not the 
 Not verified against Paysafe itself: the code of the duplicate-merchantRefNum error (5031,
 answered with HTTP 409; either is taken as a duplicate), 3406 for a refund before the nightly
 settlement batch, whether a lookup of an unknown merchantRefNum answers an empty list or 404
-(both are "none"), and whether the HMAC key is used as text or base64-decoded (both are
-accepted).
+with 5269 (both are "none"), the format of startDate and endDate (sent as UTC date-times,
+2024-05-01T09:30:00Z, as Paysafe writes txnTime; its SDK's own test sends bare dates), and
+whether the HMAC key is used as text or base64-decoded (both are accepted).
 """
 
 from __future__ import annotations
@@ -50,12 +55,13 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from app.domain.money import Money, is_known_currency
+from app.domain.money import Money, MoneyError, is_known_currency
 from app.domain.payments import (
     BalanceEntry,
     ChargeRequest,
@@ -72,6 +78,7 @@ from app.domain.payments import (
 from app.providers.base import HealthResult, Provider
 from app.providers.gateway import (
     PAYMENTS,
+    UNANSWERED,
     Feature,
     LinkRequest,
     PaymentLink,
@@ -79,7 +86,10 @@ from app.providers.gateway import (
     failed,
     failure_of,
 )
-from app.providers.http import ProviderError, ResilientClient
+from app.providers.http import (
+    ProviderError,
+    ResilientClient,
+)
 from app.providers.spec import (
     AuthKind,
     Category,
@@ -96,10 +106,17 @@ ENVIRONMENTS = {
     "test": "https://api.test.paysafe.com",
     "live": "https://api.paysafe.com",
 }
-# Paysafe refuses a merchantRefNum it has seen within 90 days (dupCheck). Within that window a
-# sync repeats the payment request, which Paysafe answers with what the first one did (or does
-# it now, once, if it never arrived); after it, a repeat could charge again, so only a lookup.
-REPLAY_SECONDS = 89 * 86_400
+# Paysafe refuses a merchantRefNum it has seen within 90 days (dupCheck), so a sync may repeat
+# the payment request, which Paysafe answers with what the first one did (or does it now, once,
+# if it never arrived). Only within a day, though: a payment that never arrived must not be made
+# days after the family was told it failed or is pending; after that, only a lookup.
+REPLAY_SECONDS = 24 * 3600
+# Paysafe's searches by merchantRefNum cover the 30 days before `endDate` unless `startDate`
+# says otherwise (its SDKs' getPaymentsUsingMerchantReferenceNumber): a search starts a day
+# before the attempt, and a refund's (whose start is not known) at dupCheck's 90 days.
+SEARCH_MARGIN_SECONDS = 86_400
+DUPCHECK_SECONDS = 90 * 86_400
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC, as Paysafe writes txnTime
 
 # Repeating these cannot charge or refund twice: dupCheck refuses the repeat and it becomes a
 # lookup. So the HTTP layer may retry them after a timeout or a 5xx.
@@ -172,13 +189,13 @@ class Paysafe(Provider):
         if not gateway_id:
             if time.time() - request.created_at < REPLAY_SECONDS:
                 return await self._submit(request, asking=True)
-            return await self._find(request.reference)
+            return await self._find(request)
         try:
             response = await self.call(PAYMENT, path_params={"id": gateway_id})
         except ProviderError as error:
             return ChargeResult(ChargeStatus.FAILED, gateway_id, _unknown(error))
         if _is_not_found(response):
-            return await self._find(request.reference)
+            return await self._find(request)
         if response.status_code >= 400:
             failure = _unknown_failure(_paysafe_failure(response))
             return ChargeResult(ChargeStatus.FAILED, gateway_id, failure)
@@ -196,18 +213,21 @@ class Paysafe(Provider):
         if _is_duplicate(response):
             # An earlier request with this reference reached Paysafe (a retry after a lost
             # answer): what it did is the answer.
-            return await self._find(request.reference, known_to_exist=True)
-        if asking and response.status_code >= 400 and response.status_code != 402:
+            return await self._find(request, known_to_exist=True)
+        if asking and response.status_code >= 400 and not _is_decline(response):
             failure = _unknown_failure(_paysafe_failure(response))
             return ChargeResult(ChargeStatus.FAILED, "", failure)
         return _charge_result(response)
 
-    async def _find(self, reference: str, *, known_to_exist: bool = False) -> ChargeResult:
-        """The payment with our reference, by Paysafe's merchantRefNum lookup; "not found" only
-        when Paysafe answers that it has none. `known_to_exist`: Paysafe has just said the
-        reference was used, so finding nothing means "not listed yet"."""
+    async def _find(self, request: ChargeRequest, *, known_to_exist: bool = False) -> ChargeResult:
+        """The payment with our reference, by Paysafe's merchantRefNum lookup over the days
+        since the attempt began; "not found" only when Paysafe answers that it has none.
+        `known_to_exist`: Paysafe has just said the reference was used, so finding nothing
+        means "not listed yet"."""
+        since = request.created_at - SEARCH_MARGIN_SECONDS if request.created_at > 0 else None
+        params = {"merchantRefNum": request.reference, **_search_range(since)}
         try:
-            response = await self.call(FIND_PAYMENTS, params={"merchantRefNum": reference})
+            response = await self.call(FIND_PAYMENTS, params=params)
         except ProviderError as error:
             return ChargeResult(ChargeStatus.FAILED, "", _unknown(error))
         if response.status_code >= 400 and not _is_not_found(response):
@@ -239,6 +259,10 @@ class Paysafe(Provider):
                 json={"merchantRefNum": reference, "amount": amount.minor, "dupCheck": True},
             )
         except ProviderError as error:
+            if _unanswered(error):
+                # It may have been made, and with dupCheck asking again is safe: pending until
+                # the same request (or a lookup) says.
+                return RefundResult(RefundStatus.PENDING, "", amount, _unknown(error))
             return RefundResult(RefundStatus.FAILED, "", amount, failure_of(error))
         if _is_duplicate(response):
             return await self._find_refund(reference, amount)
@@ -257,8 +281,9 @@ class Paysafe(Provider):
     async def _find_refund(self, reference: str, amount: Money) -> RefundResult:
         """The refund an earlier request with this reference made: Paysafe said it exists, so
         anything short of finding it leaves it pending, never failed."""
+        params = {"merchantRefNum": reference, **_search_range(None)}
         try:
-            response = await self.call(FIND_REFUNDS, params={"merchantRefNum": reference})
+            response = await self.call(FIND_REFUNDS, params=params)
         except ProviderError as error:
             return RefundResult(RefundStatus.PENDING, "", amount, _unknown(error))
         found = _listed(response, "refunds") if response.status_code < 400 else []
@@ -357,7 +382,35 @@ def _is_duplicate(response: httpx.Response) -> bool:
 
 
 def _is_not_found(response: httpx.Response) -> bool:
-    return response.status_code == 404 and _code(response) in ("", NOT_FOUND)
+    """Paysafe's own "no such entity" (404 with its error 5269). A bare 404 (an HTML page from
+    a wrong address or a proxy) says nothing about our payment."""
+    return response.status_code == 404 and _code(response) == NOT_FOUND
+
+
+def _is_decline_code(code: str) -> bool:
+    """Paysafe's card (3xxx) and risk (4xxx) decline codes."""
+    return len(code) == 4 and code.isdigit() and code[0] in "34"
+
+
+def _is_decline(response: httpx.Response) -> bool:
+    """A decline of the payment, whatever the HTTP status Paysafe sent it with."""
+    return response.status_code == 402 or _is_decline_code(_code(response))
+
+
+def _search_range(since: float | None) -> dict[str, str]:
+    """startDate and endDate of a merchantRefNum search: from `since` (epoch seconds; None:
+    dupCheck's 90 days) until now."""
+    now = time.time()
+    start = since if since is not None else now - DUPCHECK_SECONDS
+    return {"startDate": _utc(start), "endDate": _utc(now)}
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(max(epoch, 0.0), UTC).strftime(DATE_FORMAT)
+
+
+def _unanswered(error: ProviderError) -> bool:
+    return isinstance(error, UNANSWERED)
 
 
 def _listed(response: httpx.Response, key: str) -> list[dict[str, Any]]:
@@ -382,6 +435,13 @@ def _charge_result(response: httpx.Response) -> ChargeResult:
     body = _json(response)
     if response.status_code == 402:  # declined: the body is the failed payment and its error
         return _payment_result(body, declined=True)
+    code = _code(response)
+    if response.status_code >= 400 and _is_decline_code(code):
+        # A card or risk decline sent with another status (400, 403, ...): still the bank's or
+        # Paysafe's no about this payer, never tried elsewhere.
+        error = _error(body)
+        failure = decline_of(code, str(error.get("message") or "Paysafe declined the payment."))
+        return ChargeResult(ChargeStatus.FAILED, str(body.get("id") or ""), failure)
     if response.status_code >= 400:
         return ChargeResult(
             ChargeStatus.FAILED, str(body.get("id") or ""), _paysafe_failure(response)
@@ -433,10 +493,10 @@ def _paysafe_failure(response: httpx.Response) -> Failure:
     error = _error(_json(response))
     code = str(error.get("code") or f"http_{status}")
     said = str(error.get("message") or f"HTTP {status}").rstrip(".")
-    details = [str(detail) for detail in error.get("details") or [] if detail]
+    details = [str(detail) for detail in _list(error.get("details")) if detail]
     fields = [
         f"{item.get('field')}: {item.get('error')}"
-        for item in error.get("fieldErrors") or []
+        for item in _list(error.get("fieldErrors"))
         if isinstance(item, dict)
     ]
     extra = "; ".join([*details, *fields])
@@ -467,7 +527,7 @@ def _refund_result(response: httpx.Response, amount: Money) -> RefundResult:
 
 def _refund_of(refund: Mapping[str, Any], amount: Money) -> RefundResult:
     status = REFUND_STATUSES.get(str(refund.get("status") or ""), RefundStatus.PENDING)
-    refunded = Money(int(refund.get("amount", amount.minor)), amount.currency)
+    refunded = _minor_of(refund.get("amount"), amount)
     failure = None
     if status is RefundStatus.FAILED:
         error = _error(refund)
@@ -477,6 +537,20 @@ def _refund_of(refund: Mapping[str, Any], amount: Money) -> RefundResult:
             str(error.get("message") or "Paysafe could not make the refund."),
         )
     return RefundResult(status, str(refund.get("id") or ""), refunded, failure)
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _minor_of(value: object, asked: Money) -> Money:
+    """Paysafe's amount (whole minor units) as Money; what was asked when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return asked
+    try:
+        return Money(value, asked.currency)
+    except (MoneyError, ArithmeticError, TypeError, ValueError):
+        return asked
 
 
 def _unknown(error: ProviderError) -> Failure:

@@ -8,7 +8,9 @@ transfer of its own from the school back to the family.
 
 Dwolla sends one event per party (the family's `customer_transfer_*` and the school's
 `transfer_*`), at least once and in any order; the outcome functions only ever move forward,
-so each is applied once in effect.
+so each is applied once in effect. A debit the bank returns after Dwolla said it was processed
+(an ACH return can come weeks later) takes the money back; the payment stays succeeded (nothing
+moves back) and the office is told through the log, as for a PayPal reversal.
 
 A failure event does not say why; the ACH return code must be asked for
 (`GET /transfers/{id}/failure`), and handlers make no calls (they run inside the inbox's
@@ -21,6 +23,7 @@ Relied on: Dwolla's "Events" reference (topics and payload) and "Webhooks".
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -32,7 +35,9 @@ from app.services.inbox import InboxEvent
 from app.services.inbox_worker import InboxWorker
 from app.services.payment_events import attempt_outcome, refund_outcome
 from app.services.payments import FAILED, PROCESSING, SUCCEEDED
-from app.store.payments import RefundRow
+from app.store.payments import PaymentAttemptRow, RefundRow
+
+log = logging.getLogger("switchboard.payments")
 
 KIND = "dwolla"
 # A transfer's own topics, for the family's side and the school's.
@@ -81,7 +86,32 @@ def _transfer_event(session: Session, event: InboxEvent) -> None:
         refund_outcome(session, transfer_id, reference, REFUND_STATUSES[outcome])
         return
     failure = {"failed": RETURNED, "cancelled": CANCELLED}.get(outcome)
+    if outcome == "failed" and _succeeded(session, event, reference, transfer_id):
+        # Returned after it was processed: the money went back to the family's bank.
+        log.error(
+            "Dwolla returned a payment after it went through: the money went back to the payer",
+            extra={
+                "event": event.id,
+                "connection": event.connection_id,
+                "reference": reference,
+                "gateway_id": transfer_id,
+            },
+        )
     attempt_outcome(session, event, reference, PAYMENT_STATUSES[outcome], transfer_id, failure)
+
+
+def _succeeded(session: Session, event: InboxEvent, reference: str, transfer_id: str) -> bool:
+    """Whether the attempt this event is about has already gone through."""
+    query = select(PaymentAttemptRow.status)
+    if reference:
+        query = query.where(PaymentAttemptRow.reference == reference)
+    elif transfer_id:
+        query = query.where(PaymentAttemptRow.connection_id == event.connection_id).where(
+            PaymentAttemptRow.gateway_id == transfer_id
+        )
+    else:
+        return False
+    return session.scalar(query.limit(1)) == SUCCEEDED
 
 
 def _is_refund(session: Session, transfer_id: str, reference: str) -> bool:

@@ -8,7 +8,8 @@ the inbox's transaction: it reads the form and the payment, and calls nobody.
 
 The statuses mean what they mean to `sync` (app/providers/paynow.py: `status_result`), and
 `attempt_outcome` only ever moves an attempt forward, so a late "Sent" after "Paid" changes
-nothing, and a "Refunded" or "Disputed" after a payment went through does not undo it.
+nothing, and a "Refunded" or "Disputed" after a payment went through does not undo it: the money
+taken back (or held) is reported in the log for the office, as PayPal's reversals are.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.money import Money
 from app.domain.payments import ChargeStatus, FailureKind
-from app.providers.paynow import status_result
+from app.providers.paynow import REFUNDED, status_result
 from app.services.inbox import InboxEvent
 from app.services.inbox_worker import InboxWorker
 from app.services.payment_events import attempt_outcome
@@ -29,6 +30,9 @@ from app.services.payments import FAILED, PROCESSING, SUCCEEDED
 from app.store.payments import PaymentAttemptRow, PaymentRow
 
 log = logging.getLogger("switchboard.payments")
+
+# Paynow statuses that take back (or hold) money a payer paid.
+TAKEN_BACK = frozenset({REFUNDED, "disputed"})
 
 STATUSES = {
     ChargeStatus.SUCCEEDED: SUCCEEDED,
@@ -53,6 +57,19 @@ def _status_update(session: Session, event: InboxEvent) -> None:
             extra={"event": event.id, "reference": reference, "detail": result.failure.message},
         )
         return
+    paynow_status = fields.get("status", "").strip().lower()
+    if paynow_status in TAKEN_BACK and _paid_already(session, reference):
+        log.error(
+            "Paynow says a payment that went through was %s: the money went back to the "
+            "payer or is held",
+            paynow_status,
+            extra={
+                "event": event.id,
+                "connection": event.connection_id,
+                "reference": reference,
+                "gateway_id": result.gateway_id,
+            },
+        )
     attempt_outcome(
         session,
         event,
@@ -69,6 +86,16 @@ def _fields(body: bytes) -> dict[str, str]:
     for name, value in parse_qsl(body.decode("utf-8"), keep_blank_values=True):
         fields.setdefault(name.strip().lower(), value.strip())
     return fields
+
+
+def _paid_already(session: Session, reference: str) -> bool:
+    """Whether the attempt with this reference has already gone through."""
+    if not reference:
+        return False
+    status = session.scalar(
+        select(PaymentAttemptRow.status).where(PaymentAttemptRow.reference == reference).limit(1)
+    )
+    return status == SUCCEEDED
 
 
 def _amount_of(session: Session, reference: str) -> Money | None:

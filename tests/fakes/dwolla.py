@@ -198,6 +198,15 @@ class FakeDwolla:
             transfer.status = "cancelled"
             self._events(transfer, "cancelled")
 
+    def return_later(self, transfer_id: str, return_code: str = "R10") -> None:
+        """The family's bank returns a debit after it was processed (an unauthorized-debit
+        return may come weeks later): the transfer fails, and its events say so."""
+        with self._lock:
+            transfer = self.transfers[transfer_id]
+            assert transfer.status == "processed"
+            transfer.status, transfer.return_code = "failed", return_code
+            self._events(transfer, "failed")
+
     async def deliver(self) -> list[httpx.Response]:
         """Post every waiting webhook to the subscribed URL, signed as Dwolla signs."""
         with self._lock:

@@ -131,6 +131,14 @@ class FakePaynow:
         """The payer cancels the prompt on the phone (or on the page): Cancelled."""
         return self._change(reference, "Cancelled")
 
+    def merchant_refunds(self, reference: str) -> Transaction:
+        """The school refunds a paid transaction in Paynow's dashboard: Refunded."""
+        return self._change(reference, "Refunded")
+
+    def payer_disputes(self, reference: str) -> Transaction:
+        """The payer disputes a paid transaction; Paynow holds the money: Disputed."""
+        return self._change(reference, "Disputed")
+
     def transaction(self, reference: str) -> Transaction:
         with self._lock:
             found = [t for t in self.transactions.values() if t.reference == reference]

@@ -27,8 +27,8 @@
   nothing is made again (PayPal's "Idempotency" page). A request with a payment source must
   carry one (PAYPAL_REQUEST_ID_REQUIRED).
 - Vault IDs: any succeeds, except the magic ones below, named after PayPal's sandbox triggers
-  (the INSTRUMENT_DECLINED negative-testing code; the card "rejection triggers" CCREJECT-REFUSED
-  and CCREJECT-SF, insufficient funds).
+  (the INSTRUMENT_DECLINED and PAYEE_BLOCKED_TRANSACTION negative-testing codes; the card
+  "rejection triggers" CCREJECT-REFUSED and CCREJECT-SF, insufficient funds).
 
 The fake sends notifications too (`notification`): the headers and body PayPal would post.
 Every change it makes records the event PayPal would send (`events`): CHECKOUT.ORDER.APPROVED,
@@ -78,6 +78,8 @@ DECLINED_PAYPAL_VAULT = "vault-INSTRUMENT_DECLINED"
 DECLINED_CARD_VAULT = "vault-CCREJECT-REFUSED"
 INSUFFICIENT_CARD_VAULT = "vault-CCREJECT-SF"
 PENDING_VAULT = "vault-PENDING-REVIEW"
+# A payer the school's own PayPal risk settings block (422 PAYEE_BLOCKED_TRANSACTION).
+PAYEE_BLOCKED_VAULT = "vault-PAYEE_BLOCKED_TRANSACTION"
 _CURRENCY_LIST = (
     "AUD BRL CAD CNY CZK DKK EUR HKD HUF ILS JPY MYR MXN TWD NZD NOK PHP PLN GBP SGD SEK CHF THB "
     "USD"
@@ -430,6 +432,12 @@ class FakePayPal:
                 "INSTRUMENT_DECLINED",
                 "The instrument presented  was either declined by the processor or bank, or it "
                 "can't be used for this payment.",
+            )
+        if vault_id == PAYEE_BLOCKED_VAULT:
+            del self.orders[order["id"]]
+            return _unprocessable(
+                "PAYEE_BLOCKED_TRANSACTION",
+                "The Fraud Protection setting for the merchant is blocking this transaction.",
             )
         if method == "card":
             order["payment_source"] = {

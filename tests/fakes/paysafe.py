@@ -8,7 +8,10 @@
   or decline with a code (402, the failed payment and its error in the body), or are held for
   Paysafe's risk review (HELD) until `decide_held()`. `dupCheck`: a
   merchantRefNum used before is refused with 409 and error 5031, whatever became of it.
-- `GET /paymenthub/v1/payments?merchantRefNum=` and `/payments/{id}` (404 with 5269).
+- `GET /paymenthub/v1/payments?merchantRefNum=` and `/payments/{id}` (404 with 5269). Searches
+  by merchantRefNum cover `startDate` to `endDate` (UTC, 2024-05-01T09:30:00Z or 2024-05-01),
+  by default the 30 days before now, as Paysafe's do; a payment or refund outside the range is
+  not listed. Tests backdate one by its `txnTime`.
 - `POST /paymenthub/v1/settlements/{id}/refunds`: never more than the settlement has left
   (400, error 3404), dupCheck likewise; refunds are PENDING until `complete_refunds()`.
   `GET /paymenthub/v1/refunds/{id}` and `?merchantRefNum=`.
@@ -36,7 +39,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -222,8 +225,15 @@ class FakePaysafe:
         if refused is not None:
             return refused
         reference = request.query_params.get("merchantRefNum", "")
+        window = _window(request)
+        if window is None:
+            return _field_errors(["startDate", "endDate"])
         with self._lock:
-            found = [_public(p) for p in self.payments.values() if p["merchantRefNum"] == reference]
+            found = [
+                _public(p)
+                for p in self.payments.values()
+                if p["merchantRefNum"] == reference and _within(p, window)
+            ]
         return JSONResponse(
             {"meta": {"numberOfRecords": len(found), "limit": 10, "page": 1}, "payments": found}
         )
@@ -291,8 +301,15 @@ class FakePaysafe:
         if refused is not None:
             return refused
         reference = request.query_params.get("merchantRefNum", "")
+        window = _window(request)
+        if window is None:
+            return _field_errors(["startDate", "endDate"])
         with self._lock:
-            found = [_public(r) for r in self.refunds.values() if r["merchantRefNum"] == reference]
+            found = [
+                _public(r)
+                for r in self.refunds.values()
+                if r["merchantRefNum"] == reference and _within(r, window)
+            ]
         return JSONResponse(
             {"meta": {"numberOfRecords": len(found), "limit": 10, "page": 1}, "refunds": found}
         )
@@ -413,6 +430,34 @@ async def _until_gone(request: Request) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+SEARCH_DAYS = 30  # what a search covers without a startDate
+
+
+def _window(request: Request) -> tuple[datetime, datetime] | None:
+    """The search's startDate and endDate; None when either is not a date."""
+    end = _date(request.query_params.get("endDate"), datetime.now(UTC))
+    if end is None:
+        return None
+    start = _date(request.query_params.get("startDate"), end - timedelta(days=SEARCH_DAYS))
+    return None if start is None else (start, end)
+
+
+def _date(text: str | None, default: datetime) -> datetime | None:
+    if text is None:
+        return default
+    for pattern in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, pattern).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def _within(resource: dict[str, Any], window: tuple[datetime, datetime]) -> bool:
+    made = datetime.strptime(resource["txnTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return window[0] <= made <= window[1]
 
 
 def _error(status: int, code: str, message: str, details: list[str] | None = None) -> Response:

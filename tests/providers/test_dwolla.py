@@ -6,6 +6,7 @@ webhooks arriving through the receiver and moving payments on."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +33,7 @@ from app.services.payments import (
 )
 from app.services.receiver import Receiver
 from tests.fakes.dwolla import FakeDwolla
+from tests.fakes.scripted import Reply, ScriptedServer
 from tests.fakes.server import served
 
 TRANSFERS = "/transfers"
@@ -524,3 +526,166 @@ async def test_through_the_payment_service_partial_then_rest_and_never_more_than
 
 async def _ok() -> dict[str, Any]:
     return {"status": "ok"}
+
+
+@pytest.mark.asyncio
+async def test_a_debit_returned_after_it_went_through_is_logged_and_not_undone(
+    hooks: Hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    payment = await _charge(hooks, family(hooks.fake))
+    hooks.fake.process()
+    await _delivered(hooks)
+    assert (await hooks.services.payments.payment(payment.id)).status == SUCCEEDED
+    hooks.fake.return_later(payment.gateway_id)
+    with caplog.at_level(logging.ERROR, logger="switchboard.payments"):
+        await _delivered(hooks)
+    assert (await hooks.services.payments.payment(payment.id)).status == SUCCEEDED
+    returned = [
+        r for r in caplog.records if "returned a payment after it went through" in r.message
+    ]
+    assert returned  # one per Dwolla event (the family's and the school's)
+    assert {getattr(record, "gateway_id", "") for record in returned} == {payment.gateway_id}
+
+
+# --- answers that are refusals, or not what they should be ----------------------------------------
+
+CUSTOMER = "0f1e2d3c-customer"
+
+
+async def scripted_dwolla(services: Services, server: ScriptedServer) -> Dwolla:
+    """A Dwolla connection to a scripted server (tests/fakes/scripted.py), each call made once."""
+    server.script("POST", "/token", Reply(200, json={"access_token": "tok", "expires_in": 3600}))
+    record = await services.connections.add(
+        "dwolla",
+        f"Dwolla {uuid.uuid4().hex[:6]}",
+        {
+            "key": "k",
+            "funding_source": f"{server.url}/funding-sources/school-bank",
+            "api_url": server.url,
+        },
+        {"secret": "s"},
+    )
+    dwolla = await gateway(services, record.id, fast=True)
+    dwolla.client.policy = replace(
+        dwolla.client.policy, retry=replace(dwolla.client.policy.retry, attempts=1)
+    )
+    return dwolla
+
+
+def scripted_debit(cents: int = 1_000, *, days_ago: float = 0) -> ChargeRequest:
+    return ChargeRequest(
+        reference=f"pay_{uuid.uuid4().hex}-1",
+        amount=Money(cents, "USD"),
+        method="ach",
+        token="https://api-sandbox.dwolla.com/funding-sources/family-bank",
+        customer=CUSTOMER,
+        created_at=time.time() - days_ago * 86_400,
+    )
+
+
+def refused(status: int, code: str, message: str) -> Reply:
+    return Reply(status, json={"code": code, "message": message})
+
+
+@pytest.mark.asyncio
+async def test_malformed_answers_are_classified_never_raised(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    dwolla = await scripted_dwolla(services, scripted_server)
+    search = f"/customers/{CUSTOMER}/transfers"
+    for embedded in (None, [1, 2], "transfers", {"transfers": {"id": "x"}}):
+        scripted_server.script("GET", search, Reply(200, json={"_embedded": embedded}))
+        synced = await dwolla.sync(scripted_debit(days_ago=2))
+        assert synced.status is ChargeStatus.FAILED
+        assert synced.failure is not None
+        assert synced.failure.kind is FailureKind.UNKNOWN
+    asked = Money(1_000, "USD")
+    for amount in (
+        {"currency": "usd", "value": "10.00"},
+        {"currency": "USD", "value": "1e30"},
+        {"currency": "USD", "value": "Infinity"},
+        {"currency": "USD", "value": "NaN"},
+        {"currency": "USD", "value": "10.001"},
+        {"currency": "USD", "value": None},
+        {"currency": ["USD"], "value": {"v": 1}},
+        "10.00",
+    ):
+        scripted_server.script(
+            "GET",
+            "/transfers/refund-1",
+            Reply(200, json={"id": "refund-1", "status": "pending", "amount": amount}),
+        )
+        status = await dwolla.refund_status("refund-1", asked)
+        assert (status.status, status.amount) == (RefundStatus.PENDING, asked), amount
+
+
+@pytest.mark.asyncio
+async def test_a_refused_status_question_is_unknown_never_technical(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    dwolla = await scripted_dwolla(services, scripted_server)
+    forbidden = refused(403, "Forbidden", "Not authorized to access this transfer.")
+    scripted_server.script("GET", "/transfers/t-1", forbidden)
+    scripted_server.script("GET", f"/customers/{CUSTOMER}/transfers", forbidden)
+    scripted_server.script(
+        "GET", "/", refused(404, "NotFound", "The requested resource was not found.")
+    )
+    scripted_server.script(
+        "POST", TRANSFERS, refused(400, "ValidationError", "Validation error(s) present.")
+    )
+    for synced in (
+        await dwolla.sync(scripted_debit(), "t-1"),  # by its id
+        await dwolla.sync(scripted_debit()),  # replayed by its key
+        await dwolla.sync(scripted_debit(days_ago=2)),  # searched among the payer's
+        await dwolla.sync(replace(scripted_debit(days_ago=2), customer="")),  # the school's
+    ):
+        assert synced.status is ChargeStatus.FAILED
+        assert synced.failure is not None
+        assert synced.failure.kind is FailureKind.UNKNOWN, synced.failure
+    # A decline of the replayed request is Dwolla's answer, and stays one.
+    short = {
+        "code": "ValidationError",
+        "message": "Validation error(s) present.",
+        "_embedded": {"errors": [{"code": "InsufficientFunds", "message": "Insufficient funds."}]},
+    }
+    scripted_server.script("POST", TRANSFERS, Reply(400, json=short))
+    declined = await dwolla.sync(scripted_debit())
+    assert declined.failure is not None
+    assert declined.failure.kind is FailureKind.SOFT_DECLINE
+    scripted_server.script("GET", "/transfers/refund-1", forbidden)
+    status = await dwolla.refund_status("refund-1", Money(500, "USD"))
+    assert status.status is RefundStatus.PENDING
+    assert status.failure is not None
+    assert status.failure.kind is FailureKind.UNKNOWN
+
+
+@pytest.mark.asyncio
+async def test_a_refund_whose_look_ups_cannot_be_made_stays_pending_and_unknown(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    dwolla = await scripted_dwolla(services, scripted_server)
+    paid = {
+        "id": "t-1",
+        "status": "processed",
+        "_links": {
+            "source": {"href": f"{scripted_server.url}/customers/{CUSTOMER}"},
+            "source-funding-source": {"href": f"{scripted_server.url}/funding-sources/fam"},
+        },
+    }
+    search = f"/customers/{CUSTOMER}/transfers"
+    cases = [
+        (Reply(503), None),  # the payment itself cannot be read
+        (Reply(429), None),
+        (Reply(200, hang=True), None),
+        (Reply(200, json=paid), Reply(500)),  # the search for this refund fails
+        (Reply(200, json=paid), refused(403, "Forbidden", "Not authorized.")),
+    ]
+    for transfer, searched in cases:
+        scripted_server.script("GET", "/transfers/t-1", transfer)
+        if searched is not None:
+            scripted_server.script("GET", search, searched)
+        result = await dwolla.refund("t-1", Money(500, "USD"), "ref_1")
+        assert result.status is RefundStatus.PENDING, (transfer, searched)
+        assert result.failure is not None
+        assert result.failure.kind is FailureKind.UNKNOWN
+    assert scripted_server.received("POST", TRANSFERS) == []  # nothing sent back blind

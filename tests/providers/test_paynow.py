@@ -4,6 +4,7 @@ traced instead of charged again, payment links, and status updates through the r
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -274,7 +275,7 @@ async def test_without_a_poll_url_only_paynow_s_own_not_found_is_not_found(
 ) -> None:
     connection_id = await connect(services, fake)
     paynow = await gateway(services, connection_id, fast=True)
-    never_sent = request_of(f"pay_{uuid.uuid4().hex}-1")
+    never_sent = replace(request_of(f"pay_{uuid.uuid4().hex}-1"), created_at=time.time() - 360)
     assert (await paynow.sync(never_sent)).status is ChargeStatus.NOT_FOUND
     fake.failing = True  # Paynow cannot be asked: nothing is known, so nothing is "not found"
     down = await paynow.sync(never_sent)
@@ -431,3 +432,66 @@ def test_an_integration_id_is_a_number_and_the_currency_one_paynow_takes() -> No
         {"integration_id": "abc", "currency": "EUR"}, {"integration_key": "k"}
     )
     assert {error.field for error in errors} == {"integration_id", "currency"}
+
+
+@pytest.mark.asyncio
+async def test_a_trace_s_not_found_just_after_the_attempt_may_be_racing_it(
+    services: Services, fake: FakePaynow
+) -> None:
+    connection_id = await connect(services, fake)
+    paynow = await gateway(services, connection_id, fast=True)
+    # The initiation's answer was lost a minute ago; Paynow may not have made it yet.
+    recent = replace(request_of(f"pay_{uuid.uuid4().hex}-1"), created_at=time.time() - 60)
+    early = await paynow.sync(recent)
+    assert early.status is ChargeStatus.FAILED
+    assert early.failure is not None
+    assert (early.failure.kind, early.failure.code) == (FailureKind.UNKNOWN, "not_found_yet")
+    assert not early.failure.may_fail_over
+    later = replace(recent, created_at=time.time() - 5 * 60 - 1)
+    assert (await paynow.sync(later)).status is ChargeStatus.NOT_FOUND
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("taken_back", ["refunded", "disputed"])
+async def test_money_taken_back_after_a_payment_went_through_is_logged_not_undone(
+    services: Services,
+    fake: FakePaynow,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+    taken_back: str,
+) -> None:
+    connection_id = await connect(services, fake, receiver=receiver)
+    payment = await services.payments.charge(ecocash(connection_id))
+    reference = payment.attempts[0].reference
+    fake.payer_pays(reference)
+    await fake.deliver_updates()
+    await services.inbox_worker.process_due()
+    assert (await services.payments.payment(payment.id)).status == SUCCEEDED
+    if taken_back == "refunded":
+        fake.merchant_refunds(reference)
+    else:
+        fake.payer_disputes(reference)
+    assert await fake.deliver_updates() == [200]
+    with caplog.at_level(logging.ERROR, logger="switchboard.payments"):
+        await services.inbox_worker.process_due()
+    assert (await services.payments.payment(payment.id)).status == SUCCEEDED
+    [logged] = [r for r in caplog.records if "a payment that went through" in r.getMessage()]
+    assert taken_back in logged.getMessage()
+    assert getattr(logged, "reference", "") == reference
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("amount", ["sNaN", "NaN", "Infinity", "twelve", "12.50.1"])
+async def test_a_paid_amount_that_is_not_a_number_is_not_taken_as_paid(
+    services: Services, fake: FakePaynow, amount: str
+) -> None:
+    connection_id = await connect(services, fake)
+    paynow = await gateway(services, connection_id)
+    request = request_of(f"pay_{uuid.uuid4().hex}-1")
+    started = await paynow.charge(request)
+    transaction = fake.payer_pays(request.reference)
+    transaction.amount = amount  # Paynow's own signed answer, with an amount that is none
+    result = await paynow.sync(request, started.gateway_id)
+    assert result.status is ChargeStatus.FAILED
+    assert result.failure is not None
+    assert (result.failure.kind, result.failure.code) == (FailureKind.UNKNOWN, "amount_mismatch")

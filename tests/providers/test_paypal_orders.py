@@ -30,9 +30,11 @@ from tests.fakes.paypal import (
     DECLINED_CARD_VAULT,
     DECLINED_PAYPAL_VAULT,
     INSUFFICIENT_CARD_VAULT,
+    PAYEE_BLOCKED_VAULT,
     PENDING_VAULT,
     FakePayPal,
 )
+from tests.fakes.scripted import Reply, ScriptedServer
 from tests.fakes.server import served
 
 ORDERS = "/v2/checkout/orders"
@@ -504,3 +506,181 @@ async def test_an_approved_link_is_left_for_the_sync_to_capture(
     assert fake.captures_of(link.gateway_id) == []  # no call to PayPal from the handler
     [event] = await services.inbox.recent()
     assert event.status == PROCESSED
+
+
+# --- the school's own risk settings, refusals and answers that are not what they should be -------
+
+
+@pytest.mark.asyncio
+async def test_a_payer_the_school_s_paypal_risk_settings_block_is_a_hard_decline(
+    services: Services, fake: FakePayPal
+) -> None:
+    blocked = await connect(services, fake)
+    other = await connect(services, fake)
+    payment = await services.payments.charge(
+        order_of(
+            Candidate(blocked.client.connection_id, PAYEE_BLOCKED_VAULT),
+            Candidate(other.client.connection_id, SAVED),
+        )
+    )
+    assert payment.status == FAILED
+    assert payment.failure is not None
+    assert (payment.failure.kind, payment.failure.code) == (
+        FailureKind.HARD_DECLINE,
+        "PAYEE_BLOCKED_TRANSACTION",
+    )
+    assert "risk settings" in payment.failure.message
+    assert len(payment.attempts) == 1  # never tried at the other gateway
+    assert fake.orders == {}
+
+
+async def scripted_paypal(services: Services, server: ScriptedServer) -> PayPal:
+    """A PayPal connection to a scripted server (tests/fakes/scripted.py), each call made once."""
+    server.script(
+        "POST", "/v1/oauth2/token", Reply(200, json={"access_token": "tok", "expires_in": 32_400})
+    )
+    record = await services.connections.add(
+        "paypal",
+        f"PayPal {uuid.uuid4().hex[:6]}",
+        {"client_id": "AeScripted", "api_url": server.url},
+        {"client_secret": "EScripted"},
+    )
+    provider = await services.connections.provider(record.id)
+    assert isinstance(provider, PayPal)
+    policy = provider.client.policy
+    provider.client.policy = replace(
+        policy, timeout=0.5, retry=replace(policy.retry, attempts=1, base_delay=0.01)
+    )
+    return provider
+
+
+HTML_404 = Reply(404, body=b"<html>Not Found</html>", headers={"Content-Type": "text/html"})
+ORDER_ID = "5O190127TN364715T"
+
+
+@pytest.mark.asyncio
+async def test_only_paypal_s_resource_not_found_is_not_found(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    paypal = await scripted_paypal(services, scripted_server)
+    path = f"{ORDERS}/{ORDER_ID}"
+    for reply in (
+        HTML_404,  # a wrong address, a proxy
+        Reply(404, json={"name": "NOT_FOUND_SOMETHING_ELSE"}),
+        Reply(403, json={"name": "NOT_AUTHORIZED", "message": "Authorization failed."}),
+    ):
+        scripted_server.script("GET", path, reply)
+        result = await paypal.sync(charge_of(), ORDER_ID)
+        assert result.status is ChargeStatus.FAILED, reply
+        assert result.failure is not None
+        assert result.failure.kind is FailureKind.UNKNOWN
+    scripted_server.script(
+        "GET", path, Reply(404, json={"name": "RESOURCE_NOT_FOUND", "message": "No such order."})
+    )
+    assert (await paypal.sync(charge_of(), ORDER_ID)).status is ChargeStatus.NOT_FOUND
+
+
+@pytest.mark.asyncio
+async def test_a_capture_that_raises_keeps_the_order_s_id(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    paypal = await scripted_paypal(services, scripted_server)
+    approved = {"id": ORDER_ID, "status": "APPROVED"}
+    scripted_server.script("POST", ORDERS, Reply(201, json=approved))
+    capture = f"{ORDERS}/{ORDER_ID}/capture"
+    for reply, kind in ((Reply(201, hang=True), FailureKind.UNKNOWN), (Reply(502), None)):
+        scripted_server.script("POST", capture, reply)
+        charged = await paypal.charge(charge_of())
+        assert charged.status is ChargeStatus.FAILED
+        assert charged.gateway_id == ORDER_ID
+        assert charged.failure is not None
+        if kind is not None:
+            assert charged.failure.kind is kind
+        # A sync repeating the request finds the order; its capture still unanswered.
+        synced = await paypal.sync(charge_of())
+        assert synced.gateway_id == ORDER_ID
+        assert synced.failure is not None
+        assert synced.failure.kind is FailureKind.UNKNOWN
+
+
+@pytest.mark.asyncio
+async def test_malformed_answers_are_classified_never_raised(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    paypal = await scripted_paypal(services, scripted_server)
+    path = f"{ORDERS}/{ORDER_ID}"
+    for units in (
+        [{"payments": {"captures": 5}}],
+        [{"payments": {"captures": "x"}}],
+        5,
+        [None, {"payments": None}],
+    ):
+        scripted_server.script(
+            "GET",
+            path,
+            Reply(200, json={"id": ORDER_ID, "status": "COMPLETED", "purchase_units": units}),
+        )
+        result = await paypal.sync(charge_of(), ORDER_ID)
+        assert result.status is ChargeStatus.FAILED
+        assert result.failure is not None
+        assert result.failure.kind is FailureKind.UNKNOWN
+    for fee in ("Infinity", "NaN", "1e400", "-1", None, [1]):
+        captured = {
+            "id": ORDER_ID,
+            "status": "COMPLETED",
+            "purchase_units": [
+                {
+                    "payments": {
+                        "captures": [
+                            {
+                                "id": "CAP1",
+                                "status": "COMPLETED",
+                                "seller_receivable_breakdown": {
+                                    "paypal_fee": {"currency_code": "USD", "value": fee}
+                                },
+                            }
+                        ]
+                    }
+                }
+            ],
+        }
+        scripted_server.script("GET", path, Reply(200, json=captured))
+        paid = await paypal.sync(charge_of(), ORDER_ID)
+        assert (paid.status, paid.fee) == (ChargeStatus.SUCCEEDED, None), fee
+    scripted_server.script(
+        "POST", ORDERS, Reply(400, json={"name": "INVALID_REQUEST", "details": 5})
+    )
+    refused = await paypal.charge(charge_of())
+    assert refused.failure is not None
+    assert (refused.failure.kind, refused.failure.code) == (
+        FailureKind.TECHNICAL,
+        "INVALID_REQUEST",
+    )
+    scripted_server.script(
+        "POST",
+        "/v2/payments/captures/CAP1/refund",
+        Reply(
+            201,
+            json={
+                "id": "REF1",
+                "status": "COMPLETED",
+                "amount": {"currency_code": "USD", "value": "Infinity"},
+            },
+        ),
+    )
+    refund = await paypal.refund(ORDER_ID, Money(500, "USD"), "ref_1")
+    assert (refund.status, refund.amount) == (RefundStatus.SUCCEEDED, Money(500, "USD"))
+
+
+@pytest.mark.asyncio
+async def test_a_refund_whose_order_cannot_be_read_stays_pending_and_unknown(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    paypal = await scripted_paypal(services, scripted_server)
+    for reply in (Reply(503), Reply(500), Reply(429), Reply(200, hang=True)):
+        scripted_server.script("GET", f"{ORDERS}/{ORDER_ID}", reply)
+        result = await paypal.refund(ORDER_ID, Money(500, "USD"), "ref_1")
+        assert result.status is RefundStatus.PENDING, reply
+        assert result.failure is not None
+        assert result.failure.kind is FailureKind.UNKNOWN
+    assert scripted_server.received("POST", "/v2/payments/captures/CAP1/refund") == []

@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -36,6 +38,7 @@ from app.services.payments import (
 from app.services.receiver import Receiver
 from app.store.school import Guardian
 from tests.fakes.paysafe import HOLD, FakePaysafe
+from tests.fakes.scripted import Reply, ScriptedServer
 from tests.fakes.server import served
 
 PAYMENTS = "/paymenthub/v1/payments"
@@ -574,3 +577,172 @@ def test_a_signed_body_that_is_not_json_is_malformed() -> None:
     with pytest.raises(Rejected) as rejected:
         PaysafeVerifier().verify(_arrived(b"[1, 2", headers), ["k"])
     assert rejected.value.reason == "malformed"
+
+
+# --- answers that are not Paysafe's, or not what they should be -----------------------------
+
+
+async def connect_to(services: Services, url: str) -> Paysafe:
+    """A Paysafe connection to a scripted server (tests/fakes/scripted.py), asked once."""
+    record = await services.connections.add(
+        "paysafe",
+        f"Paysafe {uuid.uuid4().hex[:6]}",
+        {"api_username": "school-test", "currency": "USD", "fee_percent": 2.5, "api_url": url},
+        {"api_password": "B-qa2-0-scripted"},
+    )
+    provider = await services.connections.provider(record.id)
+    assert isinstance(provider, Paysafe)
+    policy = provider.client.policy
+    provider.client.policy = replace(
+        policy, timeout=0.5, retry=replace(policy.retry, attempts=1, base_delay=0.01)
+    )
+    return provider
+
+
+HTML_404 = Reply(
+    404, body=b"<html><body>Not Found</body></html>", headers={"Content-Type": "text/html"}
+)
+
+
+@pytest.mark.asyncio
+async def test_a_bare_404_is_not_paysafe_saying_it_has_no_such_payment(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    # A wrong address or a proxy answers 404 without Paysafe's error 5269: nothing is known.
+    scripted_server.script("GET", PAYMENTS, HTML_404)
+    scripted_server.script("GET", f"{PAYMENTS}/3f7992f8", HTML_404)
+    paysafe = await connect_to(services, scripted_server.url)
+    old = replace(charge_of("MUcard"), created_at=time.time() - 3 * 86_400)
+    for synced in (await paysafe.sync(old), await paysafe.sync(old, "3f7992f8")):
+        assert synced.status is ChargeStatus.FAILED
+        assert synced.failure is not None
+        assert synced.failure.kind is FailureKind.UNKNOWN
+    # Paysafe's own "Entity not found" still is.
+    not_found = Reply(404, json={"error": {"code": "5269", "message": "Entity not found"}})
+    scripted_server.script("GET", PAYMENTS, not_found)
+    assert (await paysafe.sync(old)).status is ChargeStatus.NOT_FOUND
+
+
+@pytest.mark.asyncio
+async def test_malformed_answers_are_classified_never_raised(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    paysafe = await connect_to(services, scripted_server.url)
+    refunds = "/paymenthub/v1/settlements/pay-1/refunds"
+    for amount in (None, "10.50", 10**20, True, -5):
+        scripted_server.script(
+            "POST", refunds, Reply(201, json={"id": "r-1", "status": "PENDING", "amount": amount})
+        )
+        made = await paysafe.refund("pay-1", Money(1_050, "USD"), "ref_1")
+        assert (made.status, made.gateway_id, made.amount) == (
+            RefundStatus.PENDING,
+            "r-1",
+            Money(1_050, "USD"),
+        )
+    scripted_server.script(
+        "POST",
+        PAYMENTS,
+        Reply(
+            400,
+            json={
+                "error": {
+                    "code": "5068",
+                    "message": "Field error(s)",
+                    "details": 5,
+                    "fieldErrors": {"field": "amount"},
+                }
+            },
+        ),
+    )
+    refused = await paysafe.charge(charge_of("MUcard"))
+    assert refused.failure is not None
+    assert (refused.failure.kind, refused.failure.code) == (FailureKind.TECHNICAL, "5068")
+    for body in ([1, 2], {"status": ["COMPLETED"], "id": {"x": 1}}, {"error": "nope"}):
+        scripted_server.script("POST", PAYMENTS, Reply(201, json=body))
+        odd = await paysafe.charge(charge_of("MUcard"))
+        assert odd.status is ChargeStatus.PROCESSING  # never taken for paid
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("status", "code"), [(400, "3009"), (403, "4002"), (500, "3023")])
+async def test_a_decline_code_is_a_decline_whatever_the_http_status(
+    services: Services, scripted_server: ScriptedServer, status: int, code: str
+) -> None:
+    declined = {"error": {"code": code, "message": "Your request has been declined."}}
+    scripted_server.script("POST", PAYMENTS, Reply(status, json=declined))
+    paysafe = await connect_to(services, scripted_server.url)
+    if status >= 500:
+        # A 5xx is the HTTP layer's failure (it may have acted): never read as an answer.
+        result = await paysafe.charge(charge_of("MUcard"))
+        assert result.failure is not None
+        assert result.failure.kind is FailureKind.TECHNICAL
+        return
+    result = await paysafe.charge(charge_of("MUcard"))
+    assert result.failure is not None
+    assert (result.failure.kind, result.failure.code) == (FailureKind.HARD_DECLINE, code)
+    assert not result.failure.may_fail_over
+    # A sync repeating the payment gets the same answer: a decline, not an unknown.
+    synced = await paysafe.sync(charge_of("MUcard"))
+    assert synced.failure is not None
+    assert synced.failure.kind is FailureKind.HARD_DECLINE
+
+
+@pytest.mark.asyncio
+async def test_a_sync_repeats_the_payment_only_within_a_day(
+    services: Services, fake: FakePaysafe
+) -> None:
+    paysafe = await connect(services, fake, attempts=1)
+    token = fake.card()
+    yesterday = replace(charge_of(token), created_at=time.time() - 25 * 3600)
+    # Never arrived, and more than a day old: looked up, never made now.
+    assert (await paysafe.sync(yesterday)).status is ChargeStatus.NOT_FOUND
+    assert fake.count("POST", PAYMENTS) == 0
+    assert fake.charged() == []
+    recent = replace(charge_of(token), created_at=time.time() - 3600)
+    assert (await paysafe.sync(recent)).status is ChargeStatus.SUCCEEDED
+    assert fake.count("POST", PAYMENTS) == 1
+
+
+def _backdate(resource: dict[str, Any], days: float) -> None:
+    then = datetime.now(UTC) - timedelta(days=days)
+    resource["txnTime"] = then.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.asyncio
+async def test_lookups_by_reference_reach_back_past_paysafe_s_30_day_default(
+    services: Services, fake: FakePaysafe
+) -> None:
+    paysafe = await connect(services, fake, attempts=1)
+    request = replace(charge_of(fake.card(), 10_000), created_at=time.time() - 40 * 86_400)
+    paid = await paysafe.charge(request)
+    _backdate(fake.payments[paid.gateway_id], 40)
+    found = await paysafe.sync(request)
+    assert (found.status, found.gateway_id) == (ChargeStatus.SUCCEEDED, paid.gateway_id)
+    [search] = [seen for seen in fake.requests if seen.method == "GET" and seen.path == PAYMENTS]
+    query = dict(parse_qsl(search.query))
+    started = datetime.strptime(query["startDate"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert timedelta(days=40) < datetime.now(UTC) - started <= timedelta(days=41, seconds=5)
+    assert set(query) == {"merchantRefNum", "startDate", "endDate"}
+    # A refund repeated long after is found by its reference too, not left "not listed".
+    first = await paysafe.refund(paid.gateway_id, Money(1_000, "USD"), "ref_old")
+    _backdate(fake.refunds[first.gateway_id], 40)
+    again = await paysafe.refund(paid.gateway_id, Money(1_000, "USD"), "ref_old")
+    assert (again.status, again.gateway_id, again.failure) == (
+        RefundStatus.PENDING,
+        first.gateway_id,
+        None,
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_refund_paysafe_did_not_answer_stays_pending_and_unknown(
+    services: Services, scripted_server: ScriptedServer
+) -> None:
+    refunds = "/paymenthub/v1/settlements/pay-1/refunds"
+    paysafe = await connect_to(services, scripted_server.url)
+    for reply in (Reply(500), Reply(503), Reply(429), Reply(201, hang=True)):
+        scripted_server.script("POST", refunds, reply)
+        result = await paysafe.refund("pay-1", Money(500, "USD"), "ref_1")
+        assert result.status is RefundStatus.PENDING
+        assert result.failure is not None
+        assert result.failure.kind is FailureKind.UNKNOWN
