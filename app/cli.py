@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
-    bench.add_argument("name", choices=["ui-stall", "webhooks", "routing"], help="which benchmark")
+    bench.add_argument(
+        "name", choices=["ui-stall", "webhooks", "routing", "reconcile"], help="which benchmark"
+    )
     bench.add_argument(
         "--seconds", type=float, help="how long to measure (ui-stall 20, webhooks 10 per phase)"
     )
@@ -167,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         default="drifting",
         help="routing: a scenario file, or the name of a shipped one (drifting, outages)",
+    )
+    bench.add_argument(
+        "--rows",
+        type=int,
+        default=1_000_000,
+        help="reconcile: ledger records to generate, with their counterparts (1 000 000)",
     )
     bench.add_argument(
         "--webhooks",
@@ -370,6 +378,8 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
         return _bench_webhooks(args, config)
     if args.name == "routing":
         return _bench_routing(args)
+    if args.name == "reconcile":
+        return _bench_reconcile(args)
     from app.ui.bench import ui_stall
 
     figures = ui_stall(
@@ -408,6 +418,27 @@ def _bench_routing(args: argparse.Namespace) -> int:
             f"{versus['oracle_points']:+} against the hindsight oracle), fees "
             f"{versus['cheapest_first_fees_ratio']}x cheapest-first's, decisions in p99 "
             f"{ours['decision_p99_us']} µs."
+        )
+    return EXIT_OK
+
+
+def _bench_reconcile(args: argparse.Namespace) -> int:
+    from app.benchmarks.reconcile import reconcile_bench
+
+    if args.rows < 1_000:
+        raise SwitchboardError("Give --rows of at least 1000.")
+    figures = reconcile_bench(args.rows)
+    if args.json:
+        _print_json(figures)
+    else:
+        ours = figures["engine"]
+        print(
+            f"Reconciled {ours['records']} records ({ours['rows']} payments) in "
+            f"{ours['seconds']} s, {ours['records_per_second']} records/s, "
+            f"{ours['floor_ratio']}x a plain polars join; precision {ours['precision']}, "
+            f"recall {ours['recall']}, {ours['statuses_wrong']} statuses wrong; "
+            f"{figures['growth_ratio']}x the time of a tenth of the rows; peak memory "
+            f"{figures['peak_memory_mb']} MB."
         )
     return EXIT_OK
 

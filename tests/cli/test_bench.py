@@ -159,3 +159,25 @@ def test_a_scenario_that_cannot_be_read_is_one_clear_sentence(tmp_path: Path) ->
     assert completed.returncode == 1
     assert completed.stderr.startswith(f"switchboard: {broken} is not a valid scenario:")
     assert completed.stderr.count("\n") == 1
+
+
+def test_bench_reconcile_reports_speed_the_floor_and_accuracy_against_the_truth() -> None:
+    completed = switchboard("bench", "reconcile", "--rows", "20000", "--json", timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    figures = json.loads(completed.stdout)
+    engine = figures["engine"]
+    assert engine["rows"] == 20_000
+    assert engine["records"] > 40_000  # ledger, gateway, payouts and bank together
+    assert (engine["precision"], engine["recall"], engine["statuses_wrong"]) == (1.0, 1.0, 0)
+    assert engine["floor_seconds"] > 0
+    assert engine["exceptions"] > 0
+    assert figures["tenth"]["rows"] == 2_000
+    assert {"growth_ratio", "peak_memory_mb", "targets", "met"} <= figures.keys()
+
+
+def test_bench_reconcile_refuses_too_few_rows() -> None:
+    completed = switchboard("bench", "reconcile", "--rows", "10", timeout=60)
+
+    assert completed.returncode != 0
+    assert "at least 1000" in completed.stderr
