@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_payments.add_parsers(commands, common)
 
+    from app import cli_reconcile
+
+    cli_reconcile.add_parser(commands, common)
+
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
@@ -761,7 +765,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "payments": lambda args, config: _payments_command("payments", args, config),
     "refund": lambda args, config: _payments_command("refund", args, config),
     "billing-run": lambda args, config: _payments_command("billing_run", args, config),
+    "reconcile": lambda args, config: _reconcile_command(args, config),
 }
+
+
+def _reconcile_command(args: argparse.Namespace, config: Config) -> int:
+    from app import cli_reconcile
+
+    return cli_reconcile.reconcile(args, config)
 
 
 def _payments_command(name: str, args: argparse.Namespace, config: Config) -> int:

@@ -296,6 +296,59 @@ SETTINGS: tuple[Setting[Any], ...] = (
         "Appearance",
     ),
     Setting(
+        "reconciliation.daily",
+        bool,
+        True,
+        "Reconcile every day",
+        "Each morning Switchboard reads the gateways' records and payouts and matches them "
+        "against the payments and the bank statements imported so far.",
+        "Reconciliation",
+    ),
+    Setting(
+        "reconciliation.hour",
+        int,
+        6,
+        "Hour of the daily reconciliation",
+        "In the school's time zone (0-23).",
+        "Reconciliation",
+        minimum=0,
+        maximum=23,
+    ),
+    Setting(
+        "reconciliation.amount_drift_minor",
+        int,
+        0,
+        "Allowed difference (cents)",
+        "Amounts that differ by no more than this many cents (or the currency's smallest "
+        "unit) still match. 0: they must agree exactly.",
+        "Reconciliation",
+        minimum=0,
+        maximum=10_000,
+    ),
+    Setting(
+        "reconciliation.date_window_days",
+        int,
+        3,
+        "Days apart for a match without a reference",
+        "A payment and a gateway's or bank's record with no reference in common are paired "
+        "only when they are for exactly the same amount, no more than this many days apart, "
+        "and nothing else could be their match.",
+        "Reconciliation",
+        minimum=0,
+        maximum=30,
+    ),
+    Setting(
+        "reconciliation.settlement_days",
+        int,
+        7,
+        "Days before a payment is missing",
+        "A payment the gateway or bank does not show yet is expected for this many days, "
+        "then missing.",
+        "Reconciliation",
+        minimum=1,
+        maximum=90,
+    ),
+    Setting(
         "receiver.host",
         str,
         "127.0.0.1",

@@ -290,6 +290,11 @@ class Engine:
             await services.rates.refresh()
 
         @_ends_quietly_at_shutdown
+        async def reconcile_daily() -> None:
+            if services.settings.get("reconciliation.daily"):
+                await services.reconciliation.daily()
+
+        @_ends_quietly_at_shutdown
         async def health_checks() -> None:
             await services.health.check_due()
 
@@ -322,6 +327,14 @@ class Engine:
             seconds=60,
             id="payments-settle",
             next_run_time=utcnow() + timedelta(seconds=30),
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            reconcile_daily,
+            "cron",
+            hour=int(services.settings.get("reconciliation.hour")),
+            timezone=str(services.settings.get("school.timezone")) or "UTC",
+            id="reconciliation-daily",
             replace_existing=True,
         )
         scheduler.add_job(

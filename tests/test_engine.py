@@ -189,7 +189,15 @@ def test_the_engine_schedules_checks_metrics_and_retention(config: Config) -> No
         scheduler = engine._scheduler
         assert scheduler is not None
         ids = {job.id for job in scheduler.get_jobs()}
-        assert {"health-checks", "metrics-rollup", "metrics-retention", "database-upkeep"} <= ids
+        assert {
+            "health-checks",
+            "metrics-rollup",
+            "metrics-retention",
+            "database-upkeep",
+            "reconciliation-daily",
+        } <= ids
+        daily = scheduler.get_job("reconciliation-daily")
+        assert str(daily.trigger.fields[5]) == "6"  # hour: 06:00 in the school's time zone
     finally:
         engine.stop()
 

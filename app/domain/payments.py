@@ -91,24 +91,49 @@ class RefundResult:
 
 @dataclass(frozen=True)
 class BalanceEntry:
-    """One movement on the gateway's balance (a charge, a refund, a fee, a payout)."""
+    """One movement on the gateway's balance (a charge, a refund, a fee, a payout).
+
+    `kind` is the gateway's own type where it has one (Stripe's balance transaction types).
+    Gateways without types of their own use Stripe's words for the same movements: "charge"
+    (money in from a payer), "refund", "fee", "payout" (to the school's bank), "payout_failure"
+    (a payout that came back), "topup" (from the school's bank), "adjustment" (a reversal,
+    a chargeback, a correction), "conversion" (between currencies), "hold" (money set aside
+    and released) and "other".
+    """
 
     gateway_id: str
     kind: str  # the gateway's type: "charge", "refund", "payout", ...
     amount: Money  # gross, signed: refunds and payouts are negative
-    fee: Money
-    net: Money
-    source: str  # the charge, refund or payout it belongs to
+    fee: Money  # what the gateway kept (negative when it gave a fee back)
+    net: Money  # amount - fee
+    source: str  # the charge, refund or payout it belongs to, by the id our side records
     created: int  # epoch seconds
     available_on: int
+    payout: str = ""  # the payout that paid it out; "" when not known or not paid out yet
 
 
 @dataclass(frozen=True)
 class Payout:
+    """Money the gateway sent from its balance to the school's bank. `amount` is positive:
+    what leaves the gateway for the bank."""
+
     gateway_id: str
     amount: Money
     status: str  # the gateway's: "pending", "in_transit", "paid", "failed", "canceled"
-    arrival: int  # epoch seconds: when the bank should have it
+    arrival: int  # epoch seconds: when the bank should have it (when it was made, if not said)
+    created: int = 0  # epoch seconds: when the gateway made it
+    # Whether the gateway says which balance entries it paid out (Stripe's automatic payouts):
+    # only then do entries carry its id. Without, it is matched by its amount and date alone.
+    itemized: bool = False
+
+
+@dataclass(frozen=True)
+class GatewayLedger:
+    """What a gateway says of a period: every balance movement created in it, and every payout
+    that arrived in it (that was made in it, where the gateway does not say when it arrives)."""
+
+    entries: list[BalanceEntry]
+    payouts: list[Payout]
 
 
 @dataclass(frozen=True)

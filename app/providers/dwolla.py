@@ -17,6 +17,19 @@ request with the same key again (Dwolla keeps a key with its body for 24 hours a
 the first request did); after that, the family's or the school's transfers are searched by
 `correlationId`. NOT_FOUND is said only when that search comes back empty.
 
+The ledger of a period is the account's transfers (`GET /accounts/{id}/transfers`), read by
+whole days (`startDate`, `endDate`) and pages (`limit`, `offset`), the days halved when they hold
+more than the 10,000 transfers Dwolla lets offsets reach. Which end of a transfer is the school
+is told by its funding sources (`GET /accounts/{id}/funding-sources`): a processed debit of a
+family's bank into the school's is a payment, a transfer back a refund, each under the transfer
+id our side records. When the school's funding source is its Dwolla balance, transfers from the
+balance to its bank account are the payouts (and the other way, top-ups); when payments go
+straight to its bank, there are none, each payment reaching the bank by itself. Dwolla does not
+say which payments a withdrawal from the balance carried, nor when the bank receives it. Dwolla
+bills its own fees separately; the only fees a transfer shows are facilitator fees (its `fees`
+link), counted with the transfer they were taken from: charged to the school, it kept them;
+paid to the school, it gave them.
+
 Relied on: Dwolla's developer docs (github.com/Dwolla/dev-portal, developers.dwolla.com):
 "Generate an access token" (client-credentials flow), "Root", "Initiate a transfer",
 "Retrieve a transfer", "Retrieve a transfer failure reason", "List and search transfers for a
@@ -25,7 +38,13 @@ customer" and "… for an account", "Cancel a transfer", "Idempotency key", "Err
 `Accept: application/vnd.dwolla.v1.hal+json` header, environments); Dwolla's "Transfer
 failures" (which ACH return codes remove the bank: all but R01, R09 and R20) and NACHA's return
 reason codes; Dwolla's pricing (discuss.dwolla.com: Pay-As-You-Go 0.5 % per transfer, 5¢ to $5;
-paid plans a fixed fee per transfer by contract).
+paid plans a fixed fee per transfer by contract). For the ledger: "List and search transfers for
+an account" (developers.dwolla.com/api-reference/accounts/list-and-search-transfers: startDate
+and endDate as YYYY-MM-DD, limit and offset, "You can only retrieve up to 10,000 transfers using
+the limit and offset query string parameters"; a limit of at most 200, per its cursor-paginated
+version), "List funding sources for an account" (`type` bank or balance), the transfer
+resource's links (source-funding-source, destination-funding-source, fees) and "List fees for a
+transfer".
 """
 
 from __future__ import annotations
@@ -34,7 +53,9 @@ import asyncio
 import base64
 import json
 import time
+from collections import deque
 from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +72,7 @@ from app.domain.payments import (
     FailureKind,
     FeeRule,
     FeeSchedule,
+    GatewayLedger,
     Payout,
     RefundResult,
     RefundStatus,
@@ -65,6 +87,7 @@ from app.providers.gateway import (
     Unsupported,
     failed,
     failure_of,
+    ledger_period,
 )
 from app.providers.http import (
     CredentialsRefused,
@@ -110,6 +133,21 @@ CUSTOMER_TRANSFERS = Operation(
 ACCOUNT_TRANSFERS = Operation(
     "account-transfers", "GET", "/accounts/{id}/transfers", own_breaker=True
 )
+ACCOUNT_FUNDING_SOURCES = Operation(
+    "account-funding-sources", "GET", "/accounts/{id}/funding-sources"
+)
+TRANSFER_FEES = Operation("transfer-fees", "GET", "/transfers/{id}/fees")
+LIST_PAGE_SIZE = 200  # the largest page Dwolla serves
+SEARCH_CAP = 10_000  # how far offsets reach; days holding more are listed in parts
+# Days holding more than the cap are halved (with a day's overlap, whatever Dwolla's "after" and
+# "before" include) down to this many; more than that is refused rather than cut short.
+SMALLEST_SEARCH_DAYS = 3
+PAYOUT_STATUSES = {
+    "pending": "in_transit",
+    "processed": "paid",
+    "failed": "failed",
+    "cancelled": "canceled",
+}
 
 # ACH returns that may pass if the debit is tried again later (money may have arrived by then).
 SOFT_RETURNS = frozenset({"R01", "R09"})
@@ -133,7 +171,9 @@ class Dwolla(Provider):
     methods = frozenset({"ach"})
     currencies = frozenset({"USD"})
     countries = frozenset({"US"})
-    features = frozenset({Feature.REFUNDS})
+    features = frozenset({Feature.REFUNDS, Feature.LEDGER})
+    page_size = LIST_PAGE_SIZE
+    search_cap = SEARCH_CAP
 
     def __init__(
         self,
@@ -387,20 +427,186 @@ class Dwolla(Provider):
             "correlationId": reference,
         }
 
-    # --- what Dwolla has no API for -------------------------------------------------------------
+    # --- the ledger -----------------------------------------------------------------------------
 
     async def balance_entries(self, limit: int = 100, after: str = "") -> list[BalanceEntry]:
         raise Unsupported(
-            "Switchboard does not read a ledger from Dwolla: its transfers go straight from the "
-            "family's bank to the school's, and Dwolla bills its fees separately. Reconcile "
-            "Dwolla payments against the school's bank statement."
+            "Dwolla's transfers are read a period at a time, for reconciliation, not page by "
+            "page as a balance; see them in Dwolla's dashboard under Transactions."
         )
 
     async def payouts(self, limit: int = 100, after: str = "") -> list[Payout]:
         raise Unsupported(
-            "Dwolla makes no payouts: each transfer lands in the school's bank account by "
-            "itself. Reconcile Dwolla payments against the school's bank statement."
+            "Dwolla's withdrawals to the bank are read a period at a time, for reconciliation; "
+            "see them in Dwolla's dashboard under Transactions."
         )
+
+    async def ledger(self, since: datetime, until: datetime) -> GatewayLedger:
+        """The account's processed transfers made in the period as balance entries, and its
+        withdrawals from the Dwolla balance to the bank made in it as payouts."""
+        since, until = ledger_period(since, until)
+        if since >= until:
+            return GatewayLedger([], [])
+        account = await self._account_id()
+        sources = await self._funding_sources(account)
+        # Dwolla filters by whole days: a day more at each end, and what falls outside the
+        # period is dropped here.
+        first, last = since.date() - timedelta(days=1), until.date() + timedelta(days=1)
+        entries: list[BalanceEntry] = []
+        payouts: list[Payout] = []
+        seen: set[str] = set()
+        for transfer in await self._transfers(account, first, last):
+            transfer_id = _transfer_id(transfer.get("id"))
+            created = _created(transfer)
+            if transfer_id in seen or not since <= created < until:
+                continue
+            seen.add(transfer_id)
+            if _link(transfer, "created-from-transfer"):
+                continue  # a facilitator fee: counted with the transfer it was taken from
+            kind = _kind(transfer, account, sources)
+            if not kind:
+                continue
+            amount = _money(transfer.get("amount"))
+            if amount is None:
+                raise ProviderError(f"Dwolla listed transfer {transfer_id} without its amount.")
+            status = str(transfer.get("status") or "")
+            at = int(created.timestamp())
+            if kind == "payout":
+                # Dwolla does not say when the bank receives it: the day it was made stands.
+                status_of = PAYOUT_STATUSES.get(status, "pending")
+                payouts.append(Payout(transfer_id, amount, status_of, arrival=at, created=at))
+            if status != "processed":
+                # Pending or cancelled: no money moved (yet). Failed: none did, or a debit
+                # returned after it was processed came back, which is none either.
+                continue
+            signed = amount if kind in ("charge", "topup") else Money(-amount.minor, "USD")
+            fee = await self._fees(transfer, account) if _link(transfer, "fees") else None
+            kept = fee or Money(0, "USD")
+            entries.append(
+                BalanceEntry(
+                    gateway_id=transfer_id,
+                    kind=kind,
+                    amount=signed,
+                    fee=kept,
+                    net=Money(signed.minor - kept.minor, "USD"),
+                    source=transfer_id,  # our side records payments and refunds by transfer id
+                    created=at,
+                    available_on=at,
+                    payout=transfer_id if kind == "payout" else "",
+                )
+            )
+        return GatewayLedger(entries, payouts)
+
+    async def _account_id(self) -> str:
+        root = await self.call(ROOT)
+        if root.status_code >= 400:
+            raise self._listing_refused(root)
+        account = _last_segment(_link(_json(root), "account"))
+        if not account:
+            raise ProviderError(NO_ACCOUNT.message)
+        return account
+
+    async def _funding_sources(self, account: str) -> dict[str, str]:
+        """The account's funding sources, removed ones too (past transfers used them), by id:
+        their type, "bank" or "balance"."""
+        response = await self.call(ACCOUNT_FUNDING_SOURCES, path_params={"id": account})
+        if response.status_code >= 400:
+            raise self._listing_refused(response)
+        embedded = _json(response).get("_embedded")
+        listed = embedded.get("funding-sources") if isinstance(embedded, dict) else None
+        return {
+            str(source.get("id", "")).lower(): str(source.get("type", ""))
+            for source in listed or []
+            if isinstance(source, dict)
+        }
+
+    async def _transfers(self, account: str, first: date, last: date) -> list[dict[str, Any]]:
+        """Every transfer of the account made between the two days, page by page; days holding
+        more than offsets reach are halved until they do not."""
+        days = deque([(first, last)])
+        found: list[dict[str, Any]] = []
+        while days:
+            start, end = days.popleft()
+            page, total = await self._transfer_page(account, start, end, 0)
+            if total > self.search_cap:
+                if (end - start).days <= SMALLEST_SEARCH_DAYS:
+                    raise ProviderError(
+                        f"Dwolla has more than {self.search_cap} transfers from {start} to "
+                        f"{end}, more than it lists; export them from Dwolla's dashboard."
+                    )
+                middle = start + timedelta(days=(end - start).days // 2)
+                # Each half reaches a day into the other: whether Dwolla's "after" and
+                # "before" include the day itself, no day falls between them.
+                day = timedelta(days=1)
+                days.extendleft([(middle - day, end), (start, middle + day)])
+                continue
+            found.extend(page)
+            offset = len(page)
+            while offset < total:
+                page, _ = await self._transfer_page(account, start, end, offset)
+                if not page:
+                    raise ProviderError(
+                        f"Dwolla stopped listing the account's transfers after {offset} of "
+                        f"{total}; try again later."
+                    )
+                found.extend(page)
+                offset += len(page)
+        return found
+
+    async def _transfer_page(
+        self, account: str, start: date, end: date, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        response = await self.call(
+            ACCOUNT_TRANSFERS,
+            path_params={"id": account},
+            params={
+                "startDate": start.isoformat(),
+                "endDate": end.isoformat(),
+                "limit": self.page_size,
+                "offset": offset,
+            },
+        )
+        if response.status_code >= 400:
+            raise self._listing_refused(response)
+        body = _json(response)
+        embedded = body.get("_embedded")
+        transfers = embedded.get("transfers") if isinstance(embedded, dict) else None
+        total = body.get("total")
+        if not isinstance(transfers, list) or not isinstance(total, int):
+            raise ProviderError("Dwolla's list of the account's transfers could not be read.")
+        return [transfer for transfer in transfers if isinstance(transfer, dict)], total
+
+    async def _fees(self, transfer: Mapping[str, Any], account: str) -> Money:
+        """The facilitator fees of a transfer, as what it kept: charged to the school, plus;
+        paid to the school, minus."""
+        transfer_id = _transfer_id(transfer.get("id"))
+        response = await self.call(TRANSFER_FEES, path_params={"id": transfer_id})
+        if response.status_code >= 400:
+            raise self._listing_refused(response)
+        kept = 0
+        for fee in _json(response).get("transactions") or []:
+            amount = _money(fee.get("amount")) if isinstance(fee, dict) else None
+            if amount is None or fee.get("status") in ("failed", "cancelled"):
+                continue
+            if _is_account(_link(fee, "source"), account):
+                kept += amount.minor
+            elif _is_account(_link(fee, "destination"), account):
+                kept -= amount.minor
+        return Money(kept, "USD")
+
+    def _listing_refused(self, response: httpx.Response) -> ProviderError:
+        said = _dwolla_failure(response).message.removeprefix("Dwolla refused the request: ")
+        if response.status_code in (401, 403):
+            return CredentialsRefused(
+                f"Dwolla would not list the account's transfers ({said}); check that the "
+                "application's key and secret belong to the school's Dwolla account.",
+                status=response.status_code,
+            )
+        return ProviderError(
+            f"Dwolla would not list the account's transfers: {said}", status=response.status_code
+        )
+
+    # --- what Dwolla has no API for -------------------------------------------------------------
 
     async def create_link(self, request: LinkRequest) -> PaymentLink:
         raise Unsupported(
@@ -603,9 +809,46 @@ def _money(value: object) -> Money | None:
         cents = Decimal(str(value.get("value"))).scaleb(2)
         if not cents.is_finite() or cents != cents.to_integral_value() or cents < 0:
             return None
-        return Money(int(cents), str(value.get("currency") or "USD"))
+        return Money(int(cents), str(value.get("currency") or "USD").upper())
     except (MoneyError, ArithmeticError, TypeError, ValueError):
         return None
+
+
+def _created(transfer: Mapping[str, Any]) -> datetime:
+    try:
+        created = datetime.fromisoformat(str(transfer.get("created")))
+    except ValueError:
+        created = None
+    if created is None or created.tzinfo is None:
+        raise ProviderError(f"Dwolla listed transfer {transfer.get('id')} without its date.")
+    return created
+
+
+def _is_account(href: str, account: str) -> bool:
+    return "/accounts/" in href and _last_segment(href).lower() == account.lower()
+
+
+def _kind(transfer: Mapping[str, Any], account: str, sources: Mapping[str, str]) -> str:
+    """What a transfer was to the school, by which of its ends are the school's funding sources
+    (or, where a transfer does not name them, the school's account): "" for one not the
+    school's, or between its own sources of the same kind."""
+    ends = []
+    for end in ("source", "destination"):
+        funding = _last_segment(_link(transfer, f"{end}-funding-source")).lower()
+        if funding:
+            ends.append((funding in sources, sources.get(funding, "")))
+        else:
+            ends.append((_is_account(_link(transfer, end), account), ""))
+    (from_us, from_type), (to_us, to_type) = ends
+    if from_us and to_us:
+        if from_type == "balance" and to_type == "bank":
+            return "payout"
+        if from_type == "bank" and to_type == "balance":
+            return "topup"
+        return ""
+    if to_us:
+        return "charge"
+    return "refund" if from_us else ""
 
 
 def _created_id(response: httpx.Response) -> str:

@@ -4,6 +4,7 @@ failure of the resilient HTTP layer is classified for payments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -17,6 +18,7 @@ from app.domain.payments import (
     Failure,
     FailureKind,
     FeeSchedule,
+    GatewayLedger,
     Payout,
     RefundResult,
 )
@@ -39,7 +41,7 @@ class Feature(StrEnum):
 
     LINKS = "links"  # payment links: the payer pays on the gateway's page
     REFUNDS = "refunds"
-    LEDGER = "ledger"  # balance transactions and payouts
+    LEDGER = "ledger"  # balance transactions and payouts, and the settled ledger of a period
 
 
 class Unsupported(SwitchboardError):
@@ -98,10 +100,26 @@ class PaymentGateway(Protocol):
 
     async def payouts(self, limit: int = 100, after: str = "") -> list[Payout]: ...
 
+    async def ledger(self, since: datetime, until: datetime) -> GatewayLedger:
+        """Every balance movement created in [since, until) and every payout that arrived in it,
+        all pages read (Feature.LEDGER). `Unsupported`, saying how to reconcile instead, when
+        the gateway has no API for it; a `ProviderError` when it cannot be asked or refuses."""
+        ...
+
     async def create_link(self, request: LinkRequest) -> PaymentLink:
         """A page where the payer pays `request.amount` (Feature.LINKS); `ProviderError` or
         `Unsupported` when there is none."""
         ...
+
+
+def ledger_period(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """The period a ledger is asked for, in UTC. Naive times are refused: a ledger read in the
+    wrong time zone would quietly miss a few hours at each end."""
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("A ledger's period must be given in aware times (with a time zone).")
+    if until < since:
+        raise ValueError("A ledger's period must end after it starts.")
+    return since.astimezone(UTC), until.astimezone(UTC)
 
 
 def failure_of(error: ProviderError) -> Failure:

@@ -38,6 +38,7 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -54,6 +55,7 @@ from app.domain.payments import (
     FailureKind,
     FeeRule,
     FeeSchedule,
+    GatewayLedger,
     Payout,
     RefundResult,
 )
@@ -204,6 +206,12 @@ class Paynow(Provider):
     async def payouts(self, limit: int = 100, after: str = "") -> list[Payout]:
         raise Unsupported(
             f"Paynow does not share its settlements with Switchboard: see them {DASHBOARD}."
+        )
+
+    async def ledger(self, since: datetime, until: datetime) -> GatewayLedger:
+        raise Unsupported(
+            "Paynow has no API for its settlements: download the period's transactions as a "
+            f"CSV file {DASHBOARD} and import it on the Reconciliation page."
         )
 
     # --- health -----------------------------------------------------------------------------

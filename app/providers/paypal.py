@@ -26,6 +26,18 @@ PayPal signs its webhooks with a private key of its own, so whether a notificati
 a question for PayPal's verify-webhook-signature API, asked with the Webhook ID PayPal gave when
 Switchboard's address was added to the app.
 
+The ledger of a period comes from the Transaction Search API (`GET /v1/reporting/transactions`),
+which the app must be allowed to use (Transaction Search in its settings in PayPal's developer
+dashboard). It answers at most 31 days a request and 500 transactions a page, so a period is
+asked 31 days at a time, page by page, and a window PayPal finds too large (RESULTSET_TOO_LARGE)
+is asked again in halves. Its data can lag up to three hours, so the last hours of a period may
+be missing until later. Each balance-affecting transaction becomes an entry, by its event code
+(T-code): a payment (T00nn) is recorded under the order it captured, as our side records it
+(the capture's `supplementary_data.related_ids.order_id`, asked once per capture); a refund
+(T1107) under its own id, as our side records refunds; withdrawals to the bank (T04nn) are the
+payouts. PayPal pays out from a pooled balance, so it does not say which payments a withdrawal
+carried, nor when the bank receives it.
+
 Relied on: PayPal's "Get started with PayPal REST APIs" (developer.paypal.com/api/rest/:
 authentication, the token endpoint and its answer), "Orders v2" (create, show, capture; the
 PayPal-Request-Id "stored for 6 hours" and the `Prefer` header, as in PayPal's own server SDK,
@@ -38,7 +50,15 @@ ProcessorResponseCode enumerations (developer.paypal.com/serversdk/.../processor
 "Save payment methods" (payment_source.paypal.vault_id / card.vault_id with stored_credential),
 "Handle funding failures", "Idempotency" (developer.paypal.com/api/rest/reference/idempotency),
 "Currency codes" (developer.paypal.com/api/rest/reference/currency-codes), "Webhooks API v1"
-(list webhooks; verify webhook signature) and "Webhook event names".
+(list webhooks; verify webhook signature) and "Webhook event names"; "Transaction Search API"
+(developer.paypal.com/docs/api/transaction-search/v1/ and its OpenAPI description,
+paypal/paypal-rest-api-specifications openapi/reporting_transactions_v1.json: start_date and
+end_date "The maximum supported range is 31 days", page_size at most 500, transaction_status D,
+P, S, V, "It takes a maximum of three hours for executed transactions to appear"), its
+integration guide (developer.paypal.com/docs/transaction-search/: enabling Transaction Search,
+"may take up to 9 hours to be enabled for a new access token"), its RESULTSET_TOO_LARGE error,
+and "Transaction event codes"
+(developer.paypal.com/docs/transaction-search/transaction-event-codes/).
 """
 
 from __future__ import annotations
@@ -46,7 +66,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections import Counter, deque
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +85,7 @@ from app.domain.payments import (
     FailureKind,
     FeeRule,
     FeeSchedule,
+    GatewayLedger,
     Payout,
     RefundResult,
     RefundStatus,
@@ -76,6 +100,7 @@ from app.providers.gateway import (
     Unsupported,
     failed,
     failure_of,
+    ledger_period,
 )
 from app.providers.http import (
     CredentialsRefused,
@@ -129,6 +154,40 @@ REFUND_CAPTURE = Operation("refund-capture", "POST", "/v2/payments/captures/{id}
 REFUND = Operation("refund", "GET", "/v2/payments/refunds/{id}")
 # The whole order in every answer, not only its id, status and links.
 REPRESENTATION = {"Prefer": "return=representation"}
+# Transaction Search may be refused on its own (the app not allowed to use it) while payments work.
+TRANSACTIONS = Operation(
+    "transaction-search", "GET", "/v1/reporting/transactions", own_breaker=True
+)
+CAPTURE = Operation("capture", "GET", "/v2/payments/captures/{id}")
+SEARCH_WINDOW = timedelta(days=31)  # the longest period one search may cover
+SEARCH_PAGE_SIZE = 500  # the largest page
+# A window still too large at this size is not split further: PayPal is refusing something else.
+SMALLEST_WINDOW = timedelta(minutes=1)
+LOOKUPS_AT_ONCE = 4  # captures asked for their order at the same time
+# transaction_status: D denied (nothing moved), P pending, S completed, V reversed (a reversal
+# of its own follows). What moved money is kept; a pending withdrawal has already left.
+SETTLED = frozenset({"S", "V"})
+PAYOUT_STATUSES = {"S": "paid", "P": "pending", "V": "failed"}
+# T-codes (T<group><type>) read by their group, a few by their own code.
+KINDS_BY_CODE = {
+    "T1101": "payout_failure",  # reversal of a withdrawal to the bank
+    "T1107": "refund",  # payment refund, initiated by the merchant
+    "T1108": "fee",  # fee reversal
+    "T1109": "fee",  # fee refund
+    "T1110": "hold",  # hold for dispute investigation
+    "T1111": "hold",  # its cancellation
+}
+KINDS_BY_GROUP = {
+    "00": "charge",  # PayPal account-to-PayPal account payment
+    "01": "fee",  # non-payment-related fees
+    "02": "conversion",  # currency conversion
+    "03": "topup",  # bank deposit into the PayPal account
+    "04": "payout",  # bank withdrawal from the PayPal account
+    "11": "adjustment",  # reversals
+    "12": "adjustment",  # adjustments: chargebacks and their reversals
+    "15": "hold",  # holds for disputes or investigations
+    "21": "hold",  # reserves and releases
+}
 
 # PayPal's REST currencies. BRL, MYR and CNY are taken by PayPal accounts of those countries
 # only; HUF and TWD have cents in ISO 4217 but PayPal takes whole units only (JPY has none).
@@ -207,8 +266,9 @@ class PayPal(Provider):
     methods = frozenset({"paypal", "card"})
     currencies = CURRENCIES
     countries: frozenset[str] = frozenset()
-    features = frozenset({Feature.LINKS, Feature.REFUNDS})
+    features = frozenset({Feature.LINKS, Feature.REFUNDS, Feature.LEDGER})
     fees = FEES
+    search_page_size = SEARCH_PAGE_SIZE
 
     def __init__(
         self,
@@ -221,6 +281,7 @@ class PayPal(Provider):
         self._token = ""
         self._expires_at = 0.0
         self._renewing = asyncio.Lock()
+        self._orders: dict[str, str] = {}  # capture id -> its order ("" when it has none)
 
     async def call(self, operation: Operation, **arguments: Any) -> httpx.Response:
         token = await self._access_token()
@@ -349,15 +410,152 @@ class PayPal(Provider):
 
     async def balance_entries(self, limit: int = 100, after: str = "") -> list[BalanceEntry]:
         raise Unsupported(
-            f"Switchboard does not read {self.spec.name}'s balance yet; see its movements in "
-            "PayPal under Activity, or download an activity report there."
+            f"{self.spec.name}'s balance is read a period at a time, for reconciliation, not "
+            "page by page; see its movements in PayPal under Activity."
         )
 
     async def payouts(self, limit: int = 100, after: str = "") -> list[Payout]:
         raise Unsupported(
-            f"Switchboard does not read {self.spec.name}'s transfers to the bank yet; see them "
-            "in PayPal under Activity (filter: withdrawals)."
+            f"{self.spec.name}'s transfers to the bank are read a period at a time, for "
+            "reconciliation; see them in PayPal under Activity (filter: withdrawals)."
         )
+
+    # --- the ledger -----------------------------------------------------------------------------
+
+    async def ledger(self, since: datetime, until: datetime) -> GatewayLedger:
+        """The account's balance-affecting transactions initiated in the period and the
+        withdrawals to the bank among them, from Transaction Search."""
+        since, until = ledger_period(since, until)
+        if since >= until:
+            return GatewayLedger([], [])
+        # Whole seconds, as PayPal takes them, covering the period; what falls outside it is
+        # dropped below, as is a transaction seen twice where two windows meet.
+        first = since.replace(microsecond=0)
+        last = until.replace(microsecond=0)
+        if until.microsecond:
+            last += timedelta(seconds=1)
+        found: list[dict[str, Any]] = []
+        start = first
+        while start < last:
+            end = min(start + SEARCH_WINDOW, last)
+            found.extend(await self._search(start, end))
+            start = end
+        rows = _settled_rows(found, since, until)
+        orders = await self._orders_of([row.transaction_id for row in rows if row.kind == "charge"])
+        entries = [row.entry(orders.get(row.transaction_id, "")) for row in rows]
+        payouts = [row.payout() for row in rows if row.kind == "payout"]
+        return GatewayLedger(entries, payouts)
+
+    async def _search(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every transaction of one window, page by page; a window PayPal finds too large is
+        asked again in two halves, oldest first."""
+        windows = deque([(start, end)])
+        found: list[dict[str, Any]] = []
+        while windows:
+            low, high = windows.popleft()
+            try:
+                found.extend(await self._search_window(low, high))
+            except _TooLarge:
+                if high - low <= SMALLEST_WINDOW:
+                    raise ProviderError(
+                        "PayPal has too many transactions to list even for one minute "
+                        f"({_utc(low)}); download an activity report in PayPal instead."
+                    ) from None
+                middle = low + (high - low) / 2
+                middle = middle.replace(microsecond=0)
+                windows.extendleft([(middle, high), (low, middle)])
+        return found
+
+    async def _search_window(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            response = await self.call(
+                TRANSACTIONS,
+                params={
+                    "start_date": _utc(start),
+                    "end_date": _utc(end),
+                    "fields": "all",
+                    "balance_affecting_records_only": "Y",
+                    "page_size": self.search_page_size,
+                    "page": page,
+                },
+            )
+            if response.status_code >= 400:
+                raise self._search_refused(response)
+            body = _json(response)
+            found.extend(
+                detail
+                for detail in _list(body.get("transaction_details"))
+                if isinstance(detail, dict)
+            )
+            pages = body.get("total_pages")
+            if not isinstance(pages, int) or page >= pages:
+                return found
+            page += 1
+
+    def _search_refused(self, response: httpx.Response) -> Exception:
+        body = _json(response)
+        issue, _ = _issue(body)
+        if "RESULTSET_TOO_LARGE" in (body.get("name"), issue):
+            return _TooLarge()
+        said = paypal_failure(response).message.removeprefix("PayPal refused the request: ")
+        if response.status_code == 401:  # after a new token was tried (`call`)
+            return CredentialsRefused(
+                "PayPal refused the app's credentials while listing transactions; copy the "
+                "client ID and secret again from PayPal's developer dashboard.",
+                status=401,
+            )
+        if response.status_code == 403:
+            # A token fetched before Transaction Search was allowed keeps being refused: the
+            # next try fetches a new one.
+            self._forget(self._token)
+            return CredentialsRefused(
+                "PayPal would not list the account's transactions: the app needs Transaction "
+                "Search. Turn it on for the app in PayPal's developer dashboard (Apps & "
+                "Credentials, the app's features); PayPal can take up to 9 hours to allow it. "
+                f"PayPal said: {said}",
+                status=response.status_code,
+            )
+        return ProviderError(
+            f"PayPal would not list the account's transactions: {said}", status=response.status_code
+        )
+
+    async def _orders_of(self, captures: list[str]) -> dict[str, str]:
+        """The order of each capture, as our side records the payment; a few at a time."""
+        at_once = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+        async def order_of(capture_id: str) -> str:
+            async with at_once:
+                return await self._order_of(capture_id)
+
+        wanted = list(dict.fromkeys(captures))
+        answers = await asyncio.gather(*map(order_of, wanted), return_exceptions=True)
+        orders: dict[str, str] = {}
+        for capture_id, answer in zip(wanted, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            orders[capture_id] = answer
+        return orders
+
+    async def _order_of(self, capture_id: str) -> str:
+        if capture_id in self._orders:
+            return self._orders[capture_id]
+        response = await self.call(CAPTURE, path_params={"id": capture_id})
+        if _no_such_resource(response):
+            order_id = ""  # not an Orders v2 capture (PayPal.Me, an invoice, ...): no order
+        elif response.status_code >= 400:
+            raise ProviderError(
+                f"PayPal would not show payment {capture_id}: {paypal_failure(response).message}",
+                status=response.status_code,
+            )
+        else:
+            data = _json(response).get("supplementary_data")
+            related = data.get("related_ids") if isinstance(data, dict) else None
+            found = related.get("order_id") if isinstance(related, dict) else None
+            order_id = found if isinstance(found, str) else ""
+        self._orders[capture_id] = order_id
+        return order_id
 
     # --- pieces ---------------------------------------------------------------------------------
 
@@ -746,6 +944,132 @@ def _no_such_resource(response: httpx.Response) -> bool:
     """PayPal's own "no such order" (404 RESOURCE_NOT_FOUND). Any other 404 (a wrong address,
     a proxy's page) says nothing about the payment."""
     return response.status_code == 404 and _json(response).get("name") == "RESOURCE_NOT_FOUND"
+
+
+# --- the ledger -------------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    """PayPal found a search window too large (RESULTSET_TOO_LARGE)."""
+
+
+def _utc(moment: datetime) -> str:
+    """A time as Transaction Search takes it: RFC 3339 in UTC, whole seconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _signed(amount: Any) -> Money | None:
+    """Transaction Search's `{currency_code, value}`, signed ("-3.48"); None when absent."""
+    if not isinstance(amount, dict):
+        return None
+    currency = str(amount.get("currency_code", ""))
+    try:
+        minor = Decimal(str(amount.get("value"))).scaleb(exponent(currency))
+        if not minor.is_finite() or minor != minor.to_integral_value():
+            raise ValueError(amount)
+        return Money(int(minor), currency)
+    except (MoneyError, ArithmeticError, TypeError, ValueError):
+        raise ProviderError(f"PayPal listed an amount that cannot be read: {amount!r}.") from None
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One balance-affecting transaction of Transaction Search, read."""
+
+    transaction_id: str
+    code: str  # the T-code
+    kind: str
+    status: str
+    amount: Money  # signed: what it did to the balance
+    fee: Money  # what PayPal kept (negative when it gave a fee back)
+    created: int
+    reference: str  # paypal_reference_id: the transaction it relates to
+    gateway_id: str = ""  # unique in the ledger (a transaction id may come twice)
+
+    def entry(self, order_id: str) -> BalanceEntry:
+        tid = self.transaction_id
+        if self.kind == "charge":
+            source = order_id or tid  # our side records the order the capture belongs to
+        elif self.kind in ("refund", "payout"):
+            source = tid  # our side records a refund by its own id
+        else:
+            source = self.reference or tid
+        return BalanceEntry(
+            gateway_id=self.gateway_id or tid,
+            kind=self.kind,
+            amount=self.amount,
+            fee=self.fee,
+            net=Money(self.amount.minor - self.fee.minor, self.amount.currency),
+            source=source,
+            created=self.created,
+            available_on=self.created,
+            payout=tid if self.kind == "payout" else "",
+        )
+
+    def payout(self) -> Payout:
+        # PayPal does not say when the bank receives a withdrawal: the day it was made stands.
+        return Payout(
+            gateway_id=self.transaction_id,
+            amount=Money(abs(self.amount.minor), self.amount.currency),
+            status=PAYOUT_STATUSES.get(self.status, "pending"),
+            arrival=self.created,
+            created=self.created,
+        )
+
+
+def _settled_rows(details: list[dict[str, Any]], since: datetime, until: datetime) -> list[_Row]:
+    """The transactions initiated in [since, until) that moved money, each once."""
+    rows: list[_Row] = []
+    seen: set[tuple[str, str, str, int]] = set()
+    for detail in details:
+        info = detail.get("transaction_info")
+        if not isinstance(info, dict) or not info.get("transaction_id"):
+            raise ProviderError("PayPal listed a transaction without its details.")
+        tid = str(info["transaction_id"])
+        code = str(info.get("transaction_event_code") or "")
+        status = str(info.get("transaction_status") or "")
+        amount = _signed(info.get("transaction_amount"))
+        try:
+            at = datetime.fromisoformat(str(info.get("transaction_initiation_date")))
+        except ValueError:
+            at = None
+        if amount is None or at is None or at.tzinfo is None:
+            raise ProviderError(f"PayPal listed transaction {tid} without its amount or date.")
+        if not since <= at < until:
+            continue
+        kind = KINDS_BY_CODE.get(code) or KINDS_BY_GROUP.get(code[1:3], "other")
+        if kind == "charge" and amount.minor < 0:
+            kind = "other"  # a payment the school made
+        if status not in SETTLED and not (kind == "payout" and status == "P"):
+            continue
+        key = (tid, code, amount.currency, amount.minor)
+        if key in seen:
+            continue  # where two search windows meet
+        seen.add(key)
+        charged = _signed(info.get("fee_amount")) or Money(0, amount.currency)
+        if charged.currency != amount.currency:
+            raise ProviderError(f"PayPal listed transaction {tid} with a fee in another currency.")
+        rows.append(
+            _Row(
+                transaction_id=tid,
+                code=code,
+                kind=kind,
+                status=status,
+                amount=amount,
+                fee=Money(-charged.minor, charged.currency),  # PayPal lists a fee as negative
+                created=int(at.timestamp()),
+                reference=str(info.get("paypal_reference_id") or ""),
+            )
+        )
+    # "A transaction ID is not unique in the reporting system": one that comes more than once
+    # (in two currencies, say) is told apart by its code and currency.
+    counts = Counter(row.transaction_id for row in rows)
+    return [
+        row
+        if counts[row.transaction_id] == 1
+        else replace(row, gateway_id=f"{row.transaction_id}-{row.code}-{row.amount.currency}")
+        for row in rows
+    ]
 
 
 def _unaskable(request: ChargeRequest) -> Failure:

@@ -71,6 +71,7 @@ from app.domain.payments import (
     FailureKind,
     FeeRule,
     FeeSchedule,
+    GatewayLedger,
     Payout,
     RefundResult,
     RefundStatus,
@@ -308,6 +309,13 @@ class Paysafe(Provider):
         raise Unsupported(
             f"Switchboard cannot read {self.spec.name}'s payouts; see them in the Paysafe "
             "Business Portal under Reports."
+        )
+
+    async def ledger(self, since: datetime, until: datetime) -> GatewayLedger:
+        raise Unsupported(
+            f"Switchboard cannot read {self.spec.name}'s settlements through its API; download "
+            "the settlement report (CSV) for the period in the Paysafe Business Portal under "
+            "Reports and import it on the Reconciliation page."
         )
 
     async def create_link(self, request: LinkRequest) -> PaymentLink:

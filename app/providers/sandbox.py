@@ -81,7 +81,7 @@ class Behaviour:
 
 class SimulatedTransport(httpx.AsyncBaseTransport):
     """A payment gateway's API, simulated: `GET /v1/account` answers who the account is, and
-    the ledger (when given) answers payments and refunds."""
+    the ledger (when given) answers payments, refunds, balance transactions and payouts."""
 
     def __init__(
         self,

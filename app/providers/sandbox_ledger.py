@@ -7,17 +7,29 @@ share of charges set by the connection (`approval_rate`), always declines saved 
 token starts with `pm_sandbox_declined`, and keeps a fee per charge. No real money moves. The
 books are kept in the data folder (`sandbox/<connection>.json`) once the services say where it
 is, so the app, the server and each command-line run share them.
+
+It pays out as Stripe does on a daily automatic schedule: at every midnight (UTC), the balance
+that has become available (`available_on` at or before it) is paid out, per currency, when it is
+more than nothing, with a balance transaction of type "payout" for it; a balance that is not
+positive waits for the next one. Payouts are made when the books are read, for every midnight
+that has passed, so they follow from the books alone: the same books always make the same
+payouts, with the same ids. Lists answer as Stripe's do: newest first, `limit` (default 10, at
+most 100), `starting_after`, `has_more`, the `created` (and for payouts `arrival_date`) ranges,
+and balance transactions by `payout`; a parameter Stripe would not know is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import operator
 import os
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +43,11 @@ from app.domain.payments import FeeRule, FeeSchedule
 
 DECLINED_METHOD = "pm_sandbox_declined"
 SOFT_DECLINE_SHARE = 0.6  # of random declines, how many are "insufficient funds"
+DAY = 86_400
+AVAILABLE_AFTER = 2 * DAY  # a payment's money can be paid out two days after it was taken
+ARRIVES_AFTER = DAY  # a payout reaches the bank the day after it is made
+PAGE_SIZE, MAX_PAGE_SIZE = 10, 100  # Stripe's default and largest `limit`
+RANGES = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 
 
 @dataclass
@@ -42,7 +59,10 @@ class Ledger:
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     balance: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # by key
+    payouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paid_in: dict[str, str] = field(default_factory=dict)  # balance transaction -> its payout
     path: Path | None = None
+    clock: Callable[[], float] = time.time
     _loaded: int = -1  # the file's modification time when last read or written
 
     def handle(self, request: httpx.Request) -> tuple[int, dict[str, Any]] | None:
@@ -50,9 +70,14 @@ class Ledger:
         self.load()  # another process (the app, a command) may have written since
         path, method = request.url.path, request.method
         form = dict(parse_qsl(request.content.decode("utf-8"))) if method == "POST" else {}
+        query = dict(request.url.params.multi_items())
         key = request.headers.get("Idempotency-Key")
         if method == "POST" and key and key in self.answers:
             return self.answers[key]
+        # The books are being read: the payouts due by now are made first.
+        reading = method == "GET" and path.startswith(("/v1/balance_transactions", "/v1/payouts"))
+        if reading and self.pay_out():
+            self._save()
         if method == "POST" and path == "/v1/payment_intents":
             answer = self._charge(form)
         elif method == "POST" and path == "/v1/refunds":
@@ -62,9 +87,13 @@ class Ledger:
         elif method == "GET" and path.startswith("/v1/refunds/"):
             answer = _found(self.refunds.get(path.rsplit("/", 1)[1]))
         elif method == "GET" and path == "/v1/balance_transactions":
-            answer = (200, {"object": "list", "data": list(reversed(self.balance))[:100]})
+            answer = self._balance_transactions(query)
         elif method == "GET" and path == "/v1/payouts":
-            answer = (200, {"object": "list", "data": []})  # the sandbox never pays out
+            shown = [self._shown(payout) for payout in self.payouts.values()]
+            answer = _listed("/v1/payouts", shown, query, ("created", "arrival_date"), ("status",))
+        elif method == "GET" and path.startswith("/v1/payouts/"):
+            found = self.payouts.get(path.rsplit("/", 1)[1])
+            answer = _found(self._shown(found) if found is not None else None)
         else:
             return None
         if method == "POST" and key:
@@ -72,6 +101,84 @@ class Ledger:
         if method == "POST":
             self._save()
         return answer
+
+    # --- payouts ----------------------------------------------------------------------------
+
+    def pay_out(self) -> bool:
+        """Make the automatic payouts of every midnight that has passed; whether any was made.
+        Only midnights after some money became available can pay anything, so only those are
+        looked at."""
+        now = int(self.clock())
+        unpaid = [
+            item
+            for item in self.balance
+            if item["id"] not in self.paid_in and item.get("type") != "payout"
+        ]
+        midnights = sorted({_midnight_after(int(item["available_on"])) for item in unpaid})
+        made = False
+        for midnight in (day for day in midnights if day <= now):
+            due: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for item in unpaid:
+                if item["id"] not in self.paid_in and int(item["available_on"]) <= midnight:
+                    due[str(item["currency"])].append(item)
+            for currency, items in sorted(due.items()):
+                total = sum(int(item["net"]) for item in items)
+                if total > 0:  # a balance that is not positive waits for more money
+                    self._payout(currency, total, items, midnight)
+                    made = True
+        return made
+
+    def _payout(self, currency: str, total: int, items: list[dict[str, Any]], at: int) -> None:
+        # Ids follow from what is paid out, so the same books always make the same payouts.
+        digest = hashlib.sha256(",".join(sorted(item["id"] for item in items)).encode())
+        payout_id = f"po_sbx{digest.hexdigest()[:16]}"
+        transaction = {
+            "id": f"txn_sbx{hashlib.sha256(payout_id.encode()).hexdigest()[:16]}",
+            "object": "balance_transaction",
+            "type": "payout",
+            "amount": -total,
+            "fee": 0,
+            "net": -total,
+            "currency": currency,
+            "source": payout_id,
+            "created": at,
+            "available_on": at,
+        }
+        self.balance.append(transaction)
+        self.payouts[payout_id] = {
+            "id": payout_id,
+            "object": "payout",
+            "amount": total,
+            "currency": currency,
+            "arrival_date": at + ARRIVES_AFTER,
+            "automatic": True,
+            "balance_transaction": transaction["id"],
+            "created": at,
+            "description": "SANDBOX PAYOUT",
+            "method": "standard",
+            "type": "bank_account",
+            "status": "in_transit",
+        }
+        for item in [*items, transaction]:
+            self.paid_in[item["id"]] = payout_id
+
+    def _shown(self, payout: dict[str, Any]) -> dict[str, Any]:
+        """A payout as it stands now: in transit until the day it reaches the bank, then paid."""
+        arrived = int(payout["arrival_date"]) <= self.clock()
+        return {**payout, "status": "paid" if arrived else "in_transit"}
+
+    def _balance_transactions(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        now = self.clock()
+        items = [
+            {**item, "status": "available" if int(item["available_on"]) <= now else "pending"}
+            for item in self.balance
+        ]
+        payout_id = query.get("payout")
+        if payout_id is not None:
+            if payout_id not in self.payouts:
+                return _error(404, "invalid_request_error", "resource_missing", "No such payout.")
+            items = [item for item in items if self.paid_in.get(item["id"]) == payout_id]
+        return _listed("/v1/balance_transactions", items, query, ("created",), ("payout", "type"))
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_sbx{uuid.uuid4().hex[:16]}"
@@ -84,6 +191,8 @@ class Ledger:
             "refunds": self.refunds,
             "balance": self.balance,
             "answers": {key: list(answer) for key, answer in self.answers.items()},
+            "payouts": self.payouts,
+            "paid_in": self.paid_in,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
@@ -108,6 +217,9 @@ class Ledger:
             self.refunds = dict(state["refunds"])
             self.balance = list(state["balance"])
             self.answers = {key: (int(a[0]), dict(a[1])) for key, a in state["answers"].items()}
+            # Books kept before the sandbox paid out have none yet.
+            self.payouts = dict(state.get("payouts") or {})
+            self.paid_in = dict(state.get("paid_in") or {})
 
     def _charge(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         try:
@@ -129,7 +241,7 @@ class Ledger:
                 for name, value in form.items()
                 if name.startswith("metadata[")
             },
-            "created": int(time.time()),
+            "created": int(self.clock()),
         }
         self.intents[intent["id"]] = intent
         decline = self._decline(method)
@@ -200,7 +312,7 @@ class Ledger:
         return 200, refund
 
     def _book(self, kind: str, amount: int, fee: int, currency: str, source: str) -> dict[str, Any]:
-        now = int(time.time())
+        now = int(self.clock())
         transaction = {
             "id": self._id("txn"),
             "object": "balance_transaction",
@@ -211,10 +323,76 @@ class Ledger:
             "currency": currency.lower(),
             "source": source,
             "created": now,
-            "available_on": now + 2 * 86_400,
+            "available_on": now + AVAILABLE_AFTER,
         }
         self.balance.append(transaction)
         return transaction
+
+
+def _midnight_after(moment: int) -> int:
+    """The first midnight (UTC) at or after `moment`: when money available then is paid out."""
+    return -(-moment // DAY) * DAY
+
+
+def _listed(
+    url: str,
+    items: list[dict[str, Any]],
+    query: Mapping[str, str],
+    ranges: tuple[str, ...],
+    others: tuple[str, ...],
+) -> tuple[int, dict[str, Any]]:
+    """A page of a Stripe list: newest first (the later made first among equals), filtered by
+    the `ranges` (`created[gte]`, ...) and cut by `limit` after `starting_after`."""
+    known = {"limit", "starting_after", *others}
+    known |= {f"{name}[{op}]" for name in ranges for op in RANGES}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        return _error(
+            400,
+            "invalid_request_error",
+            "parameter_unknown",
+            f"Received unknown parameter: {unknown[0]}",
+        )
+    try:
+        limit = int(query.get("limit", PAGE_SIZE))
+        bounds = [
+            (name, RANGES[op], int(query[f"{name}[{op}]"]))
+            for name in ranges
+            for op in RANGES
+            if f"{name}[{op}]" in query
+        ]
+    except ValueError:
+        return _error(400, "invalid_request_error", "parameter_invalid_integer", "Not a number.")
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        return _error(
+            400,
+            "invalid_request_error",
+            "parameter_invalid_integer",
+            f"limit must be between 1 and {MAX_PAGE_SIZE}.",
+        )
+    if "status" in query:
+        items = [item for item in items if item.get("status") == query["status"]]
+    if "type" in query:
+        items = [item for item in items if item.get("type") == query["type"]]
+    chosen = [
+        item
+        for item in items
+        if all(compare(int(item[name]), bound) for name, compare, bound in bounds)
+    ]
+    order = sorted(enumerate(chosen), key=lambda pair: (int(pair[1]["created"]), pair[0]))
+    newest_first = [item for _, item in reversed(order)]
+    start = 0
+    after = query.get("starting_after")
+    if after is not None:
+        ids = [item["id"] for item in newest_first]
+        if after not in ids:
+            return _error(
+                400, "invalid_request_error", "resource_missing", f"No such object: {after}"
+            )
+        start = ids.index(after) + 1
+    page = newest_first[start : start + limit]
+    more = start + limit < len(newest_first)
+    return 200, {"object": "list", "url": url, "has_more": more, "data": page}
 
 
 def _found(item: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:

@@ -8,21 +8,28 @@ answer is recovered: Stripe returns what the first request did, or does it now i
 arrived, and never charges twice (keys are kept 24 hours; after that the reference is searched
 for instead).
 
+The ledger of a period is Stripe's balance transactions created in it and the payouts that
+arrive in it; which payout paid out each transaction is asked of each automatic payout, as
+Stripe's "Payout reconciliation" guide does it (docs.stripe.com/payouts/reconciliation).
+
 Relied on: Stripe's API reference (PaymentIntents create/retrieve/search, Refunds, Balance
-Transactions, Payouts, Errors, Idempotent requests, Versioning) and "Decline codes"
+Transactions, Payouts, Pagination, Errors, Idempotent requests, Versioning) and "Decline codes"
 (stripe.com/docs/declines/codes).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from app.domain.money import Money
+from app.domain.money import Money, MoneyError
 from app.domain.payments import (
     BalanceEntry,
     ChargeRequest,
@@ -32,6 +39,7 @@ from app.domain.payments import (
     FailureKind,
     FeeRule,
     FeeSchedule,
+    GatewayLedger,
     Payout,
     RefundResult,
     RefundStatus,
@@ -45,6 +53,7 @@ from app.providers.gateway import (
     Unsupported,
     failed,
     failure_of,
+    ledger_period,
 )
 from app.providers.http import ProviderError, ResilientClient
 from app.providers.spec import (
@@ -75,6 +84,12 @@ CREATE_REFUND = Operation("create-refund", "POST", "/v1/refunds")
 REFUND = Operation("refund", "GET", "/v1/refunds/{id}")
 BALANCE_TRANSACTIONS = Operation("balance-transactions", "GET", "/v1/balance_transactions")
 PAYOUTS = Operation("payouts", "GET", "/v1/payouts")
+# Stripe's largest page: `limit` may be 1 to 100.
+PAGE_SIZE = 100
+# How long after a period its movements may still be paid out: Stripe holds funds 2 to 14 days
+# (longer for new or risky accounts) and pays them out with the next scheduled payout.
+PAYOUT_LAG = 35 * 86_400
+LISTS_AT_ONCE = 4  # payouts asked for their transactions at the same time
 
 # Declines that may pass if tried again later (at Stripe: same card, same gateway).
 SOFT_DECLINES = frozenset(
@@ -105,6 +120,8 @@ REFUND_STATUSES = {
 
 
 class Stripe(Provider):
+    page_size = PAGE_SIZE  # objects asked per page of a list
+
     methods = frozenset({"card"})
     currencies: frozenset[str] = frozenset()  # Stripe takes 135+; the account decides
     countries: frozenset[str] = frozenset()
@@ -167,34 +184,64 @@ class Stripe(Provider):
         return self._refund_result(response, amount)
 
     async def balance_entries(self, limit: int = 100, after: str = "") -> list[BalanceEntry]:
-        data = await self._page(BALANCE_TRANSACTIONS, limit, after)
-        entries = []
-        for item in data:
-            currency = str(item["currency"]).upper()
-            entries.append(
-                BalanceEntry(
-                    gateway_id=str(item["id"]),
-                    kind=str(item.get("type", "")),
-                    amount=Money(int(item["amount"]), currency),
-                    fee=Money(int(item.get("fee") or 0), currency),
-                    net=Money(int(item.get("net", item["amount"])), currency),
-                    source=str(item.get("source") or ""),
-                    created=int(item.get("created") or 0),
-                    available_on=int(item.get("available_on") or 0),
-                )
-            )
-        return entries
+        return [_entry(item) for item in await self._page(BALANCE_TRANSACTIONS, limit, after)]
 
     async def payouts(self, limit: int = 100, after: str = "") -> list[Payout]:
-        return [
-            Payout(
-                gateway_id=str(item["id"]),
-                amount=Money(int(item["amount"]), str(item["currency"]).upper()),
-                status=str(item.get("status", "")),
-                arrival=int(item.get("arrival_date") or 0),
-            )
-            for item in await self._page(PAYOUTS, limit, after)
+        return [_payout(item) for item in await self._page(PAYOUTS, limit, after)]
+
+    async def ledger(self, since: datetime, until: datetime) -> GatewayLedger:
+        """The balance transactions created in the period (`created[gte]`, `created[lt]`) and the
+        payouts that arrive in it (`arrival_date`), every page read (`starting_after` while
+        `has_more`), each transaction with the automatic payout that paid it out."""
+        since, until = ledger_period(since, until)
+        # Stripe's times are whole seconds: the first and the last one inside the period.
+        start, end = math.ceil(since.timestamp()), math.ceil(until.timestamp())
+        if start >= end:
+            return GatewayLedger([], [])
+        period = {"created[gte]": start, "created[lt]": end}
+        transactions = await self._list(BALANCE_TRANSACTIONS, period)
+        arrived = await self._list(PAYOUTS, {"arrival_date[gte]": start, "arrival_date[lt]": end})
+        paid_in = await self._paid_in(transactions, start, end)
+        try:
+            entries = [_entry(item, paid_in.get(str(item["id"]), "")) for item in transactions]
+            return GatewayLedger(entries, [_payout(item) for item in arrived])
+        except (KeyError, TypeError, ValueError, MoneyError) as exc:
+            raise ProviderError(
+                f"{self.spec.name} listed a balance transaction or payout that cannot be read "
+                f"({exc!r})."
+            ) from exc
+
+    async def _paid_in(
+        self, transactions: list[dict[str, Any]], start: int, end: int
+    ) -> dict[str, str]:
+        """The payout of each transaction, by transaction id. A payout cannot carry what was
+        made after it, so only payouts made from the period's start on are asked, oldest
+        first, until every transaction that can be paid out (not `pending` any more) is found
+        or the lag is over. `payout=po_…` is "for automatic Stripe payouts only": what a manual
+        payout carried, Stripe does not know."""
+        wanted = {str(item.get("id")) for item in transactions if item.get("status") != "pending"}
+        paid_in: dict[str, str] = {}
+        if not wanted:
+            return paid_in
+        made = await self._list(PAYOUTS, {"created[gte]": start, "created[lt]": end + PAYOUT_LAG})
+        automatic = [
+            str(payout.get("id"))
+            for payout in sorted(made, key=lambda item: int(item.get("created") or 0))
+            if payout.get("automatic")
         ]
+        for first in range(0, len(automatic), LISTS_AT_ONCE):
+            batch = automatic[first : first + LISTS_AT_ONCE]
+            listed = await asyncio.gather(
+                *(self._list(BALANCE_TRANSACTIONS, {"payout": payout_id}) for payout_id in batch),
+                return_exceptions=True,
+            )
+            for payout_id, items in zip(batch, listed, strict=True):
+                if isinstance(items, BaseException):
+                    raise items
+                paid_in.update((str(item.get("id")), payout_id) for item in items)
+            if wanted <= paid_in.keys():
+                break
+        return paid_in
 
     async def create_link(self, request: LinkRequest) -> PaymentLink:
         raise Unsupported(
@@ -266,14 +313,42 @@ class Stripe(Provider):
         return RefundResult(status, str(body.get("id", "")), refunded)
 
     async def _page(self, operation: Operation, limit: int, after: str) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": max(1, min(limit, 100))}
+        params: dict[str, Any] = {"limit": max(1, min(limit, PAGE_SIZE))}
         if after:
             params["starting_after"] = after
+        data, _ = await self._list_page(operation, params)
+        return data
+
+    async def _list(self, operation: Operation, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every object of a list, page after page (Stripe's "Pagination": `starting_after` the
+        last id of a page, for as long as `has_more`)."""
+        items: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            params: dict[str, Any] = {**filters, "limit": self.page_size}
+            if after:
+                params["starting_after"] = after
+            data, more = await self._list_page(operation, params)
+            items.extend(data)
+            last = str(data[-1].get("id") or "") if data else ""
+            if not more:
+                return items
+            if not last or last == after:
+                raise ProviderError(
+                    f"{self.spec.name} said there was more to list but gave no next page."
+                )
+            after = last
+
+    async def _list_page(
+        self, operation: Operation, params: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], bool]:
         response = await self.call(operation, params=params)
         if response.status_code >= 400:
             raise ProviderError(_stripe_failure(response).message, status=response.status_code)
-        data = _json(response).get("data")
-        return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+        body = _json(response)
+        data = body.get("data")
+        items = [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+        return items, bool(body.get("has_more"))
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -282,6 +357,38 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _entry(item: Mapping[str, Any], payout: str = "") -> BalanceEntry:
+    """A balance transaction. A payout's own transaction is paid out in that payout, whether
+    Stripe said so (automatic payouts) or not (manual ones)."""
+    currency = str(item["currency"]).upper()
+    kind = str(item.get("type", ""))
+    source = str(item.get("source") or "")
+    if not payout and kind == "payout" and source.startswith("po_"):
+        payout = source
+    return BalanceEntry(
+        gateway_id=str(item["id"]),
+        kind=kind,
+        amount=Money(int(item["amount"]), currency),
+        fee=Money(int(item.get("fee") or 0), currency),
+        net=Money(int(item.get("net", item["amount"])), currency),
+        source=source,
+        created=int(item.get("created") or 0),
+        available_on=int(item.get("available_on") or 0),
+        payout=payout,
+    )
+
+
+def _payout(item: Mapping[str, Any]) -> Payout:
+    return Payout(
+        gateway_id=str(item["id"]),
+        amount=Money(int(item["amount"]), str(item["currency"]).upper()),
+        status=str(item.get("status", "")),
+        arrival=int(item.get("arrival_date") or 0),
+        created=int(item.get("created") or 0),
+        itemized=bool(item.get("automatic")),
+    )
 
 
 def _fee(intent: Mapping[str, Any]) -> Money | None:

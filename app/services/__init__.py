@@ -24,6 +24,7 @@ from app.services.jobs import JobHistory
 from app.services.live import LiveMetrics
 from app.services.payments import PaymentService
 from app.services.rates import RatesService
+from app.services.reconciliation.service import ReconciliationService
 from app.services.request_log import RequestLogWriter
 from app.services.routing import RoutingService
 from app.services.school import SchoolService
@@ -54,6 +55,7 @@ class Services:
     routing: RoutingService
     billing: BillingService
     rates: RatesService
+    reconciliation: ReconciliationService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -113,6 +115,7 @@ class Services:
             routing=routing,
             billing=BillingService(db, hub, payments, routing),
             rates=RatesService(db, connections),
+            reconciliation=ReconciliationService(db, hub, connections, settings),
         )
 
     async def close(self) -> None:

@@ -50,6 +50,7 @@ class Base(DeclarativeBase):
         datetime: UtcDateTime(),
         dict[str, Any]: JSON(),
         list[str]: JSON(),
+        list[int]: JSON(),
     }
 
 

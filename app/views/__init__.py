@@ -16,6 +16,8 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.lessons import LessonsPage
     from app.views.overview import OverviewPage
     from app.views.payments import PaymentsPage
+    from app.views.reconciliation import ReconciliationPage
+    from app.views.reconciliation_exceptions import ReconciliationExceptionsPage
     from app.views.request_log import RequestLogPage
     from app.views.routing_rules import RoutingRulesPage
     from app.views.students import StudentsPage
@@ -35,4 +37,6 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         BillingPage(bridge),
         RoutingRulesPage(bridge),
         GatewayAnalyticsPage(bridge),
+        ReconciliationPage(bridge),
+        ReconciliationExceptionsPage(bridge),
     ]

@@ -33,6 +33,8 @@ PAGES = (
     "billing",
     "routing-rules",
     "gateway-analytics",
+    "reconciliation",
+    "reconciliation-exceptions",
 )
 
 

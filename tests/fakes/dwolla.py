@@ -13,7 +13,14 @@
   another body it is a new request (Dwolla pairs a key with its body). Keys are forgotten after
   24 hours (`forget_idempotency_keys`).
 - `GET /transfers/{id}`, `GET /transfers/{id}/failure` (the ACH return code once failed),
-  `GET /customers/{id}/transfers` and `GET /accounts/{id}/transfers` with `correlationId`.
+  `GET /customers/{id}/transfers` and `GET /accounts/{id}/transfers` with `correlationId`,
+  `startDate` and `endDate` (YYYY-MM-DD: made on or after the one, before the other), `limit`
+  (default 25, at most 200) and `offset`, newest first, with `total`; offsets reach no further
+  than `search_cap` transfers (Dwolla: 10,000), beyond which pages are empty.
+- `GET /accounts/{id}/funding-sources`: the school's bank account and its Dwolla balance
+  (`type` bank or balance).
+- `GET /transfers/{id}/fees`: the facilitator fees taken from a transfer (`add_fee`), each a
+  transfer of its own that the account's list shows with a `created-from-transfer` link.
 
 Transfers stay "pending" until the test runs the bank day (`process`): a debit from a bank the
 test gave a return code (R01, R02, ...) fails with it, as does a credit to one, and the
@@ -21,13 +28,18 @@ others are processed. Every change makes Dwolla's events (the customer's and the
 topics), which `deliver` posts signed (`X-Request-Signature-SHA-256`, hex HMAC-SHA256 of the
 body with the subscription's secret) to the subscribed URL.
 
+The school's money moves between its Dwolla balance and its bank by `withdraw` (a transfer from
+the balance to the bank, processed at once unless told otherwise); `add_transfer` books any
+transfer at any time, and `backdate` moves one into the past.
+
 Faults: `failing` answers 503 to everything; `hang_after_accept` makes that many
 `POST /transfers` create (or find) their transfer and then never answer, until the client
 gives up. Every request is recorded, so tests can count what reached "Dwolla".
 
 Relied on: Dwolla's developer docs (github.com/Dwolla/dev-portal: client-credentials flow,
 root, transfers initiate/retrieve/failure/search, idempotency key, errors, events,
-webhooks).
+webhooks; developers.dwolla.com: "List and search transfers for an account", "List funding
+sources for an account", "List fees for a transfer").
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -65,6 +77,7 @@ RETURN_REASONS = {
     "R20": "Non-Transaction Account",
 }
 KEY_SECONDS = 24 * 3600
+PAGE_SIZE, MAX_PAGE_SIZE = 25, 200
 
 
 @dataclass
@@ -84,6 +97,7 @@ class Bank:
     customer: str
     return_code: str = ""  # what the bank answers a transfer from or to it ("" = it clears)
     removed: bool = False
+    type: str = "bank"  # or "balance": a Dwolla balance
 
 
 @dataclass
@@ -98,6 +112,8 @@ class Transfer:
     created: str
     status: str = "pending"
     return_code: str = ""
+    fees: list[Transfer] = field(default_factory=list)  # facilitator fees taken from it
+    created_from: str = ""  # for a fee: the transfer it was taken from
 
     @property
     def returned_by(self) -> Bank | None:
@@ -132,13 +148,18 @@ class FakeDwolla:
     outbox: list[Webhook] = field(default_factory=list)
     webhook_url: str = ""
     webhook_secret: str = ""
+    search_cap: int = 10_000  # how far offsets reach in a list of transfers
+    platform_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # collects fees
     _keys: dict[str, tuple[bytes, str, float]] = field(default_factory=dict)
     _tokens: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.school_bank = Bank(str(uuid.uuid4()), "")
-        self.banks[self.school_bank.id] = self.school_bank
+        self.school_balance = Bank(str(uuid.uuid4()), "", type="balance")
+        self.platform_balance = Bank(str(uuid.uuid4()), "platform", type="balance")
+        for bank in (self.school_bank, self.school_balance, self.platform_balance):
+            self.banks[bank.id] = bank
 
     # --- what tests use -------------------------------------------------------------------------
 
@@ -153,12 +174,79 @@ class FakeDwolla:
                 Route("/transfers/{id}/failure", self._failure, methods=["GET"]),
                 Route("/customers/{id}/transfers", self._customer_transfers, methods=["GET"]),
                 Route("/accounts/{id}/transfers", self._account_transfers, methods=["GET"]),
+                Route("/accounts/{id}/funding-sources", self._funding_sources, methods=["GET"]),
+                Route("/transfers/{id}/fees", self._fees, methods=["GET"]),
             ]
         )
 
     @property
     def school_funding_source(self) -> str:
         return self._url("funding-sources", self.school_bank.id)
+
+    @property
+    def school_balance_funding_source(self) -> str:
+        return self._url("funding-sources", self.school_balance.id)
+
+    def withdraw(self, value: str, *, at: datetime | None = None, status: str = "processed") -> str:
+        """The school moves money from its Dwolla balance to its bank account."""
+        return self.add_transfer(self.school_balance, self.school_bank, value, at=at, status=status)
+
+    def add_transfer(
+        self,
+        source: Bank | str,
+        destination: Bank | str,
+        value: str,
+        *,
+        at: datetime | None = None,
+        status: str = "processed",
+        correlation_id: str = "",
+    ) -> str:
+        """A transfer between two funding sources (given as banks or their addresses), made at
+        `at` and already `status`; its id."""
+        with self._lock:
+            transfer = Transfer(
+                id=str(uuid.uuid4()),
+                source=self._bank_of(source),
+                destination=self._bank_of(destination),
+                value=value,
+                currency="USD",
+                correlation_id=correlation_id,
+                metadata={},
+                created=_now(at),
+                status=status,
+            )
+            self.transfers[transfer.id] = transfer
+            return transfer.id
+
+    def backdate(self, transfer_id: str, at: datetime) -> None:
+        with self._lock:
+            self.transfers[transfer_id.lower()].created = _now(at)
+
+    def add_fee(self, transfer_id: str, value: str, *, charge_to: str = "school") -> str:
+        """A facilitator fee taken from a transfer: charged to the school (paid to the platform
+        whose application it is) or to the family (paid to the school); its id."""
+        with self._lock:
+            parent = self.transfers[transfer_id.lower()]
+            if charge_to == "school":
+                source, destination = self.school_balance, self.platform_balance
+            else:
+                family = parent.source if parent.source.customer else parent.destination
+                source, destination = family, self.school_balance
+            fee = Transfer(
+                id=str(uuid.uuid4()),
+                source=source,
+                destination=destination,
+                value=value,
+                currency="USD",
+                correlation_id="",
+                metadata={},
+                created=parent.created,
+                status=parent.status,
+                created_from=parent.id,
+            )
+            parent.fees.append(fee)
+            self.transfers[fee.id] = fee
+            return fee.id
 
     def add_customer(self) -> str:
         customer = str(uuid.uuid4())
@@ -425,24 +513,79 @@ class FakeDwolla:
         return self._search(request, lambda t: "" in (t.source.customer, t.destination.customer))
 
     def _search(self, request: Request, belongs: Any) -> Response:
-        wanted = request.query_params.get("correlationId")
-        limit = int(request.query_params.get("limit", 25))
-        offset = int(request.query_params.get("offset", 0))
+        query = request.query_params
+        wanted = query.get("correlationId")
+        try:
+            limit = int(query.get("limit", PAGE_SIZE))
+            offset = int(query.get("offset", 0))
+            after = date.fromisoformat(query["startDate"]) if "startDate" in query else None
+            before = date.fromisoformat(query["endDate"]) if "endDate" in query else None
+        except ValueError:
+            return _validation("Invalid search parameter.", "/")
+        if not 1 <= limit <= MAX_PAGE_SIZE or offset < 0:
+            return _validation("Invalid limit or offset.", "/limit")
         with self._lock:
             found = [
                 t
-                for t in reversed(self.transfers.values())
-                if belongs(t) and (wanted is None or t.correlation_id == wanted)
+                for t in self.transfers.values()
+                if belongs(t)
+                and (wanted is None or t.correlation_id == wanted)
+                and (after is None or _day(t) >= after)
+                and (before is None or _day(t) < before)
             ]
+            found.sort(key=lambda t: t.created, reverse=True)  # newest first
+            reachable = found[: self.search_cap]
+            page = [self._resource(t) for t in reachable[offset : offset + limit]]
+        links: dict[str, Any] = {"self": {"href": str(request.url)}}
+        if offset + limit < len(reachable):
+            links["next"] = {"href": str(request.url.include_query_params(offset=offset + limit))}
+        return _hal({"_links": links, "_embedded": {"transfers": page}, "total": len(found)})
+
+    async def _funding_sources(self, request: Request) -> Response:
+        await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if request.path_params["id"] != self.account_id:
+            return _error(404, "NotFound", "Account not found.")
+        listed = []
+        for bank in (self.school_bank, self.school_balance):
+            listed.append(
+                {
+                    "_links": {
+                        "self": {"href": self._url("funding-sources", bank.id)},
+                        "account": {"href": self._url("accounts", self.account_id)},
+                    },
+                    "id": bank.id,
+                    "status": "verified",
+                    "type": bank.type,
+                    "name": "Balance" if bank.type == "balance" else "School Checking",
+                    "created": "2026-01-05T14:52:55.000Z",
+                    "removed": bank.removed,
+                    "channels": [] if bank.type == "balance" else ["ach"],
+                }
+            )
         return _hal(
             {
                 "_links": {"self": {"href": str(request.url)}},
-                "_embedded": {
-                    "transfers": [self._resource(t) for t in found[offset : offset + limit]]
-                },
-                "total": len(found),
+                "_embedded": {"funding-sources": listed},
             }
         )
+
+    async def _fees(self, request: Request) -> Response:
+        await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        transfer = self.transfers.get(request.path_params["id"].lower())
+        if transfer is None:
+            return _error(404, "NotFound", "Transfer not found.")
+        fees = []
+        for fee in transfer.fees:
+            resource = self._resource(fee)
+            resource["amount"] = {"value": fee.value, "currency": "usd"}  # as Dwolla writes it
+            fees.append(resource)
+        return _hal({"transactions": fees, "total": len(fees)})
 
     # --- pieces ---------------------------------------------------------------------------------
 
@@ -460,6 +603,10 @@ class FakeDwolla:
             links["cancel"] = {"href": self._url("transfers", transfer.id)}
         if transfer.status == "failed":
             links["failure"] = {"href": self._url("transfers", transfer.id) + "/failure"}
+        if transfer.fees:
+            links["fees"] = {"href": self._url("transfers", transfer.id) + "/fees"}
+        if transfer.created_from:
+            links["created-from-transfer"] = {"href": self._url("transfers", transfer.created_from)}
         resource: dict[str, Any] = {
             "_links": links,
             "id": transfer.id,
@@ -506,9 +653,16 @@ class FakeDwolla:
                 self.outbox.append(Webhook(topic, body, headers))
 
     def _owner(self, bank: Bank) -> str:
+        if bank.customer == "platform":
+            return self._url("accounts", self.platform_id)
         if bank.customer:
             return self._url("customers", bank.customer)
         return self._url("accounts", self.account_id)
+
+    def _bank_of(self, bank: Bank | str) -> Bank:
+        if isinstance(bank, Bank):
+            return bank
+        return self.banks[bank.rstrip("/").rsplit("/", 1)[-1]]
 
     def _url(self, *parts: str) -> str:
         return "/".join((self.base_url.rstrip("/"), *parts))
@@ -561,5 +715,21 @@ def _unavailable() -> Response:
     return _error(503, "ServiceUnavailable", "Service unavailable.")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _now(at: datetime | None = None) -> str:
+    moment = (at or datetime.now(UTC)).astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _day(transfer: Transfer) -> date:
+    return datetime.fromisoformat(transfer.created).date()
+
+
+def _validation(message: str, path: str) -> Response:
+    return _hal(
+        {
+            "code": "ValidationError",
+            "message": "Validation error(s) present. See embedded errors list for more details.",
+            "_embedded": {"errors": [_problem("Invalid", message, path)]},
+        },
+        400,
+    )

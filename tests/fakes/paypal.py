@@ -30,6 +30,17 @@
   (the INSTRUMENT_DECLINED and PAYEE_BLOCKED_TRANSACTION negative-testing codes; the card
   "rejection triggers" CCREJECT-REFUSED and CCREJECT-SF, insufficient funds).
 
+- Transaction Search (`GET /v1/reporting/transactions`): the balance-affecting transactions
+  the fake has made (captures as T0006 with PayPal's fee as a negative `fee_amount`, refunds as
+  T1107 referring to their capture, withdrawals to the bank as T0400) and any the test books
+  (`book`, `withdraw`), initiated between `start_date` and `end_date` (both required, RFC 3339
+  with seconds, at most 31 days apart: 400 INVALID_REQUEST otherwise), oldest first, in pages of
+  `page_size` (at most 500) numbered from 1, with `total_items` and `total_pages`; a search
+  matching more than `max_results` transactions answers RESULTSET_TOO_LARGE. Transactions appear
+  `lag` seconds after they are made (PayPal: up to three hours), and `end_date` in the answer is
+  the last time data is served for. 403 NOT_AUTHORIZED while `transaction_search` is off (the
+  app not allowed to use it).
+
 The fake sends notifications too (`notification`): the headers and body PayPal would post.
 Every change it makes records the event PayPal would send (`events`): CHECKOUT.ORDER.APPROVED,
 PAYMENT.CAPTURE.COMPLETED / PENDING / DECLINED / DENIED, PAYMENT.CAPTURE.REFUNDED. Every
@@ -39,7 +50,9 @@ Payments calls do their work and then never answer (an answer lost on the way).
 
 Relied on: PayPal's REST API docs (authentication; Orders v2 and its errors; Payments v2
 captures and refunds and their errors; Idempotency; Currency codes; Webhooks API v1, verify
-webhook signature, and "Webhook event names" for event shapes), and the offline check in
+webhook signature, and "Webhook event names" for event shapes; Transaction Search v1, its
+OpenAPI description in paypal/paypal-rest-api-specifications, its RESULTSET_TOO_LARGE error and
+"Transaction event codes"), and the offline check in
 PayPal's own SDKs (paypal/PayPal-Python-SDK, paypalrestsdk/notifications.py: the signed string
 and CRC32).
 """
@@ -56,7 +69,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -90,12 +103,25 @@ VALUE = re.compile(r"([0-9]+)|([0-9]+)?[.][0-9]+")
 _ID_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
+SEARCH_DAYS = 31  # Transaction Search's longest range
+SEARCH_PAGE_SIZE = 500  # and its largest page
+
+
 @dataclass
 class Seen:
     method: str
     path: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Booked:
+    """One transaction as Transaction Search lists it, and when it was initiated."""
+
+    at: datetime
+    info: dict[str, Any]
 
 
 @dataclass
@@ -113,6 +139,10 @@ class FakePayPal:
     captures: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)  # what PayPal would notify
+    transactions: list[Booked] = field(default_factory=list)  # what Transaction Search lists
+    transaction_search: bool = True  # the app is allowed to use Transaction Search
+    max_results: int = 10_000  # more than this in one search: RESULTSET_TOO_LARGE
+    lag: float = 0.0  # seconds before a transaction can be searched for
     # (API path, PayPal-Request-Id) -> ("order" | "refund", its id) or ("error", key of _errors)
     _requests: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     _errors: dict[str, tuple[int, bytes]] = field(default_factory=dict)
@@ -147,6 +177,7 @@ class FakePayPal:
                     methods=["POST"],
                 ),
                 Route("/v2/payments/refunds/{refund_id}", self._show_refund, methods=["GET"]),
+                Route("/v1/reporting/transactions", self._search, methods=["GET"]),
             ]
         )
 
@@ -307,6 +338,13 @@ class FakePayPal:
             capture["update_time"] = _now()
             if status == "COMPLETED":
                 capture["seller_receivable_breakdown"] = _breakdown(capture["amount"])
+            self.transactions = [
+                booked
+                for booked in self.transactions
+                if booked.info["transaction_id"] != capture_id
+            ]
+            if status == "COMPLETED":
+                self._book_capture(capture)
             self._emit(f"PAYMENT.CAPTURE.{status}", "capture", capture, f"Payment {status.lower()}")
 
     def captures_of(self, order_id: str) -> list[dict[str, Any]]:
@@ -321,6 +359,44 @@ class FakePayPal:
         """The notifications PayPal would have sent, of one type, oldest first."""
         with self._lock:
             return [event for event in self.events if event["event_type"] == event_type]
+
+    def book(
+        self,
+        code: str,
+        value: str,
+        currency: str = "USD",
+        *,
+        at: datetime | None = None,
+        status: str = "S",
+        fee: str | None = None,
+        reference: str = "",
+        transaction_id: str = "",
+        invoice_id: str = "",
+    ) -> str:
+        """A balance-affecting transaction of the account: its T-code, its signed amount as
+        PayPal writes it ("-25.00" leaves the balance) and its fee (negative: PayPal kept it)."""
+        with self._lock:
+            return self._book(
+                code,
+                value,
+                currency,
+                at=at,
+                status=status,
+                fee=fee,
+                reference=reference,
+                transaction_id=transaction_id,
+                invoice_id=invoice_id,
+            )
+
+    def withdraw(
+        self, value: str, currency: str = "USD", *, at: datetime | None = None, status: str = "S"
+    ) -> str:
+        """The school moves money from its PayPal balance to its bank (T0400)."""
+        return self.book("T0400", f"-{value}", currency, at=at, status=status)
+
+    def searches(self) -> list[dict[str, str]]:
+        """The query of every Transaction Search request, in order."""
+        return [seen.query for seen in self.seen if seen.path == "/v1/reporting/transactions"]
 
     def request_ids(self, path: str) -> list[str]:
         return [
@@ -515,6 +591,8 @@ class FakePayPal:
             },
         ]
         self.captures[capture["id"]] = {**capture, "order_id": order["id"], "refunded": "0"}
+        if status in ("COMPLETED", "PENDING"):
+            self._book_capture(self.captures[capture["id"]])
         unit["payments"] = {"captures": [capture["id"]]}
         order["status"] = "COMPLETED"
         order["update_time"] = _now()
@@ -636,6 +714,14 @@ class FakePayPal:
             },
         }
         self.refunds[refund_id] = refund
+        self._book(
+            "T1107",
+            f"-{_decimal(value, currency)}",
+            currency,
+            reference=capture_id,
+            transaction_id=refund_id,
+            invoice_id=str(capture.get("invoice_id", "")),
+        )
         self._emit(
             "PAYMENT.CAPTURE.REFUNDED",
             "refund",
@@ -643,6 +729,154 @@ class FakePayPal:
             f"A {_decimal(value, currency)} {currency} capture payment was refunded",
         )
         return JSONResponse(refund, status_code=201)
+
+    # --- Transaction Search ---------------------------------------------------------------------
+
+    async def _search(self, request: Request) -> Response:
+        await self._record(request)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        if not self.transaction_search:
+            return JSONResponse(
+                {
+                    "name": "NOT_AUTHORIZED",
+                    "message": "Authorization failed due to insufficient permissions.",
+                    "debug_id": secrets.token_hex(6),
+                    "details": [
+                        {
+                            "issue": "PERMISSION_DENIED",
+                            "description": "You do not have permission to access or perform "
+                            "operations on this resource.",
+                        }
+                    ],
+                },
+                status_code=403,
+            )
+        query = request.query_params
+        problems = []
+        dates: dict[str, datetime] = {}
+        for name in ("start_date", "end_date"):
+            given = query.get(name, "")
+            try:
+                if not RFC3339.fullmatch(given):
+                    raise ValueError(given)
+                dates[name] = datetime.fromisoformat(given)
+            except ValueError:
+                issue = "MISSING_REQUIRED_PARAMETER" if not given else "INVALID_PARAMETER_SYNTAX"
+                problems.append(
+                    {"field": name, "value": given, "location": "query", "issue": issue}
+                )
+        try:
+            page = int(query.get("page", "1"))
+            page_size = int(query.get("page_size", "100"))
+        except ValueError:
+            page, page_size = 0, 0
+        if not 1 <= page_size <= SEARCH_PAGE_SIZE or page < 1:
+            problems.append(
+                {"field": "page_size", "location": "query", "issue": "INVALID_PARAMETER_VALUE"}
+            )
+        if not problems:
+            start, end = dates["start_date"], dates["end_date"]
+            if end < start or end - start > timedelta(days=SEARCH_DAYS):
+                problems.append(
+                    {
+                        "field": "end_date",
+                        "value": query["end_date"],
+                        "location": "query",
+                        "issue": "Date range is greater than 31 days",
+                    }
+                )
+        if problems:
+            return _invalid(problems)
+        refreshed = datetime.now(UTC) - timedelta(seconds=self.lag)
+        served_until = min(dates["end_date"], refreshed)
+        with self._lock:
+            found = sorted(
+                (b for b in self.transactions if dates["start_date"] <= b.at <= served_until),
+                key=lambda booked: booked.at,
+            )
+        if len(found) > self.max_results:
+            return JSONResponse(
+                {
+                    "name": "RESULTSET_TOO_LARGE",
+                    "message": "Result set size is greater than the maximum limit. Change the "
+                    "filter criteria and try again.",
+                    "debug_id": secrets.token_hex(6),
+                },
+                status_code=400,
+            )
+        pages = -(-len(found) // page_size)
+        shown = found[(page - 1) * page_size : page * page_size]
+        everything = query.get("fields") == "all"
+        return JSONResponse(
+            {
+                "transaction_details": [
+                    {"transaction_info": dict(b.info), **({"payer_info": {}} if everything else {})}
+                    for b in shown
+                ],
+                "account_number": self.merchant_id,
+                "start_date": _listed_time(dates["start_date"]),
+                "end_date": _listed_time(served_until),
+                "last_refreshed_datetime": _listed_time(refreshed),
+                "page": page,
+                "total_items": len(found),
+                "total_pages": pages,
+                "links": [{"href": str(request.url), "rel": "self", "method": "GET"}],
+            }
+        )
+
+    def _book_capture(self, capture: dict[str, Any]) -> None:
+        amount = capture["amount"]
+        breakdown = capture.get("seller_receivable_breakdown") or {}
+        fee = breakdown.get("paypal_fee")
+        self._book(
+            "T0006",
+            amount["value"],
+            amount["currency_code"],
+            status="S" if capture["status"] == "COMPLETED" else "P",
+            fee=f"-{fee['value']}" if fee else None,
+            transaction_id=capture["id"],
+            invoice_id=str(capture.get("invoice_id", "")),
+            custom=str(capture.get("custom_id", "")),
+        )
+
+    def _book(
+        self,
+        code: str,
+        value: str,
+        currency: str,
+        *,
+        at: datetime | None = None,
+        status: str = "S",
+        fee: str | None = None,
+        reference: str = "",
+        transaction_id: str = "",
+        invoice_id: str = "",
+        custom: str = "",
+    ) -> str:
+        when = at or datetime.now(UTC)
+        info: dict[str, Any] = {
+            "paypal_account_id": _paypal_id(13),
+            "transaction_id": transaction_id or _paypal_id(),
+            "transaction_event_code": code,
+            "transaction_initiation_date": _listed_time(when),
+            "transaction_updated_date": _listed_time(when),
+            "transaction_amount": {"currency_code": currency, "value": value},
+            "transaction_status": status,
+            "protection_eligibility": "02",
+        }
+        if fee is not None:
+            info["fee_amount"] = {"currency_code": currency, "value": fee}
+        if reference:
+            info["paypal_reference_id"] = reference
+            info["paypal_reference_id_type"] = "TXN"
+        if invoice_id:
+            info["invoice_id"] = invoice_id
+        if custom:
+            info["custom_field"] = custom
+        self.transactions.append(Booked(when, info))
+        return str(info["transaction_id"])
 
     # --- idempotency, answers and events ---------------------------------------------------------
 
@@ -741,7 +975,15 @@ class FakePayPal:
 
     async def _record(self, request: Request) -> bytes:
         body = await request.body()
-        self.seen.append(Seen(request.method, request.url.path, body, dict(request.headers)))
+        self.seen.append(
+            Seen(
+                request.method,
+                request.url.path,
+                body,
+                dict(request.headers),
+                dict(request.query_params),
+            )
+        )
         return body
 
     def _refused(self, request: Request) -> Response | None:
@@ -759,6 +1001,18 @@ class FakePayPal:
                 status_code=401,
             )
         return None
+
+
+# Transaction Search's times: RFC 3339 with seconds required, fractions optional.
+RFC3339 = re.compile(
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])[Tt]([0-1][0-9]|2[0-3]):[0-5][0-9]:"
+    r"([0-5][0-9]|60)([.][0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _listed_time(moment: datetime) -> str:
+    """A time as Transaction Search lists it: "2026-05-01T09:30:00+0000"."""
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%S}+0000"
 
 
 def _signed(transmission_id: str, sent_at: str, webhook_id: str, body: bytes) -> bytes:

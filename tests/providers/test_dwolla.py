@@ -173,15 +173,15 @@ async def test_the_fee_is_the_plan_s_fixed_fee_per_transfer_or_pay_as_you_go(
 
 
 @pytest.mark.asyncio
-async def test_links_and_the_ledger_are_unsupported_and_say_what_to_do(
+async def test_links_and_a_paged_balance_are_unsupported_and_say_what_to_do(
     services: Services, fake: FakeDwolla
 ) -> None:
     dwolla = await gateway(services, await connect(services, fake))
     with pytest.raises(Unsupported, match="no payment page"):
         await dwolla.create_link(LinkRequest("pay_1", Money(100, "USD"), "Lessons"))
-    with pytest.raises(Unsupported, match="bank statement"):
+    with pytest.raises(Unsupported, match="a period at a time"):
         await dwolla.balance_entries()
-    with pytest.raises(Unsupported, match="bank statement"):
+    with pytest.raises(Unsupported, match="a period at a time"):
         await dwolla.payouts()
 
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -411,6 +412,9 @@ async def test_refunds_and_the_ledger_are_for_the_paynow_dashboard(
         await paynow.balance_entries()
     with pytest.raises(Unsupported, match="Paynow merchant dashboard"):
         await paynow.payouts()
+    now = datetime.now(UTC)
+    with pytest.raises(Unsupported, match=r"CSV file .* Reconciliation page"):
+        await paynow.ledger(now - timedelta(days=30), now)
 
 
 @pytest.mark.asyncio

@@ -376,7 +376,9 @@ async def test_a_partial_refund_then_the_rest_and_a_third_is_refused(
 
 
 @pytest.mark.asyncio
-async def test_the_ledger_is_not_pretended(services: Services, fake: FakePayPal) -> None:
+async def test_the_balance_is_read_a_period_at_a_time_not_page_by_page(
+    services: Services, fake: FakePayPal
+) -> None:
     paypal = await connect(services, fake)
     with pytest.raises(Unsupported, match="Activity"):
         await paypal.balance_entries()

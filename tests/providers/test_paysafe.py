@@ -184,6 +184,10 @@ async def test_what_paysafe_offers_here_and_what_it_does_not(
         await paysafe.payouts()
     with pytest.raises(Unsupported, match="saved at Paysafe"):
         await paysafe.create_link(LinkRequest("link_1", Money(100, "USD"), "Books"))
+    now, asked = datetime.now(UTC), len(fake.requests)
+    with pytest.raises(Unsupported, match=r"settlement report .* Reconciliation page"):
+        await paysafe.ledger(now - timedelta(days=30), now)
+    assert len(fake.requests) == asked  # nothing was asked of Paysafe
 
 
 # --- charging ---------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_every_page_shows_the_schools_data(gui: Gui, window: MainWindow) -> None
         window.show_page(page.key)
         gui.run(page.settle())
         # Without a provider connection the dashboard, the request log, the events and the
-        # payment pages say how to start.
+        # payment pages say how to start; so do the reconciliation pages before a first run.
         waiting = (
             "dashboard",
             "requests",
@@ -102,6 +102,8 @@ def test_every_page_shows_the_schools_data(gui: Gui, window: MainWindow) -> None
             "billing",
             "routing-rules",
             "gateway-analytics",
+            "reconciliation",
+            "reconciliation-exceptions",
         )
         expected = "empty" if page.key in waiting else "content"
         assert page.states.state == expected, page.key

@@ -35,7 +35,7 @@ Every frame is keyed by `id` (int64, unique across the run) and times are epoch 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -155,7 +155,6 @@ class Outcome:
 
     records: pl.DataFrame
     links: pl.DataFrame
-    timings: dict[str, float] = field(default_factory=dict)
 
     def status_of(self, record_id: int) -> str:
         found = self.records.filter(pl.col("id") == record_id)["status"]
@@ -206,8 +205,8 @@ def reconcile(
         ["source", "currency"],
         window,
     )
-    # 3. gateway → payout
-    paid_out = _payouts(gateway, payouts, drift)
+    # 3. gateway → payout: what a gateway paid out together is a fact, whatever people decided
+    paid_out = _payouts(books.gateway, books.payouts, drift)
     # 4. payout → bank, and 5. ledger → bank for what went through no gateway
     upstream = pl.concat(
         [
@@ -224,7 +223,10 @@ def reconcile(
         how="vertical",
     )
     records, links = _apply_decisions(records, links, books, decisions)
-    return Outcome(records, links)
+    return Outcome(
+        records.select(pl.col(name).cast(kind) for name, kind in RESULT_SCHEMA.items()),
+        links.select(pl.col(name).cast(kind) for name, kind in LINK_SCHEMA.items()),
+    )
 
 
 # --- 1. by reference ------------------------------------------------------------------------
@@ -286,7 +288,7 @@ def _by_reference(
         fee="g_fee",
     )
     if tangled.is_empty():
-        rest = _Settled(*(pl.DataFrame(schema=s) for s in (_SETTLED, _SETTLED, _LINKS)))
+        rest = _Settled(*(pl.DataFrame(schema=s) for s in (_SETTLED, _SETTLED, LINK_SCHEMA)))
     else:
         rest = _tangled(
             ledger.join(tangled.select("id"), on="id", how="semi"),
@@ -321,14 +323,6 @@ _SETTLED = pl.Schema(
     }
 )
 _SETTLED_COLUMNS = ("status", "strategy", "diff", "fee")
-_LINKS = pl.Schema(
-    {
-        "up": pl.Int64(),
-        "down": pl.Int64(),
-        "strategy": pl.String(),
-        "how": pl.String(),
-    }
-)
 
 
 def _tangled(ledger: pl.DataFrame, gateway: pl.DataFrame, drift: int) -> _Settled:
@@ -503,12 +497,17 @@ WORD = r"[\w.\-]{4,}"
 def _to_bank(up: pl.DataFrame, bank: pl.DataFrame, drift: int, window: int) -> _Batched:
     """Payouts and direct ledger records against bank lines: by reference (the upstream's
     reference among the words of the bank line), then by unique exact amount and date."""
-    refs = up.filter(pl.col("ref").str.len_chars() >= 4).select(tok="ref", up="id")
+    # Banks write references as they please, upper case most often: words match in any case.
+    refs = up.filter(pl.col("ref").str.len_chars() >= 4).select(
+        tok=pl.col("ref").str.to_lowercase(), up="id"
+    )
     words = (
         bank.select(
             "id",
             "at",
-            tok=pl.concat_str([pl.col("ref"), pl.col("text")], separator=" ").str.extract_all(WORD),
+            tok=pl.concat_str([pl.col("ref"), pl.col("text")], separator=" ")
+            .str.to_lowercase()
+            .str.extract_all(WORD),
         )
         .explode("tok")
         .join(refs, on="tok", how="inner")

@@ -410,3 +410,14 @@ def test_generated_payouts_batch_hundreds_of_charges():
         data.books.gateway.filter(pl.col("payout") != "").group_by("payout").len()["len"].max()
     )
     assert biggest >= 200
+
+
+def test_a_record_kept_out_of_matching_still_counts_in_its_payout():
+    b = books(
+        [(1, "ch_1", 5_000, T0)],
+        [(11, "ch_1", 5_000, T0, "po_1"), (12, "ch_2", 1_000, T0, "po_1")],
+        [(21, "po_1", 5_820, NOW - DAY)],
+    )
+    outcome = run(b, decisions=Decisions(manual=((1, 12),), held=frozenset({11})))
+
+    assert statuses(outcome)[21] == "expected"  # adds up; waiting for the bank

@@ -1,0 +1,265 @@
+"""Reconciliation as the bursar works it, on a real database: a Stripe settlement report and a
+bank statement imported as files, payments and refunds from the ledger, a run, and decisions
+that later runs keep."""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import SwitchboardError
+from app.domain.reconciliation import FileRejected
+from app.services import Services
+from app.services.reconciliation.books import payment_number, refund_number
+from app.store.payments import PaymentRow, RefundRow
+from app.store.reconciliation import ReconRecordRow
+
+AS_OF = datetime(2026, 3, 31, 12, tzinfo=UTC)
+
+DATA = Path(__file__).parents[2] / "data" / "reconciliation"
+STRIPE = (DATA / "stripe_march.csv").read_text(encoding="utf-8")
+BANK = (DATA / "bank_march.csv").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+async def gateway(services: Services) -> int:
+    record = await services.connections.add(
+        "sandbox-payments",
+        f"Sandbox {uuid.uuid4().hex[:6]}",
+        {"error_rate": 0, "latency_ms": 1, "latency_p95_ms": 2, "approval_rate": 1},
+        {"api_key": "sk_sandbox"},
+    )
+    return record.id
+
+
+async def ledger(services: Services, connection_id: int) -> dict[str, int]:
+    """Two payments the gateway took (one partly refunded), one it never did."""
+
+    def write(session: Session) -> dict[str, int]:
+        made = {}
+        for ref, amount, day in (("ch_1", 12_000, 2), ("ch_9", 7_500, 1)):
+            row = PaymentRow(
+                reference=f"P-{ref}",
+                idempotency_key=f"k-{ref}",
+                request_digest="x",
+                amount_minor=amount,
+                currency="USD",
+                method="card",
+                status="succeeded",
+                connection_id=connection_id,
+                gateway_id=ref,
+                created_at=datetime(2026, 3, day, 9, tzinfo=UTC),
+            )
+            session.add(row)
+            session.flush()
+            made[ref] = payment_number(row.id)
+        refund = RefundRow(
+            payment_id=-made["ch_1"] // 2,
+            reference="R-1",
+            amount_minor=2_000,
+            currency="USD",
+            status="succeeded",
+            gateway_id="re_1",
+            created_at=datetime(2026, 3, 3, 16, tzinfo=UTC),
+        )
+        session.add(refund)
+        session.flush()
+        made["re_1"] = refund_number(refund.id)
+        return made
+
+    return await services.db.write(write)
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def stored(services: Services) -> int:
+    def count(session: Session) -> int:
+        return int(session.scalar(select(func.count()).select_from(ReconRecordRow)) or 0)
+
+    return await services.db.read(count)
+
+
+async def imported(services: Services, gateway: int, folder: Path) -> None:
+    recon = services.reconciliation
+    source = await recon.source_for_connection(gateway)
+    await recon.import_file(write(folder, "stripe.csv", STRIPE), source=source)
+    bank = await recon.source_for_bank("Main account")
+    await recon.import_file(write(folder, "bank.csv", BANK), "bank-csv", source=bank)
+
+
+async def statuses(services: Services) -> dict[str, str]:
+    return {
+        f"{line.side}:{line.reference or line.description}": line.status
+        for line in await services.reconciliation.lines()
+    }
+
+
+async def test_three_way_the_ledger_the_stripe_report_and_the_bank_statement(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    numbers = await ledger(services, gateway)
+    await imported(services, gateway, tmp_path)
+
+    summary = await services.reconciliation.run(as_of=AS_OF)
+
+    assert await statuses(services) == {
+        "ledger:ch_1": "matched",
+        "ledger:re_1": "matched",
+        "ledger:ch_9": "missing",  # the gateway never took it
+        "gateway:ch_1": "matched",
+        "gateway:re_1": "matched",
+        "gateway:ch_2": "unexpected",  # the ledger does not know it
+        "gateway:po_1": "matched",  # 116.22 - 20.00 + 48.25, and the bank has it
+        "bank:STRIPE PAYOUT PO_1": "matched",
+        "bank:ACCOUNT FEE": "unexpected",
+    }
+    assert (summary.count("matched"), summary.count("missing"), summary.exceptions) == (6, 1, 3)
+    charge = await services.reconciliation.line(numbers["ch_1"])
+    assert (charge.fee_minor, charge.stage) == (378, 3)  # in the bank; Stripe kept 3.78
+    counterparts = await services.reconciliation.counterparts(numbers["ch_1"])
+    assert [(c.side, c.reference) for c in counterparts] == [("gateway", "ch_1")]
+
+    def fee(session: Session) -> int | None:
+        return session.get(PaymentRow, -numbers["ch_1"] // 2).fee_minor  # type: ignore[union-attr]
+
+    assert await services.db.read(fee) == 378
+
+
+async def test_importing_the_same_file_again_changes_nothing(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    await imported(services, gateway, tmp_path)
+    before = await stored(services)
+
+    source = await services.reconciliation.source_for_connection(gateway)
+    again = await services.reconciliation.import_file(
+        write(tmp_path, "stripe-again.csv", STRIPE), source=source
+    )
+
+    assert again.added == 0
+    assert "nothing changed" in again.sentence
+    assert await stored(services) == before
+
+
+async def test_a_file_with_a_bad_row_is_refused_whole_with_the_row_and_column(
+    services: Services, tmp_path: Path
+) -> None:
+    bank = await services.reconciliation.source_for_bank("Main account")
+    broken = BANK + "2026-03-09,TUITION,12.3x,USD\n"
+
+    with pytest.raises(FileRejected) as refused:
+        await services.reconciliation.import_file(
+            write(tmp_path, "bank.csv", broken), "bank-csv", source=bank
+        )
+
+    assert [(e.row, e.column) for e in refused.value.errors] == [(4, "Amount")]
+    assert "nothing from it was kept" in str(refused.value)
+    assert await stored(services) == 0
+
+
+async def test_a_settlement_report_for_the_bank_is_refused(
+    services: Services, tmp_path: Path
+) -> None:
+    bank = await services.reconciliation.source_for_bank("Main account")
+
+    with pytest.raises(SwitchboardError, match="gateway records"):
+        await services.reconciliation.import_file(
+            write(tmp_path, "stripe.csv", STRIPE), source=bank
+        )
+    assert await stored(services) == 0
+
+
+async def test_decisions_need_a_reason_and_later_runs_keep_them(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    numbers = await ledger(services, gateway)
+    await imported(services, gateway, tmp_path)
+    recon = services.reconciliation
+    await recon.run(as_of=AS_OF)
+    fee_line = next(line for line in await recon.lines() if line.description == "ACCOUNT FEE")
+    stray = next(line for line in await recon.lines() if line.reference == "ch_2")
+
+    with pytest.raises(SwitchboardError, match="Say why"):
+        await recon.write_off([fee_line.number], "  ", by="bursar")
+    with pytest.raises(SwitchboardError, match="different sides"):
+        await recon.match([numbers["ch_9"], numbers["ch_1"]], "same family", by="bursar")
+
+    await recon.write_off([fee_line.number], "Monthly account fee", by="bursar")
+    match = await recon.match(
+        [numbers["ch_9"], stray.number], "Paid by the family's other card", by="bursar"
+    )
+    await recon.run(as_of=AS_OF)
+    summary = await recon.run(as_of=AS_OF)  # and again: decisions are inputs of every run
+
+    assert (await recon.line(fee_line.number)).status == "resolved"
+    kept = await recon.line(numbers["ch_9"])
+    assert (kept.status, kept.how) == ("matched", "manual")
+    assert [c.number for c in await recon.counterparts(numbers["ch_9"])] == [stray.number]
+    assert [(x.side, x.reference, x.status) for x in await recon.lines(exceptions_only=True)] == []
+    assert summary.exceptions == 0
+
+    await recon.unmatch([numbers["ch_9"]], "Wrong family", by="bursar")
+    await recon.run(as_of=AS_OF)
+    assert (await recon.line(numbers["ch_9"])).status == "missing"
+    assert (await recon.line(stray.number)).status == "unexpected"
+    trail = await recon.decisions()
+    assert [(d.action, d.made_by) for d in trail] == [
+        ("unmatch", "bursar"),
+        ("match", "bursar"),
+        ("write_off", "bursar"),
+    ]
+    assert trail[1].id == match.id
+    assert trail[1].reason == "Paid by the family's other card"
+
+
+async def test_suggestions_for_an_exception_are_the_nearest_open_amounts(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    numbers = await ledger(services, gateway)
+    await imported(services, gateway, tmp_path)
+    await services.reconciliation.run(as_of=AS_OF)
+
+    suggested = await services.reconciliation.suggestions(numbers["ch_9"])
+
+    assert [s.reference for s in suggested][:1] == ["ch_2"]  # 50.00 is the nearest to 75.00
+    assert all(s.side != "ledger" for s in suggested)
+
+
+async def test_a_run_is_stored_with_its_inputs_counts_and_totals(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    await ledger(services, gateway)
+    await imported(services, gateway, tmp_path)
+
+    first = await services.reconciliation.run("scheduled", as_of=AS_OF)
+    runs = await services.reconciliation.runs()
+
+    assert [run.id for run in runs] == [first.id]
+    assert runs[0].trigger == "scheduled"
+    assert runs[0].inputs["ledger"] == 3
+    assert (runs[0].inputs["gateway"], runs[0].inputs["payouts"]) == (3, 1)
+    assert runs[0].counts["statuses"]["missing"] == {"n": 1, "amounts": {"USD": 7_500}}
+    assert runs[0].counts["records"] == 9
+
+
+async def test_the_report_exports_to_csv(services: Services, gateway: int, tmp_path: Path) -> None:
+    await ledger(services, gateway)
+    await imported(services, gateway, tmp_path)
+    await services.reconciliation.run(as_of=AS_OF)
+
+    written = await services.reconciliation.export_csv(tmp_path / "report.csv")
+
+    with (tmp_path / "report.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert written == len(rows) == 9
+    assert {row["status"] for row in rows} >= {"matched", "missing", "unexpected"}
