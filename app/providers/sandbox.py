@@ -140,16 +140,18 @@ def behaviour_of(connection_id: int, config: Mapping[str, Any]) -> Behaviour:
     )
 
 
+def books_of(connection_id: int, config: Mapping[str, Any]) -> Ledger:
+    """The books of a sandbox connection, with its approval rate and fees."""
+    return ledger_of(connection_id, float(config.get("approval_rate", 0.95)), sandbox_fees(config))
+
+
 def _transport(
     connection_id: int, config: Mapping[str, Any], secrets: Mapping[str, str]
 ) -> httpx.AsyncBaseTransport:
-    ledger = ledger_of(
-        connection_id, float(config.get("approval_rate", 0.95)), sandbox_fees(config)
-    )
     return SimulatedTransport(
         behaviour_of(connection_id, config),
         secrets.get("api_key", ""),
-        ledger=ledger,
+        ledger=books_of(connection_id, config),
         seed=connection_id,
     )
 

@@ -15,7 +15,8 @@ positive waits for the next one. Payouts are made when the books are read, for e
 that has passed, so they follow from the books alone: the same books always make the same
 payouts, with the same ids. Lists answer as Stripe's do: newest first, `limit` (default 10, at
 most 100), `starting_after`, `has_more`, the `created` (and for payouts `arrival_date`) ranges,
-and balance transactions by `payout`; a parameter Stripe would not know is refused.
+balance transactions by `payout` and with `expand[]=data.source` (a charge then names its
+PaymentIntent); a parameter Stripe would not know is refused.
 """
 
 from __future__ import annotations
@@ -178,7 +179,52 @@ class Ledger:
             if payout_id not in self.payouts:
                 return _error(404, "invalid_request_error", "resource_missing", "No such payout.")
             items = [item for item in items if self.paid_in.get(item["id"]) == payout_id]
-        return _listed("/v1/balance_transactions", items, query, ("created",), ("payout", "type"))
+        query = dict(query)
+        expand = query.pop("expand[]", None)
+        if expand not in (None, "data.source"):
+            return _error(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                f"This property cannot be expanded ({expand}).",
+            )
+        status, body = _listed(
+            "/v1/balance_transactions", items, query, ("created",), ("payout", "type")
+        )
+        if expand and status == 200:
+            charged = {
+                str(intent["latest_charge"]["id"]): intent
+                for intent in self.intents.values()
+                if intent.get("latest_charge")
+            }
+            body["data"] = [
+                {**item, "source": self._source(item, charged)} for item in body["data"]
+            ]
+        return status, body
+
+    def _source(
+        self, transaction: dict[str, Any], charged: dict[str, dict[str, Any]]
+    ) -> dict[str, Any] | str:
+        """A balance transaction's source as an object, as `expand[]=data.source` gives it: a
+        charge (with its PaymentIntent), a refund or a payout."""
+        source = str(transaction["source"])
+        intent = charged.get(source)
+        if intent is not None:
+            return {
+                "id": source,
+                "object": "charge",
+                "amount": intent["amount"],
+                "currency": intent["currency"],
+                "payment_intent": intent["id"],
+                "balance_transaction": transaction["id"],
+                "status": "succeeded",
+                "created": transaction["created"],
+            }
+        if source in self.refunds:
+            return {**self.refunds[source], "balance_transaction": transaction["id"]}
+        if source in self.payouts:
+            return self._shown(self.payouts[source])
+        return source
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_sbx{uuid.uuid4().hex[:16]}"

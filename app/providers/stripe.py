@@ -198,7 +198,9 @@ class Stripe(Provider):
         start, end = math.ceil(since.timestamp()), math.ceil(until.timestamp())
         if start >= end:
             return GatewayLedger([], [])
-        period = {"created[gte]": start, "created[lt]": end}
+        # Each transaction's source expanded, so a charge names its PaymentIntent: the id our
+        # side records (Stripe's "Payout reconciliation" guide lists with expand=["data.source"]).
+        period = {"created[gte]": start, "created[lt]": end, "expand[]": "data.source"}
         transactions = await self._list(BALANCE_TRANSACTIONS, period)
         arrived = await self._list(PAYOUTS, {"arrival_date[gte]": start, "arrival_date[lt]": end})
         paid_in = await self._paid_in(transactions, start, end)
@@ -364,7 +366,7 @@ def _entry(item: Mapping[str, Any], payout: str = "") -> BalanceEntry:
     Stripe said so (automatic payouts) or not (manual ones)."""
     currency = str(item["currency"]).upper()
     kind = str(item.get("type", ""))
-    source = str(item.get("source") or "")
+    source = _source_id(item.get("source"))
     if not payout and kind == "payout" and source.startswith("po_"):
         payout = source
     return BalanceEntry(
@@ -378,6 +380,19 @@ def _entry(item: Mapping[str, Any], payout: str = "") -> BalanceEntry:
         available_on=int(item.get("available_on") or 0),
         payout=payout,
     )
+
+
+def _source_id(source: object) -> str:
+    """What a balance transaction belongs to, by the id our side records: a charge's
+    PaymentIntent when the source was expanded and has one (we record `pi_…`, the balance
+    transaction names `ch_…`), else the source's own id (a refund's `re_…`, a payout's `po_…`,
+    a charge made without a PaymentIntent)."""
+    if isinstance(source, Mapping):
+        intent = source.get("payment_intent") if source.get("object") == "charge" else None
+        if isinstance(intent, Mapping):
+            intent = intent.get("id")
+        return str(intent or source.get("id") or "")
+    return str(source or "")
 
 
 def _payout(item: Mapping[str, Any]) -> Payout:

@@ -45,6 +45,7 @@ from app.providers.gateway import PaymentGateway
 from app.providers.sandbox import SANDBOX_URL, Behaviour, behaviour_of
 from app.providers.sandbox_ledger import DECLINED_METHOD, SOFT_DECLINE_SHARE, ledger_of
 from app.services import Services
+from app.services.demo_reconciliation import seed_reconciliation
 from app.services.payments import FAILED, MAX_ATTEMPTS, SUCCEEDED, ChargeOrder
 from app.services.payments import TOPIC as PAYMENTS_TOPIC
 from app.services.school import (
@@ -990,6 +991,9 @@ async def _connect_sandboxes(services: Services, now: datetime, seed: int) -> tu
     await services.db.write(_history, [(record.id, dict(record.config)) for record in records])
     await _save_demo_cards(services, [record.id for record in records])
     payments = await _payment_history(services, [record.id for record in records], now, seed)
+    await seed_reconciliation(
+        services, [record.id for record in records], _history_start(now), now, seed
+    )
     await _demo_rules(services, {record.name: record.id for record in records})
     await services.health.restore()
     await services.settings.set_state("demo_traffic", True)
@@ -1303,9 +1307,7 @@ def _write_payment_history(
         return books
     zone = ZoneInfo(TIMEZONE)
     rng = random.Random(seed * 7919 + 11)
-    local = now.astimezone(zone).date()
-    last_month = _month_start(local, 1)
-    start = min(now - timedelta(days=HISTORY_DAYS), datetime.combine(last_month, time(0), zone))
+    start = _history_start(now)
     asks, declined = _plan_payments(rng, session, start, now, zone)
     tokens = {
         (guardian_id, connection_id): token
@@ -1371,6 +1373,14 @@ def _write_payment_history(
         )
     books.payments = len(payments)
     return books
+
+
+def _history_start(now: datetime) -> datetime:
+    """Where the payment history begins: six weeks back, or the start of last month if earlier
+    (last month's invoices were paid in it)."""
+    zone = ZoneInfo(TIMEZONE)
+    last_month = _month_start(now.astimezone(zone).date(), 1)
+    return min(now - timedelta(days=HISTORY_DAYS), datetime.combine(last_month, time(0), zone))
 
 
 def _retry_after(

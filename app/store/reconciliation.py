@@ -79,6 +79,9 @@ class ReconRecordRow(Base):
     payout: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     counterparty: Mapped[str] = mapped_column(String(200), default="")
+    # A part of a record someone split (the "split" decision that made it); while that
+    # decision stands the parts are matched instead of the whole.
+    split_decision: Mapped[int | None] = mapped_column(BigInteger, index=True)
 
 
 class ReconRunRow(Base):
@@ -133,13 +136,14 @@ class ReconLinkRow(Base):
 
 
 class ReconDecisionRow(Base):
-    """A person's decision, with its reason: records matched by hand, unmatched, written off.
-    Undoing one keeps the row (who undid it, when) so the trail stays whole."""
+    """A person's decision, with its reason: records matched by hand, unmatched, written off,
+    or one record split into parts (`records` holds the whole). Undoing one keeps the row (who
+    undid it, when) so the trail stays whole."""
 
     __tablename__ = "recon_decisions"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    action: Mapped[str] = mapped_column(String(16))  # match | unmatch | write_off
+    action: Mapped[str] = mapped_column(String(16))  # match | unmatch | write_off | split
     records: Mapped[list[int]] = mapped_column(default=list)
     reason: Mapped[str] = mapped_column(Text)
     made_by: Mapped[str] = mapped_column(String(120), default="")

@@ -120,8 +120,8 @@ def amounts_text(amounts: dict[str, int], locale: str) -> str:
 
 
 def source_name(source: str, names: dict[str, str]) -> str:
-    """A record's source as the office knows it: the gateway's name, "Bank", or that it went
-    through no gateway."""
+    """A record's source as the office knows it: the gateway's or bank account's name, "Bank"
+    (a bank line of no known account), or that it went through no gateway."""
     if source in ("", "ledger"):
         return NO_GATEWAY
     if source == "bank":
@@ -139,7 +139,7 @@ class LineWords:
 
     def where(self, line: Line) -> str:
         side = SIDE_LABELS.get(line.side, line.side)
-        if line.side == "bank":
+        if line.side == "bank" and line.source in ("", "bank"):
             return side
         return f"{side} · {source_name(line.source, self.names)}"
 

@@ -8,7 +8,6 @@ column-mapping step for CSVs whose layout each bank chooses). The report exports
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
@@ -27,7 +26,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMenu,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -44,6 +42,7 @@ from app.services.statement_files import ColumnMapping, detect_format, guess_map
 from app.services.statement_files.text import decode, read_file, read_table
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
+from app.ui.busy import BusyRow
 from app.ui.dialogs import run_dialog, tell
 from app.ui.page import Page
 from app.ui.plots import LEFT_AXIS_WIDTH, theme_plot
@@ -174,8 +173,6 @@ class ReconciliationPage(Page):
         super().__init__(bridge, parent)
         self.summary: RunSummary | None = None
         self.names: dict[str, str] = {}
-        self._busy_since = 0.0
-        self._busy_text = ""
         self._running_here = False
         # The dialogs open now, for tests and screenshots to reach.
         self.import_dialog: ImportFileDialog | None = None
@@ -223,19 +220,7 @@ class ReconciliationPage(Page):
         top.addWidget(self.when, 1)
         top.addWidget(self.queue_button)
 
-        self.busy_bar = QProgressBar()
-        self.busy_bar.setRange(0, 0)
-        self.busy_bar.setMaximumWidth(220)
-        self.busy_label = QLabel()
-        self.busy_row = QWidget()
-        busy = QHBoxLayout(self.busy_row)
-        busy.setContentsMargins(0, 0, 0, 0)
-        busy.addWidget(self.busy_bar)
-        busy.addWidget(self.busy_label, 1)
-        self.busy_row.hide()
-        self._ticker = QTimer(self)
-        self._ticker.setInterval(500)
-        self._ticker.timeout.connect(self._tick)
+        self.busy_row = BusyRow(220)
         self.notice = QLabel()
         self.notice.setWordWrap(True)
         self.notice.hide()
@@ -397,7 +382,7 @@ class ReconciliationPage(Page):
 
     @property
     def busy(self) -> bool:
-        return not self.busy_row.isHidden()
+        return self.busy_row.busy
 
     def _apply_theme(self) -> None:
         theme_plot(self.plot, self.palette())
@@ -482,7 +467,7 @@ class ReconciliationPage(Page):
         self.plot.setYRange(0, nice_ceiling(top), padding=0.05)
         self.plot.setXRange(-0.5, max(len(runs) - 0.5, 0.5), padding=0)
         zone = self.zone
-        stamps = [(run.finished_at or run.started_at).astimezone(zone) for run in runs]
+        stamps = [run.as_of.astimezone(zone) for run in runs]  # the moment each run is of
         step = max(1, len(runs) // 8)
         ticks, previous = [], None
         for n in range(0, len(runs), step):
@@ -508,20 +493,10 @@ class ReconciliationPage(Page):
     def set_busy(self, text: str | None) -> None:
         """Show long work under way (and keep the buttons that would start more disabled)."""
         if text is None:
-            self.busy_row.hide()
-            self._ticker.stop()
+            self.busy_row.stop()
         else:
-            self._busy_text = text
-            self._busy_since = time.monotonic()
-            self.busy_label.setText(text)
-            self.busy_row.show()
-            self._ticker.start()
+            self.busy_row.start(text)
         self._enable()
-
-    def _tick(self) -> None:
-        seconds = int(time.monotonic() - self._busy_since)
-        if seconds >= 1:
-            self.busy_label.setText(f"{self._busy_text} {seconds} s")
 
     def _enable(self) -> None:
         idle = not self.busy

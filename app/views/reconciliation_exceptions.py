@@ -1,6 +1,6 @@
 """Exceptions: every record of the latest reconciliation that needs a person, one at a time
 beside what it is linked to and what could be its match, and the decisions people made about
-them: match by hand, unmatch, write off (each with a reason), and undo.
+them: match by hand, unmatch, write off, split into parts (each with a reason), and undo.
 
 The queue can hold tens of thousands of records and the window must never wait for them: they
 are read by the engine, filtered and sorted on a worker thread (`arrange_lines`), and shown by a
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from html import escape
 from typing import Any
@@ -24,11 +23,9 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -43,8 +40,10 @@ from app.services.reconciliation.books import connection_source
 from app.services.reconciliation.service import TOPIC, Decision, Line, RunSummary
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
+from app.ui.busy import BusyRow
 from app.ui.dialogs import confirm, run_dialog, tell
 from app.ui.page import Page
+from app.ui.reason_dialog import ReasonDialog
 from app.ui.reconciliation_table import (
     EXCEPTIONS,
     QUEUE_COLUMNS,
@@ -60,6 +59,7 @@ from app.ui.reconciliation_table import (
     source_name,
     status_label,
 )
+from app.ui.split_dialog import SplitDialog
 from app.ui.table import Column, RecordModel, RecordTable
 from app.ui.theme import PAUSED
 
@@ -73,7 +73,12 @@ SCOPES = (  # what the status filter offers: (label, value)
     ("Written off", "resolved"),
     ("Every record", EVERYTHING),
 )
-ACTION_WORDS = {"match": "Matched by hand", "unmatch": "Unmatched", "write_off": "Written off"}
+ACTION_WORDS = {
+    "match": "Matched by hand",
+    "unmatch": "Unmatched",
+    "write_off": "Written off",
+    "split": "Split into parts",
+}
 # Beside the record there is room for little: the date, the amount and where (the rest is in
 # each row's tooltip, and in the record's own card).
 DETAIL_COLUMNS: tuple[LineColumn, ...] = (
@@ -92,75 +97,6 @@ def office_user() -> str:
         return getpass.getuser()
     except (OSError, KeyError):
         return "office"
-
-
-class ReasonDialog(QDialog):
-    """Asks why, before a decision is made: the reason is required and kept with it."""
-
-    def __init__(
-        self,
-        title: str,
-        text: str,
-        action: str,
-        save: Callable[[str], Awaitable[Any]],
-        parent: QWidget | None = None,
-    ) -> None:
-        super().__init__(parent)
-        self.setWindowTitle(title)
-        self.setMinimumWidth(520)
-        self._save = save
-        self.saved: Any = None
-        layout = QVBoxLayout(self)
-        explanation = QLabel(text)
-        explanation.setWordWrap(True)
-        explanation.setTextFormat(Qt.TextFormat.PlainText)
-        layout.addWidget(explanation)
-        label = QLabel("&Why? (required, kept with the decision)")
-        self.reason = QLineEdit()
-        self.reason.setPlaceholderText("For example: bank charge for November; paid in cash")
-        self.reason.setMaxLength(500)
-        label.setBuddy(self.reason)
-        layout.addWidget(label)
-        layout.addWidget(self.reason)
-        self.banner = QLabel()
-        self.banner.setObjectName("FieldError")
-        self.banner.setWordWrap(True)
-        self.banner.hide()
-        layout.addWidget(self.banner)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
-        self.ok_button.setText(action)
-        self.ok_button.setDefault(True)
-        buttons.accepted.connect(lambda: tasks.start(self.submit(), owner=self))
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
-        self.reason.textChanged.connect(self._changed)
-        self._changed("")
-
-    def _changed(self, text: str) -> None:
-        self.ok_button.setEnabled(bool(text.strip()))
-        self.banner.hide()
-
-    async def submit(self) -> bool:
-        """Make the decision with the reason typed; False (and why shown) when it was not."""
-        reason = " ".join(self.reason.text().split())
-        if not reason:
-            self.banner.setText("Say why, in a few words: the reason is kept with the decision.")
-            self.banner.show()
-            return False
-        self.ok_button.setEnabled(False)
-        try:
-            self.saved = await self._save(reason)
-        except SwitchboardError as exc:
-            self.banner.setText(str(exc))
-            self.banner.show()
-            return False
-        finally:
-            self.ok_button.setEnabled(bool(self.reason.text().strip()))
-        self.accept()
-        return True
 
 
 class ReconciliationExceptionsPage(Page):
@@ -183,9 +119,8 @@ class ReconciliationExceptionsPage(Page):
         self._shown: Line | None = None  # the record beside its counterparts
         self._wanted: dict[str, str] = {}  # filters asked for before the page was loaded
         self._running_here = False
-        self._busy_since = 0.0
-        self._busy_text = ""
         self.reason_dialog: ReasonDialog | None = None
+        self.split_dialog: SplitDialog | None = None
         self.arranged_in = 0.0  # seconds the last arranging took (filter and sort)
 
         # --- filters, in the title row
@@ -279,10 +214,21 @@ class ReconciliationExceptionsPage(Page):
         self.write_off_button.clicked.connect(
             lambda: tasks.start(self.decide("write_off"), owner=self)
         )
+        self.split_button = QPushButton("&Split…")
+        self.split_button.setToolTip(
+            "Split the selected record of a gateway or the bank into parts that are matched "
+            "each on its own (a deposit that is a payout and a transfer together)"
+        )
+        self.split_button.clicked.connect(lambda: tasks.start(self.split(), owner=self))
         QShortcut(QKeySequence("Ctrl+M"), self, activated=self.match_button.click)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
-        for button in (self.match_button, self.unmatch_button, self.write_off_button):
+        for button in (
+            self.match_button,
+            self.unmatch_button,
+            self.write_off_button,
+            self.split_button,
+        ):
             buttons.addWidget(button)
 
         record = QWidget()
@@ -344,14 +290,7 @@ class ReconciliationExceptionsPage(Page):
         down.setChildrenCollapsible(False)
         down.setSizes([380, 300])
 
-        self.busy_bar = QProgressBar()
-        self.busy_bar.setRange(0, 0)
-        self.busy_bar.setMaximumWidth(160)
-        self.busy_bar.setMaximumHeight(14)
-        self.busy_bar.setTextVisible(False)
-        self.busy_bar.hide()
-        self.busy_label = QLabel()
-        self.busy_label.hide()
+        self.busy_row = BusyRow(160)
         self.notice = QLabel()
         self.notice.setWordWrap(True)
         self.footer = QLabel()
@@ -359,12 +298,8 @@ class ReconciliationExceptionsPage(Page):
         bottom = QHBoxLayout()
         bottom.addWidget(self.footer)
         bottom.addSpacing(12)
-        bottom.addWidget(self.busy_bar)
-        bottom.addWidget(self.busy_label)
+        bottom.addWidget(self.busy_row)
         bottom.addWidget(self.notice, 1)
-        self._ticker = QTimer(self)
-        self._ticker.setInterval(500)
-        self._ticker.timeout.connect(self._tick)
 
         self._detail_pause = QTimer(self)
         self._detail_pause.setSingleShot(True)
@@ -696,8 +631,17 @@ class ReconciliationExceptionsPage(Page):
     def write_off_records(self) -> list[Line]:
         return [line for line in self.table.selected_lines() if line.status in EXCEPTIONS]
 
+    def split_record(self) -> Line | None:
+        """The one selected record, when it is a gateway's or the bank's (ours are refunded,
+        not split)."""
+        selected = self.table.selected_lines()
+        if len(selected) != 1 or selected[0].side == "ledger" or selected[0].number <= 0:
+            return None
+        return selected[0]
+
     def _enable(self) -> None:
-        idle = self.busy_bar.isHidden()
+        idle = not self.busy_row.busy
+        self.split_button.setEnabled(idle and self.split_record() is not None)
         self.match_button.setEnabled(
             idle and len({line.side for line in self.match_records()}) >= 2
         )
@@ -761,6 +705,32 @@ class ReconciliationExceptionsPage(Page):
         await self.reconcile_again(f"{done}: {len(lines):,} records.")
         return decision
 
+    async def split(self) -> Decision | None:
+        """Split the selected record into parts (asking for them and why), then reconcile."""
+        line = self.split_record()
+        if line is None:
+            return None
+        service = self.bridge.services.reconciliation
+
+        async def save(parts: list[int], reason: str) -> Decision:
+            decision: Decision = await self.bridge.call(
+                service.split, line.number, parts, reason, self.by
+            )
+            return decision
+
+        dialog = SplitDialog(
+            self.words.sentence(line), line.amount_minor, line.currency, self.words.locale, save,
+            self,
+        )  # fmt: skip
+        self.split_dialog = dialog
+        accepted = await run_dialog(dialog) == QDialog.DialogCode.Accepted
+        self.split_dialog = None
+        if not accepted:
+            return None
+        decision: Decision = dialog.saved
+        await self.reconcile_again(f"Split into {len(dialog.amounts())} parts.")
+        return decision
+
     async def undo(self, decision: Decision | None) -> bool:
         if decision is None or decision.undone_at is not None:
             return False
@@ -818,19 +788,7 @@ class ReconciliationExceptionsPage(Page):
 
     def set_busy(self, text: str | None) -> None:
         if text is None:
-            self.busy_bar.hide()
-            self.busy_label.hide()
-            self._ticker.stop()
+            self.busy_row.stop()
         else:
-            self._busy_text = text
-            self._busy_since = time.monotonic()
-            self.busy_label.setText(text)
-            self.busy_bar.show()
-            self.busy_label.show()
-            self._ticker.start()
+            self.busy_row.start(text)
         self._enable()
-
-    def _tick(self) -> None:
-        seconds = int(time.monotonic() - self._busy_since)
-        if seconds >= 1:
-            self.busy_label.setText(f"{self._busy_text} {seconds} s")

@@ -158,6 +158,37 @@ async def test_stripe_ledger_reads_every_page_of_the_period_and_only_the_period(
 
 
 @pytest.mark.asyncio
+async def test_stripe_ledger_names_each_charge_by_the_payment_intent_our_side_recorded(
+    services: Services, books: Books
+) -> None:
+    """Balance transactions name the charge (`ch_…`); payments are recorded by their
+    PaymentIntent (`pi_…`). The ledger asks Stripe to expand each source and names a charge by
+    its PaymentIntent, a refund by its own id, so both sides meet on one reference."""
+    stripe = await stripe_at(services, books.url)
+    paid = await take_payments(stripe, books)
+    books.at(MONDAY + 10 * DAY)
+    ledger = await stripe.ledger(MONDAY - DAY, MONDAY + 10 * DAY)
+    charges = [entry for entry in ledger.entries if entry.kind == "charge"]
+    assert sorted(entry.source for entry in charges) == sorted(paid)
+    assert all(entry.source.startswith("pi_") for entry in charges)
+    [refund] = [entry for entry in ledger.entries if entry.kind == "refund"]
+    assert refund.source == next(iter(books.gateway.ledger.refunds))
+    in_period = [q for q in books.queries("/v1/balance_transactions") if "created[gte]" in q]
+    assert {query["expand[]"] for query in in_period} == {"data.source"}
+
+
+def test_the_sandbox_expands_only_what_stripe_can() -> None:
+    ledger = LedgerGateway().ledger
+    request = httpx.Request(
+        "GET", "https://sandbox.invalid/v1/balance_transactions?expand[]=data.customer"
+    )
+    answer = ledger.handle(request)
+    assert answer is not None
+    assert answer[0] == 400
+    assert "cannot be expanded" in answer[1]["error"]["message"]
+
+
+@pytest.mark.asyncio
 async def test_stripe_ledger_links_every_transaction_to_the_payout_that_carried_it(
     services: Services, books: Books
 ) -> None:

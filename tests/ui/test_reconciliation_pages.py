@@ -31,6 +31,7 @@ from app.store.payments import PaymentRow
 from app.ui import tasks
 from app.ui.main_window import MainWindow
 from app.ui.reconciliation_table import LINE_ROLE
+from app.ui.split_dialog import SplitDialog
 from app.ui.stall import StallMonitor
 from app.ui.statement_import import ColumnMappingDialog, ImportFileDialog, RejectedFileDialog
 from app.views.reconciliation import ReconciliationPage
@@ -230,7 +231,7 @@ def test_reconcile_now_keeps_the_window_responsive_and_shows_the_counts(
         page.source_model.record(row).name: page.source_model.record(row)
         for row in range(page.source_model.rowCount())
     }
-    assert set(sources) == {"Bank", "Cards"}
+    assert set(sources) == {"Main account", "Cards"}  # each bank account by its name
     assert sources["Cards"].count("missing", "unexpected") == 3
     assert "Reconciled: 5 of 7 records to look at." in page.notice.text()
     assert "run 1" in page.when.text()
@@ -423,7 +424,7 @@ def test_the_queue_lists_exceptions_and_filters_them_by_status_source_and_words(
     gui.wait_until(lambda: page.model.rowCount() == 1)
     assert page.model.line(0).reference == "po_9"
     page.status.setCurrentIndex(page.status.findData("open"))
-    page.source.setCurrentIndex(page.source.findData("bank"))
+    page.source.setCurrentIndex(page.source.findData("bank:main account"))
     gui.wait_until(lambda: page.model.rowCount() == 2)
     assert page.footer.text() == "2 of 5 exceptions"
     qtbot.keyClick(page, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
@@ -531,6 +532,46 @@ def test_a_write_off_leaves_the_queue_and_undo_brings_it_back(
     assert page.lower.tabText(1) == "Decisions made by hand"
 
 
+def test_a_deposit_is_split_into_parts_that_add_up_and_each_is_listed_on_its_own(
+    gui: Gui, qtbot: QtBot, tmp_path: Path
+) -> None:
+    gateway = seed(gui, tmp_path)
+    paid(gui, gateway, "ch_lost", 4_500, days_ago=30)
+    gui.call(gui.bridge.services.reconciliation.run, "manual")
+    page = open_queue(gui, qtbot)
+    select(gui, page, "Piano lessons for Tendai")
+    assert not page.split_button.isEnabled()  # a payment of ours is refunded, never split
+    deposit = select(gui, page, "DEPOSIT")
+    assert page.split_button.isEnabled()
+    splitting = tasks.start(page.split(), owner=page)
+    dialog = gui.find(SplitDialog, page)
+    assert "$180.00 of $180.00 left to share out" in dialog.left.text()
+    qtbot.keyClicks(dialog.parts[0], "100")
+    qtbot.keyClicks(dialog.parts[1], "50")
+    dialog.reason.setText("Two payouts paid in together")
+    assert "$30.00 of $180.00 left" in dialog.left.text()
+    assert not dialog.ok_button.isEnabled()  # the parts must add up to the whole
+    qtbot.mouseClick(dialog.add_button, Qt.MouseButton.LeftButton)
+    qtbot.keyClicks(dialog.parts[2], "30.005")
+    assert "too many decimals" in dialog.left.text()
+    dialog.parts[2].setText("30")
+    assert "add up to the whole, $180.00" in dialog.left.text()
+    assert dialog.ok_button.isEnabled()
+    gui.run(asyncio.sleep(0.05))  # the dialog grows to show the new part
+    assert dialog.parts[2].isVisible()
+    gui.save(dialog, "reconciliation-split")
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    decision = gui.run(splitting)
+    assert decision is not None
+    assert (decision.action, decision.records) == ("split", [deposit.number])
+    gui.wait_until(lambda: "DEPOSIT (part 3 of 3)" in {x.description for x in shown_lines(page)})
+    parts = sorted(
+        line.amount_minor for line in shown_lines(page) if line.description.startswith("DEPOSIT")
+    )
+    assert parts == [3_000, 5_000, 10_000]
+    assert "Split into 3 parts" in page.notice.text()
+
+
 def test_records_in_a_match_are_unmatched_with_a_reason(
     gui: Gui, qtbot: QtBot, tmp_path: Path
 ) -> None:
@@ -576,7 +617,7 @@ def test_another_page_opens_the_queue_on_one_status(gui: Gui, qtbot: QtBot, tmp_
     page.open_with("status=unexpected")
     gui.wait_until(lambda: page.model.rowCount() == 4)
     assert page.status.currentData() == "unexpected"
-    page.open_with("source=bank")
+    page.open_with("source=bank:main account")
     gui.wait_until(lambda: page.model.rowCount() == 2)
 
 
@@ -700,7 +741,7 @@ def measure_the_queue(gui: Gui, qtbot: QtBot) -> None:
     missing = sum(1 for line in page._all if line.status == "missing")
     measure("filter status", choose(page.status, "missing", missing))
     measure("filter all again", choose(page.status, "open", 50_000))
-    measure("filter source", choose(page.source, "bank", 30_000))
+    measure("filter source", choose(page.source, "bank:main account", 30_000))
     measure("filter all sources", choose(page.source, None, 50_000))
 
     def search() -> None:

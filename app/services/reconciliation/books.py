@@ -21,7 +21,7 @@ from app.services.reconciliation.matching import (
     Books,
 )
 from app.store.payments import PaymentRow, RefundRow
-from app.store.reconciliation import ReconRecordRow, ReconSourceRow
+from app.store.reconciliation import ReconDecisionRow, ReconRecordRow, ReconSourceRow
 
 LEDGER_PAYMENT_STATUSES = ("succeeded",)
 LEDGER_REFUND_STATUSES = ("succeeded",)
@@ -64,7 +64,9 @@ class LedgerLine:
     description: str
 
 
-def ledger_lines(session: Session, since: datetime | None = None) -> list[LedgerLine]:
+def ledger_lines(
+    session: Session, since: datetime | None = None, until: datetime | None = None
+) -> list[LedgerLine]:
     payments = select(PaymentRow).where(PaymentRow.status.in_(LEDGER_PAYMENT_STATUSES))
     refunds = (
         select(RefundRow, PaymentRow.connection_id)
@@ -74,6 +76,9 @@ def ledger_lines(session: Session, since: datetime | None = None) -> list[Ledger
     if since is not None:
         payments = payments.where(PaymentRow.created_at >= since)
         refunds = refunds.where(RefundRow.created_at >= since)
+    if until is not None:
+        payments = payments.where(PaymentRow.created_at <= until)
+        refunds = refunds.where(RefundRow.created_at <= until)
     lines = [
         LedgerLine(
             payment_number(row.id),
@@ -103,8 +108,11 @@ def ledger_lines(session: Session, since: datetime | None = None) -> list[Ledger
     return lines
 
 
-def load_books(session: Session, since: datetime | None = None) -> Books:
-    """Every ledger record and stored record (from `since` when given) as the engine's frames."""
+def load_books(
+    session: Session, since: datetime | None = None, until: datetime | None = None
+) -> Books:
+    """Every ledger record and stored record (from `since` and up to `until` when given: a
+    run as of a moment sees what had happened by then) as the engine's frames."""
     ledger = [
         {
             "id": line.number,
@@ -115,7 +123,7 @@ def load_books(session: Session, since: datetime | None = None) -> Books:
             "currency": line.currency,
             "at": epoch(line.at),
         }
-        for line in ledger_lines(session, since)
+        for line in ledger_lines(session, since, until)
     ]
     query = select(
         ReconRecordRow.id,
@@ -129,13 +137,18 @@ def load_books(session: Session, since: datetime | None = None) -> Books:
         ReconRecordRow.at,
         ReconRecordRow.payout,
         ReconRecordRow.description,
+        ReconRecordRow.split_decision,
     ).join(ReconSourceRow, ReconRecordRow.source_id == ReconSourceRow.id)
     if since is not None:
         query = query.where(ReconRecordRow.at >= since)
+    if until is not None:
+        query = query.where(ReconRecordRow.at <= until)
+    splits = standing_splits(session)
     gateway, payouts, bank = [], [], []
-    for number, source, side, kind, ref, amount, fee, currency, at, payout, text in session.execute(
-        query
-    ):
+    for row in session.execute(query):
+        number, source, side, kind, ref, amount, fee, currency, at, payout, text, split = row
+        if number in splits or (split is not None and split not in splits.values()):
+            continue  # a whole someone split is matched by its parts; undone parts are gone
         if side == Side.BANK.value:
             bank.append(
                 {
@@ -178,6 +191,16 @@ def load_books(session: Session, since: datetime | None = None) -> Books:
         pl.DataFrame(payouts, schema=PAYOUT_SCHEMA, orient="row"),
         pl.DataFrame(bank, schema=BANK_SCHEMA, orient="row"),
     )
+
+
+def standing_splits(session: Session) -> dict[int, int]:
+    """The records split into parts by a decision that stands: the whole → its decision."""
+    rows = session.execute(
+        select(ReconDecisionRow.id, ReconDecisionRow.records).where(
+            ReconDecisionRow.action == "split", ReconDecisionRow.undone_at.is_(None)
+        )
+    )
+    return {int(records[0]): decision for decision, records in rows if records}
 
 
 def add_records(

@@ -222,6 +222,7 @@ def reconcile(
         [by_ref.links, _loose_links(loose), paid_out.links, banked.links],
         how="vertical",
     )
+    records, links = _offsetting(records, links, gateway)
     records, links = _apply_decisions(records, links, books, decisions)
     return Outcome(
         records.select(pl.col(name).cast(kind) for name, kind in RESULT_SCHEMA.items()),
@@ -801,6 +802,44 @@ def _statuses(
         .with_columns(how=pl.lit(How.AUTO.value), diff=pl.col("diff").fill_null(0))
         .collect()
     )
+
+
+def _offsetting(
+    records: pl.DataFrame, links: pl.DataFrame, gateway: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A gateway's adjustments that cancel out (a hold and its release, a chargeback and its
+    reversal: the same reference, the same currency, nothing left over) are matched with each
+    other, the first with the rest; the ledger never had them and needs nothing."""
+    adjustments = gateway.filter(
+        (pl.col("kind") == Kind.ADJUSTMENT.value) & (pl.col("ref") != "")
+    ).join(
+        records.filter(pl.col("status") == Status.UNEXPECTED.value).select("id"),
+        on="id",
+        how="semi",
+    )
+    if adjustments.is_empty():
+        return records, links
+    groups = (
+        adjustments.sort("at", "id")
+        .group_by("source", "ref", "currency", maintain_order=True)
+        .agg(pl.col("id"), total=pl.col("amount").sum(), n=pl.len())
+        .filter((pl.col("n") >= 2) & (pl.col("total") == 0))
+        .select(first=pl.col("id").list.first(), id=pl.col("id"))
+        .explode("id")
+    )
+    if groups.is_empty():
+        return records, links
+    records = records.join(groups.select("id", offset=pl.lit(True)), on="id", how="left").select(
+        pl.exclude("offset", "status", "strategy"),
+        status=pl.when(pl.col("offset")).then(pl.lit(Status.MATCHED.value)).otherwise("status"),
+        strategy=pl.when(pl.col("offset"))
+        .then(pl.lit(Strategy.ONE_TO_ONE.value))
+        .otherwise("strategy"),
+    )
+    offsets = groups.filter(pl.col("first") != pl.col("id")).select(
+        up="first", down="id", strategy=pl.lit(Strategy.ONE_TO_ONE.value), how=pl.lit("auto")
+    )
+    return records, pl.concat([links, offsets], how="diagonal_relaxed")
 
 
 def _apply_decisions(

@@ -8,7 +8,8 @@ from app.domain.payments import BalanceEntry, GatewayLedger, Payout
 from app.domain.reconciliation import Kind, Record, Side
 
 # The gateways' names for a movement, to ours. A payout's own movement is left out: the payout
-# itself is the record (it is what the bank must show).
+# itself is the record (it is what the bank must show). Holds, conversions and the like are
+# adjustments: a hold and its release cancel out (see matching), the rest are for a person.
 KINDS = {
     "charge": Kind.PAYMENT,
     "payment": Kind.PAYMENT,
@@ -22,6 +23,7 @@ KINDS = {
 }
 SKIPPED = frozenset({"payout", "payout_cancel", "payout_failure", "transfer"})
 GONE = frozenset({"failed", "canceled"})  # payouts that never reach the bank
+TOPUP = "topup"
 
 
 def _at(seconds: int) -> datetime:
@@ -31,6 +33,20 @@ def _at(seconds: int) -> datetime:
 def entry_record(source: str, entry: BalanceEntry) -> Record | None:
     if entry.kind in SKIPPED:
         return None
+    if entry.kind == TOPUP:
+        # Money the school's bank paid into the gateway: a payout the other way, which the
+        # bank shows as a debit of the same amount.
+        return Record(
+            side=Side.GATEWAY,
+            source=source,
+            external_id=entry.gateway_id,
+            kind=Kind.PAYOUT,
+            amount_minor=-entry.amount.minor,
+            currency=entry.amount.currency,
+            at=_at(entry.created),
+            reference=entry.gateway_id,
+            description="top-up from the bank",
+        )
     return Record(
         side=Side.GATEWAY,
         source=source,

@@ -26,6 +26,8 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.errors import NotFound, SwitchboardError
+from app.domain.money import Money
+from app.domain.payments import GatewayLedger
 from app.domain.reconciliation import MatchRules, ParsedFile, Side, Status
 from app.providers.gateway import PAYMENTS, Feature, PaymentGateway, Unsupported, failure_of
 from app.providers.http import ProviderError
@@ -39,6 +41,7 @@ from app.services.reconciliation.books import (
     ledger_row,
     load_books,
     numbers,
+    standing_splits,
 )
 from app.services.reconciliation.matching import Books, Decisions, Outcome, reconcile
 from app.services.reconciliation.pulled import gateway_records
@@ -61,7 +64,7 @@ log = logging.getLogger(__name__)
 TOPIC = "reconciliation"
 PULL_DAYS = 35  # a first pull reads this far back; later ones from where the last stopped
 PULL_OVERLAP = timedelta(days=3)  # gateways settle late: read again what may have changed
-ACTIONS = ("match", "unmatch", "write_off")
+ACTIONS = ("match", "unmatch", "write_off", "split")
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,13 @@ class ReconciliationService:
             raise SwitchboardError(
                 f"{provider.spec.name} did not give its records: {failure_of(exc).message}"
             ) from exc
+        return await self.keep_ledger(connection_id, ledger, until)
+
+    async def keep_ledger(
+        self, connection_id: int, ledger: GatewayLedger, until: datetime
+    ) -> Imported:
+        """Store what a gateway's ledger holds (read up to `until`) as its records."""
+        source = await self.source_for_connection(connection_id)
         parsed = ParsedFile("api", gateway_records(source, ledger))
         imported = await self._db.write(_store, source, "API", "", parsed, until)
         self._publish({"imported": asdict(imported)})
@@ -329,7 +339,7 @@ class ReconciliationService:
             self._publish({"run": run_id, "state": "running"})
             started = time.perf_counter()
             try:
-                books = await self._db.read(load_books)
+                books = await self._db.read(load_books, None, as_of)
                 decisions = await self._db.read(_standing)
                 outcome = await asyncio.to_thread(
                     reconcile, books, self.rules, decisions, as_of=int(as_of.timestamp())
@@ -457,11 +467,26 @@ class ReconciliationService:
         """Accept exceptions as they are (a bank charge, a rounding), with the reason."""
         return await self._decide("write_off", numbers(records), reason, by)
 
+    async def split(self, record: int, parts: Sequence[int], reason: str, by: str) -> Decision:
+        """Divide a gateway's or the bank's record into parts, in minor units, that add up to
+        it (a deposit that is a payout and a family's transfer together); each part is then
+        matched on its own. Undoing the split puts the whole back."""
+        reason = _reason(reason)
+        decision = await self._db.write(_split, int(record), [int(p) for p in parts], reason, by)
+        log.info(
+            "reconciliation decision",
+            extra={"action": "split", "records": [record], "by": by, "decision": decision.id},
+        )
+        self._publish({"decision": decision.id})
+        return decision
+
     async def undo(self, decision_id: int, by: str) -> None:
         def write(session: Session) -> None:
             row = session.get(ReconDecisionRow, decision_id)
             if row is None or row.undone_at is not None:
                 raise NotFound("That decision is not standing any more.")
+            if row.action == "split":
+                _refuse_undoing_a_split_in_use(session, row.id)
             row.undone_at, row.undone_by = datetime.now(UTC), by
 
         await self._db.write(write)
@@ -478,9 +503,7 @@ class ReconciliationService:
         return await self._db.read(query)
 
     async def _decide(self, action: str, records: list[int], reason: str, by: str) -> Decision:
-        reason = " ".join(reason.split())
-        if not reason:
-            raise SwitchboardError("Say why, in a few words: the reason is kept with the decision.")
+        reason = _reason(reason)
         if not records:
             raise SwitchboardError("Choose the records first.")
         decision = await self._db.write(_record_decision, action, records, reason, by)
@@ -589,9 +612,92 @@ def _standing(session: Session) -> Decisions:
     return Decisions(tuple(manual.values()), frozenset(held), frozenset(resolved))
 
 
+def _reason(reason: str) -> str:
+    reason = " ".join(reason.split())
+    if not reason:
+        raise SwitchboardError("Say why, in a few words: the reason is kept with the decision.")
+    return reason
+
+
+def _split(session: Session, number: int, parts: list[int], reason: str, by: str) -> Decision:
+    whole = session.get(ReconRecordRow, number) if number > 0 else None
+    if whole is None:
+        raise SwitchboardError(
+            "Only a gateway's or the bank's record can be split. A payment in Switchboard is "
+            "changed by refunding part of it."
+        )
+    if whole.split_decision is not None:
+        raise SwitchboardError(
+            "That record is already a part of a split; undo the split to split the whole "
+            "another way."
+        )
+    if number in standing_splits(session):
+        raise SwitchboardError("That record is already split; undo that split first.")
+    if any(number in group for group in _standing(session).manual):
+        raise SwitchboardError("That record is matched by hand; unmatch it before splitting it.")
+    whole_amount = Money(whole.amount_minor, whole.currency)
+    if len(parts) < 2:
+        raise SwitchboardError("Give at least two parts to split the record into.")
+    if any(part == 0 or (part > 0) != (whole.amount_minor > 0) for part in parts):
+        raise SwitchboardError(
+            f"Each part must be an amount of the same sign as the whole ({whole_amount}), "
+            "and none may be nothing."
+        )
+    if sum(parts) != whole.amount_minor:
+        rest = Money(whole.amount_minor - sum(parts), whole.currency)
+        raise SwitchboardError(
+            f"The parts must add up to the whole, {whole_amount}; {rest} is left over."
+        )
+    decision = ReconDecisionRow(action="split", records=[number], reason=reason, made_by=by)
+    session.add(decision)
+    session.flush()
+    described = whole.description or whole.reference or whole.kind
+    for index, part in enumerate(parts, start=1):
+        session.add(
+            ReconRecordRow(
+                source_id=whole.source_id,
+                import_id=whole.import_id,
+                side=whole.side,
+                external_id=f"{whole.external_id}#split{decision.id}.{index}"[-200:],
+                kind=whole.kind,
+                amount_minor=part,
+                currency=whole.currency,
+                fee_minor=whole.fee_minor if index == 1 else 0,  # the fee stays with one part
+                at=whole.at,
+                reference=whole.reference,
+                payout=whole.payout,
+                description=f"{described} (part {index} of {len(parts)})",
+                counterparty=whole.counterparty,
+                split_decision=decision.id,
+            )
+        )
+    return _decision(decision)
+
+
+def _refuse_undoing_a_split_in_use(session: Session, decision_id: int) -> None:
+    parts = set(
+        session.scalars(
+            select(ReconRecordRow.id).where(ReconRecordRow.split_decision == decision_id)
+        )
+    )
+    using = session.scalars(
+        select(ReconDecisionRow)
+        .where(ReconDecisionRow.undone_at.is_(None), ReconDecisionRow.action != "split")
+        .order_by(ReconDecisionRow.id)
+    )
+    for row in using:
+        if parts & set(row.records):
+            raise SwitchboardError(
+                f"A part of this split is in a later decision (“{row.reason}”); undo that "
+                "one first."
+            )
+
+
 def _record_decision(
     session: Session, action: str, records: list[int], reason: str, by: str
 ) -> Decision:
+    if set(records) & standing_splits(session).keys():
+        raise SwitchboardError("That record is split into parts now; choose its parts instead.")
     row = ReconDecisionRow(action=action, records=records, reason=reason, made_by=by)
     session.add(row)
     session.flush()
@@ -612,7 +718,7 @@ def _finish_run(
     inputs: dict[str, Any],
     seconds: float,
 ) -> RunSummary:
-    records = outcome.records.join(_facts(books), on="id", how="left")
+    records = outcome.records.join(_facts(session, books), on="id", how="left")
     session.execute(delete(ReconResultRow))
     session.execute(delete(ReconLinkRow))
     rows = [
@@ -647,15 +753,28 @@ def _finish_run(
     return _summary(row)
 
 
-def _facts(books: Books) -> pl.DataFrame:
-    """Source, amount, currency and time of every record, by its number."""
+def _facts(session: Session, books: Books) -> pl.DataFrame:
+    """Source, amount, currency and time of every record, by its number; a bank line's source
+    is its account (matching does not need it, the pages and counts do)."""
     columns = ["id", "source", "amount", "currency", "at"]
+    accounts = pl.DataFrame(
+        session.execute(
+            select(ReconRecordRow.id, ReconSourceRow.key)
+            .join(ReconSourceRow, ReconRecordRow.source_id == ReconSourceRow.id)
+            .where(ReconRecordRow.side == Side.BANK.value)
+        ).all(),
+        schema={"id": pl.Int64(), "source": pl.String()},
+        orient="row",
+    )
+    bank = books.bank.join(accounts, on="id", how="left").with_columns(
+        source=pl.col("source").fill_null("bank")
+    )
     return pl.concat(
         [
             books.ledger.select(columns),
             books.gateway.select(columns),
             books.payouts.select(columns),
-            books.bank.with_columns(source=pl.lit("bank")).select(columns),
+            bank.select(columns),
         ]
     )
 

@@ -94,6 +94,8 @@ def activity_kind(label: str, amount: int) -> tuple[Kind, int]:
     words = label.lower()
     if "withdraw" in words:  # "General Withdrawal", "Withdraw Funds to Bank Account"
         return Kind.PAYOUT, -amount
+    if "bank deposit" in words:  # "Bank Deposit to PP Account": the school's bank pays in
+        return Kind.PAYOUT, -amount  # a payout the other way: a debit at the bank
     if "conversion" in words:
         return Kind.ADJUSTMENT, amount
     if re.search(r"\bfees?\b", words):

@@ -8,12 +8,15 @@ Dashboard's older export of balance transactions (`id, Type, Source, Amount, Fee
 Currency, Created (UTC), Available On (UTC), Description, ..., Transfer`). The summary reports
 have no transactions and are refused with a pointer to the itemized ones.
 
-`reporting_category` (or the export's `Type`) gives the kind: charge/payment are payments,
-refund/payment_refund refunds, fee/stripe_fee fees, payout a payout. Stripe writes a payout as
-negative (money leaving the Stripe balance); a Record's payout is positive (money reaching the
-bank), so the sign is turned. A payout that came back (payout_reversal, payout_cancel,
-payout_failure) is a negative payout, so the payout and its return cancel out. Everything else
-(disputes, transfers, partial-capture reversals, other adjustments) is an ADJUSTMENT.
+A charge is known by its PaymentIntent (`payment_intent_id`, an optional column of the
+itemized reports) when the report has it, as Switchboard records payments by it; otherwise by
+its `source_id`. `reporting_category` (or the export's `Type`) gives the kind: charge/payment
+are payments, refund/payment_refund refunds, fee/stripe_fee fees, payout a payout. Stripe
+writes a payout as negative (money leaving the Stripe balance); a Record's payout is positive
+(money reaching the bank), so the sign is turned. A payout that came back (payout_reversal,
+payout_cancel, payout_failure) is a negative payout, so the payout and its return cancel out.
+Everything else (disputes, transfers, partial-capture reversals, other adjustments) is an
+ADJUSTMENT.
 
 Sources (read 2026): https://docs.stripe.com/reports/balance ,
 https://docs.stripe.com/reports/report-types/payout-reconciliation ,
@@ -60,6 +63,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "net": ("net", "Net"),
     "category": ("reporting_category", "Type"),
     "source": ("source_id", "Source", "payout_id"),
+    "intent": ("payment_intent_id",),
     "description": ("description", "Description"),
     "payout": ("automatic_payout_id", "Transfer", "payout_id"),
     "customer": ("customer_name", "customer_email", "Customer Name", "Customer Email"),
@@ -129,7 +133,10 @@ def read_stripe_csv(name: str, data: bytes, *, source: str) -> ParsedFile:
             continue
         category = value("category").strip().lower()
         kind = _KINDS.get(category, Kind.ADJUSTMENT)
-        reference = value("source")
+        # A charge by the PaymentIntent when the report has the column: the id we record
+        # (its source is the charge, `ch_…`); a refund keeps its own `re_…`.
+        intent = value("intent") if kind is Kind.PAYMENT else ""
+        reference = intent or value("source")
         payout = value("payout")
         if kind is Kind.PAYOUT:
             gross = -gross  # Stripe: leaving the balance; a Record: reaching the bank

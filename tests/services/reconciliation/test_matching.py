@@ -4,6 +4,7 @@ known truth where every exact case must be matched and nothing else."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import polars as pl
@@ -217,6 +218,43 @@ def test_a_payment_without_counterpart_is_expected_until_its_settlement_window_p
 
 def test_a_charge_the_ledger_does_not_know_is_unexpected():
     assert statuses(run(books([], [(1, "ch_9", 5_000, T0, "")]))) == {1: "unexpected"}
+
+
+def adjusted(b: Books, *ids: int) -> Books:
+    """The same books with these gateway records made adjustments (holds, chargebacks)."""
+    kind = pl.when(pl.col("id").is_in(list(ids))).then(pl.lit("adjustment")).otherwise("kind")
+    return replace(b, gateway=b.gateway.with_columns(kind=kind))
+
+
+def test_a_hold_and_its_release_cancel_out_and_need_nobody():
+    b = adjusted(
+        books(
+            [],
+            [
+                (1, "tx_9", -5_000, T0, ""),  # held for a dispute
+                (2, "tx_9", 5_000, T0 + 3 * DAY, ""),  # released
+                (3, "tx_8", -2_000, T0, ""),  # still held
+                (4, "tx_7", -1_000, T0, ""),  # a chargeback reversed only in part
+                (5, "tx_7", 600, T0 + DAY, ""),
+            ],
+        ),
+        1,
+        2,
+        3,
+        4,
+        5,
+    )
+
+    outcome = run(b)
+
+    assert statuses(outcome) == {
+        1: "matched",
+        2: "matched",
+        3: "unexpected",
+        4: "unexpected",
+        5: "unexpected",
+    }
+    assert links(outcome) == {(1, 2)}
 
 
 def test_a_partial_refund_matches_its_gateway_refund():

@@ -5,6 +5,7 @@ that later runs keep."""
 from __future__ import annotations
 
 import csv
+import functools
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.domain.errors import SwitchboardError
+from app.domain.money import Money
+from app.domain.payments import BalanceEntry, GatewayLedger
 from app.domain.reconciliation import FileRejected
 from app.services import Services
+from app.services.payments import Candidate, ChargeOrder
 from app.services.reconciliation.books import payment_number, refund_number
 from app.store.payments import PaymentRow, RefundRow
 from app.store.reconciliation import ReconRecordRow
@@ -133,6 +137,43 @@ async def test_three_way_the_ledger_the_stripe_report_and_the_bank_statement(
         return session.get(PaymentRow, -numbers["ch_1"] // 2).fee_minor  # type: ignore[union-attr]
 
     assert await services.db.read(fee) == 378
+
+
+async def test_payments_taken_through_a_gateway_meet_its_ledger_read_through_the_api(
+    services: Services, gateway: int
+) -> None:
+    """What the payments service recorded and what the sandbox (Stripe's dialect) lists as its
+    balance transactions are the same payments: none is missing beside an unexpected twin."""
+    taken = []
+    for minor in (4_000, 6_500):
+        payment = await services.payments.charge(
+            ChargeOrder(
+                idempotency_key=uuid.uuid4().hex,
+                amount=Money(minor, "USD"),
+                method="card",
+                candidates=(Candidate(gateway, "pm_card_visa"),),
+            )
+        )
+        assert payment.status == "succeeded"
+        taken.append(payment)
+    refund = await services.payments.refund(taken[0].id, Money(1_500, "USD"), "lesson cancelled")
+    assert refund.status == "succeeded"
+    recon = services.reconciliation
+
+    await recon.pull(gateway)
+    summary = await recon.run()
+
+    lines = await recon.lines()
+    assert {(line.side, line.kind, line.status) for line in lines} == {
+        ("ledger", "payment", "matched"),
+        ("ledger", "refund", "matched"),
+        ("gateway", "payment", "matched"),
+        ("gateway", "refund", "matched"),
+    }
+    assert (summary.count("matched"), summary.exceptions) == (6, 0)
+    paid = await recon.line(payment_number(taken[1].id))
+    assert paid.stage == 1  # the gateway agrees; paid out only once the money is available
+    assert paid.fee_minor == 219  # the sandbox's 2.9 % + 30
 
 
 async def test_importing_the_same_file_again_changes_nothing(
@@ -263,3 +304,179 @@ async def test_the_report_exports_to_csv(services: Services, gateway: int, tmp_p
         rows = list(csv.DictReader(handle))
     assert written == len(rows) == 9
     assert {row["status"] for row in rows} >= {"matched", "missing", "unexpected"}
+
+
+async def a_transfer(services: Services, minor: int, day: int) -> int:
+    """A family's bank transfer recorded in Switchboard (no gateway): it settles in the bank."""
+
+    def write(session: Session) -> int:
+        row = PaymentRow(
+            reference="P-TRANSFER",
+            idempotency_key=f"k-{uuid.uuid4().hex}",
+            request_digest="x",
+            amount_minor=minor,
+            currency="USD",
+            method="bank_transfer",
+            status="succeeded",
+            gateway_id="",
+            created_at=datetime(2026, 3, day, 9, tzinfo=UTC),
+        )
+        session.add(row)
+        session.flush()
+        return payment_number(row.id)
+
+    return await services.db.write(write)
+
+
+async def one_deposit(services: Services, gateway: int, folder: Path) -> int:
+    """The Stripe report, and a bank statement whose one deposit is the payout (144.47) and a
+    family's transfer (75.00) together; the deposit's number."""
+    recon = services.reconciliation
+    source = await recon.source_for_connection(gateway)
+    await recon.import_file(write(folder, "stripe.csv", STRIPE), source=source)
+    bank = await recon.source_for_bank("Main account")
+    statement = "Date,Description,Amount,Currency\n2026-03-07,DEPOSIT,219.47,USD\n"
+    await recon.import_file(write(folder, "bank.csv", statement), "bank-csv", source=bank)
+    await recon.run(as_of=AS_OF)
+    [deposit] = [line for line in await recon.lines() if line.description == "DEPOSIT"]
+    return deposit.number
+
+
+async def test_a_deposit_split_into_its_parts_matches_each_part_on_its_own(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    await ledger(services, gateway)
+    transfer = await a_transfer(services, 7_500, 6)
+    deposit = await one_deposit(services, gateway, tmp_path)
+    recon = services.reconciliation
+    assert (await recon.line(deposit)).status == "unexpected"  # 219.47 is nothing on its own
+    assert (await recon.line(transfer)).status == "missing"
+
+    decision = await recon.split(
+        deposit, [14_447, 7_500], "The payout and the Smiths' transfer in one deposit", "bursar"
+    )
+    await recon.run(as_of=AS_OF)
+
+    bank = [line for line in await recon.lines() if line.side == "bank"]
+    assert sorted((line.amount_minor, line.status) for line in bank) == [
+        (7_500, "matched"),
+        (14_447, "matched"),
+    ]
+    assert {line.description for line in bank} == {"DEPOSIT (part 1 of 2)", "DEPOSIT (part 2 of 2)"}
+    assert (await recon.line(transfer)).status == "matched"
+    [payout] = [line for line in await recon.lines() if line.reference == "po_1"]
+    assert payout.status == "matched"
+    assert [(d.action, d.records, d.made_by) for d in await recon.decisions()] == [
+        ("split", [deposit], "bursar")
+    ]
+
+    await recon.undo(decision.id, "bursar")
+    await recon.run(as_of=AS_OF)
+
+    assert [line.number for line in await recon.lines() if line.side == "bank"] == [deposit]
+    assert (await recon.line(deposit)).status == "unexpected"
+
+
+async def test_a_split_must_add_up_and_only_records_of_a_gateway_or_the_bank_split(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    numbers = await ledger(services, gateway)
+    deposit = await one_deposit(services, gateway, tmp_path)
+    recon = services.reconciliation
+
+    with pytest.raises(
+        SwitchboardError, match=r"add up to the whole, USD 219\.47; USD 0\.47 is left over"
+    ):
+        await recon.split(deposit, [14_400, 7_500], "two things", "bursar")
+    with pytest.raises(SwitchboardError, match="at least two parts"):
+        await recon.split(deposit, [21_947], "one thing", "bursar")
+    with pytest.raises(SwitchboardError, match="same sign"):
+        await recon.split(deposit, [22_947, -1_000], "a credit and a debit", "bursar")
+    with pytest.raises(SwitchboardError, match="refunding part of it"):
+        await recon.split(numbers["ch_1"], [6_000, 6_000], "two lessons", "bursar")
+    with pytest.raises(SwitchboardError, match="Say why"):
+        await recon.split(deposit, [14_447, 7_500], " ", "bursar")
+    assert await recon.decisions() == []  # nothing refused was kept
+
+    await recon.split(deposit, [14_447, 7_500], "payout and a transfer", "bursar")
+    with pytest.raises(SwitchboardError, match="already split"):
+        await recon.split(deposit, [10_000, 11_947], "another way", "bursar")
+    with pytest.raises(SwitchboardError, match="choose its parts instead"):
+        await recon.write_off([deposit], "bank error", "bursar")
+
+
+async def test_a_split_whose_part_is_in_a_later_decision_cannot_be_undone_before_it(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    await ledger(services, gateway)
+    deposit = await one_deposit(services, gateway, tmp_path)
+    recon = services.reconciliation
+    split = await recon.split(deposit, [14_447, 7_000, 500], "payout, transfer, fee", "bursar")
+    await recon.run(as_of=AS_OF)
+    [small] = [line for line in await recon.lines() if line.amount_minor == 500]
+    later = await recon.write_off([small.number], "bank's rounding", "bursar")
+
+    with pytest.raises(SwitchboardError, match="bank's rounding"):
+        await recon.undo(split.id, "bursar")
+
+    await recon.undo(later.id, "bursar")
+    await recon.undo(split.id, "bursar")
+    await recon.run(as_of=AS_OF)
+    assert (await recon.line(deposit)).status == "unexpected"
+
+
+async def test_a_top_up_from_the_bank_meets_its_debit_and_a_released_hold_needs_nobody(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    """Read from a gateway's API: money the school's bank paid into the gateway is a payout the
+    other way (the bank shows a debit); a hold and its release cancel out."""
+    usd = functools.partial(Money, currency="USD")
+    at = int(datetime(2026, 3, 10, 9, tzinfo=UTC).timestamp())
+
+    def entry(gateway_id: str, kind: str, minor: int, source: str = "") -> BalanceEntry:
+        return BalanceEntry(
+            gateway_id, kind, usd(minor), usd(0), usd(minor), source or gateway_id, at, at
+        )
+
+    ledger = GatewayLedger(
+        [
+            entry("TOP-1", "topup", 50_000),
+            entry("HOLD-1", "hold", -3_000, source="CAPTURE-7"),
+            entry("HOLD-2", "hold", 3_000, source="CAPTURE-7"),
+        ],
+        [],
+    )
+    recon = services.reconciliation
+    await recon.keep_ledger(gateway, ledger, AS_OF)
+    bank = await recon.source_for_bank("Main account")
+    statement = "Date,Description,Amount,Currency\n2026-03-10,TRANSFER TO PAYPAL,-500.00,USD\n"
+    await recon.import_file(write(tmp_path, "bank.csv", statement), "bank-csv", source=bank)
+
+    await recon.run(as_of=AS_OF)
+
+    assert {
+        (line.side, line.kind, line.amount_minor, line.status) for line in await recon.lines()
+    } == {
+        ("gateway", "payout", -50_000, "matched"),
+        ("bank", "debit", -50_000, "matched"),
+        ("gateway", "adjustment", -3_000, "matched"),
+        ("gateway", "adjustment", 3_000, "matched"),
+    }
+
+
+async def test_a_run_as_of_a_moment_sees_only_what_had_happened_by_then(
+    services: Services, gateway: int, tmp_path: Path
+) -> None:
+    numbers = await ledger(services, gateway)
+    await imported(services, gateway, tmp_path)
+
+    summary = await services.reconciliation.run(as_of=datetime(2026, 3, 2, 12, tzinfo=UTC))
+
+    lines = await services.reconciliation.lines()
+    assert {line.number for line in lines if line.side == "ledger"} == {
+        numbers["ch_1"],  # 2 March 09:00
+        numbers["ch_9"],  # 1 March
+    }
+    assert {line.reference for line in lines if line.side == "gateway"} == {"ch_1"}
+    assert not [line for line in lines if line.side == "bank"]  # the statement starts on the 7th
+    assert summary.counts["records"] == 3

@@ -67,6 +67,19 @@ def test_time_zone_given_as_an_offset_is_honoured(write: WriteFile) -> None:
     assert record.at == datetime(2026, 3, 2, 3, 30, tzinfo=UTC)
 
 
+def test_money_paid_in_from_the_bank_is_a_payout_the_other_way(write: WriteFile) -> None:
+    path = write(
+        "activity.csv",
+        ACTIVITY_HEADER
+        + '"2026-03-02","09:00:00","UTC","","Bank Deposit to PP Account","Completed","USD",'
+        '"500.00","0.00","500.00","7TOP","Credit"\n',
+    )
+
+    (record,) = read(path, "paypal-csv").records
+
+    assert (record.kind, record.amount_minor) == (Kind.PAYOUT, -50_000)  # a debit at the bank
+
+
 def test_an_ambiguous_or_unknown_time_zone_is_a_row_error(write: WriteFile) -> None:
     path = write(
         "activity.csv",

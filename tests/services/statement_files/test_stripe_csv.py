@@ -81,6 +81,27 @@ def test_dashboard_export_of_balance_transactions_is_read() -> None:
     assert parsed.currency == "GBP"
 
 
+def test_a_charge_is_known_by_its_payment_intent_when_the_report_has_the_column(
+    write: WriteFile,
+) -> None:
+    """Switchboard records a Stripe payment by its PaymentIntent; a refund by its own id, even
+    though the report names the refunded PaymentIntent beside it."""
+    path = write(
+        "report.csv",
+        "balance_transaction_id,created_utc,currency,gross,fee,net,reporting_category,"
+        "source_id,payment_intent_id\n"
+        "txn_1,2026-03-01 10:00:00,usd,10.00,0.59,9.41,charge,ch_1,pi_1\n"
+        "txn_2,2026-03-02 10:00:00,usd,-4.00,0,-4.00,refund,re_1,pi_1\n"
+        "txn_3,2026-03-02 11:00:00,usd,5.00,0.45,4.55,charge,ch_2,\n",
+    )
+
+    charge, refund, legacy = read(path, "stripe-csv").records
+
+    assert charge.reference == "pi_1"
+    assert refund.reference == "re_1"
+    assert legacy.reference == "ch_2"  # a charge made without a PaymentIntent
+
+
 def test_three_decimal_currency_and_trailing_zeros_in_a_zero_decimal_one(write: WriteFile) -> None:
     path = write(
         "report.csv",
