@@ -145,15 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_payments.add_parsers(commands, common)
 
-    from app import cli_reconcile
+    from app import cli_reconcile, cli_sync
 
     cli_reconcile.add_parser(commands, common)
+    cli_sync.add_parser(commands, common)
 
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
     bench.add_argument(
-        "name", choices=["ui-stall", "webhooks", "routing", "reconcile"], help="which benchmark"
+        "name",
+        choices=["ui-stall", "webhooks", "routing", "reconcile", "calendar-sync"],
+        help="which benchmark",
     )
     bench.add_argument(
         "--seconds", type=float, help="how long to measure (ui-stall 20, webhooks 10 per phase)"
@@ -179,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1_000_000,
         help="reconcile: ledger records to generate, with their counterparts (1 000 000)",
+    )
+    bench.add_argument(
+        "--events",
+        type=int,
+        default=2_000,
+        help="calendar-sync: the teacher's lessons to sync (2 000)",
     )
     bench.add_argument(
         "--webhooks",
@@ -384,6 +393,8 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
         return _bench_routing(args)
     if args.name == "reconcile":
         return _bench_reconcile(args)
+    if args.name == "calendar-sync":
+        return _bench_calendar_sync(args)
     from app.ui.bench import ui_stall
 
     figures = ui_stall(
@@ -443,6 +454,27 @@ def _bench_reconcile(args: argparse.Namespace) -> int:
             f"recall {ours['recall']}, {ours['statuses_wrong']} statuses wrong; "
             f"{figures['growth_ratio']}x the time of a tenth of the rows; peak memory "
             f"{figures['peak_memory_mb']} MB."
+        )
+    return EXIT_OK
+
+
+def _bench_calendar_sync(args: argparse.Namespace) -> int:
+    from app.benchmarks.calendar_sync import calendar_sync_bench
+
+    if not 10 <= args.events <= 100_000:
+        raise SwitchboardError("Give --events between 10 and 100000.")
+    figures = calendar_sync_bench(args.events)
+    if args.json:
+        _print_json(figures)
+    else:
+        ours, theirs = figures["switchboard"], figures["vdirsyncer"]
+        print(
+            f"{args.events} lessons into a fresh CalDAV calendar: Switchboard "
+            f"{ours['initial_seconds']} s, vdirsyncer {theirs['initial_seconds']} s "
+            f"({figures['initial_ratio']}x). One change after: Switchboard "
+            f"{ours['incremental_seconds']} s in {ours['incremental_requests']} requests, "
+            f"vdirsyncer {theirs['incremental_seconds']} s in {theirs['incremental_requests']} "
+            f"({figures['incremental_ratio']}x)."
         )
     return EXIT_OK
 
@@ -766,7 +798,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "refund": lambda args, config: _payments_command("refund", args, config),
     "billing-run": lambda args, config: _payments_command("billing_run", args, config),
     "reconcile": lambda args, config: _reconcile_command(args, config),
+    "sync": lambda args, config: _sync_command(args, config),
 }
+
+
+def _sync_command(args: argparse.Namespace, config: Config) -> int:
+    from app import cli_sync
+
+    return cli_sync.sync(args, config)
 
 
 def _reconcile_command(args: argparse.Namespace, config: Config) -> int:

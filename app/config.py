@@ -349,6 +349,18 @@ SETTINGS: tuple[Setting[Any], ...] = (
         maximum=90,
     ),
     Setting(
+        "calendar.sync_minutes",
+        int,
+        5,
+        "Sync calendars every (minutes)",
+        "How often each teacher's calendar is brought in step with the lessons. A calendar "
+        "that tells Switchboard of its changes (Google, with a public receiver address) is "
+        "also synced as soon as it does.",
+        "Calendars",
+        minimum=1,
+        maximum=1440,
+    ),
+    Setting(
         "receiver.host",
         str,
         "127.0.0.1",

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
@@ -25,6 +25,8 @@ from sqlalchemy import text
 from app.config import Config
 from app.domain.errors import SwitchboardError
 from app.services import Services
+from app.services.calendar_schedule import WAKE_CHECK, CalendarSchedule
+from app.services.calendar_schedule import job_id as calendar_job_id
 from app.services.demo_traffic import DemoTraffic
 from app.services.events import EventHub
 from app.services.metrics import apply_retention, roll_up
@@ -36,6 +38,7 @@ from app.store.base import utcnow
 log = logging.getLogger("switchboard.engine")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 TOPIC_STATE = "engine.state"
 UPKEEP_EVERY = timedelta(hours=6)
@@ -88,6 +91,7 @@ class Engine:
         self._services: Services | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._receiver: Receiver | None = None
+        self._background: set[asyncio.Task[Any]] = set()  # kept until done (the loop holds weakly)
         # Guards `_closing`: once stop() begins, submit() takes no new work.
         self._lock = threading.Lock()
         self._closing = False
@@ -225,6 +229,8 @@ class Engine:
         if self._use_scheduler:
             self._scheduler = self._make_scheduler(self._services)
             self._scheduler.start()
+            self._services.jobs.attach(self._scheduler)
+            await self._schedule_calendars(self._services, self._scheduler)
         asyncio.get_running_loop().create_task(self._tick_live(self._services), name="live")
         self._services.inbox_worker.start()  # events acknowledged before a restart, first
         if self._listen is not None:
@@ -355,6 +361,40 @@ class Engine:
         )
         return scheduler
 
+    async def _schedule_calendars(self, services: Services, scheduler: AsyncIOScheduler) -> None:
+        """A sync job per calendar connection, kept in step with the connections; a calendar's
+        notification syncs it soon; a catch-up after the computer slept."""
+
+        @_ends_quietly_at_shutdown
+        async def sync(connection_id: int) -> None:
+            async def job() -> dict[str, Any]:
+                report = await services.calendar_sync.sync(connection_id, trigger="scheduled")
+                if report.outcome == "failed":
+                    raise EngineError(report.message)
+                return {**report.counts, "outcome": report.outcome}
+
+            await services.jobs.run(calendar_job_id(connection_id), job)
+
+        calendars = CalendarSchedule(scheduler, services.connections, services.settings, sync)
+        await calendars.register()
+        loop = asyncio.get_running_loop()
+
+        def connections_changed(_connection_id: int) -> None:
+            task = loop.create_task(calendars.register(), name="calendar-jobs")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        services.connections.on_changed(connections_changed)
+        services.calendar_sync.on_notice(calendars.nudge)
+        scheduler.add_job(
+            _ends_quietly_at_shutdown(_async(calendars.check_wake)),
+            "interval",
+            seconds=WAKE_CHECK.total_seconds(),
+            id="wake-check",
+            name="Catch up after sleep",
+            replace_existing=True,
+        )
+
     @staticmethod
     async def _tick_live(services: Services) -> None:
         """Close each second of live metrics just after it ends (cancelled at shutdown)."""
@@ -426,21 +466,29 @@ class Engine:
 
 
 def _ends_quietly_at_shutdown(
-    job: Callable[[], Awaitable[None]],
-) -> Callable[[], Awaitable[None]]:
+    job: Callable[P, Awaitable[None]],
+) -> Callable[P, Awaitable[None]]:
     """A job cancelled because the engine stops has not failed: end it without the scheduler
     reporting an error for it. A job that fails is logged with its name and runs again at its
     next time."""
 
     @functools.wraps(job)
-    async def run() -> None:
+    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
-            await job()
+            await job(*args, **kwargs)
         except asyncio.CancelledError:
             log.debug("background job stopped with the engine", extra={"job": job.__name__})
         except Exception:
             log.exception("background job failed", extra={"job": job.__name__})
 
+    return run
+
+
+def _async(check: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        check()
+
+    run.__name__ = getattr(check, "__name__", "check")
     return run
 
 

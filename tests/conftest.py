@@ -22,7 +22,13 @@ from app.store.database import Database
 from tests.support.memory_keyring import MemoryKeyring
 
 # A real HTTP server on loopback that tests script reply by reply (tests/fakes/scripted.py).
-pytest_plugins = ["tests.fakes.scripted", "tests.support.providers", "tests.support.localstripe"]
+pytest_plugins = [
+    "tests.fakes.scripted",
+    "tests.support.providers",
+    "tests.support.localstripe",
+    "tests.support.radicale",  # a real CalDAV server, and a fresh calendar in it
+    "tests.support.google",  # servers for Google's fakes
+]
 
 
 @pytest.fixture(autouse=True)

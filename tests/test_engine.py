@@ -202,6 +202,33 @@ def test_the_engine_schedules_checks_metrics_and_retention(config: Config) -> No
         engine.stop()
 
 
+def test_each_calendar_is_synced_by_a_job_of_its_own_kept_in_step_with_the_connections(
+    config: Config,
+) -> None:
+    engine = Engine(config)
+    engine.start()
+    try:
+        services = engine.services
+        added = engine.submit(
+            services.connections.add(
+                "caldav",
+                "Ms Moyo's calendar",
+                {"calendar_url": "https://dav.example.org/cal/", "teacher": "T-1"},
+                {},
+            )
+        ).result(10)
+
+        def next_runs() -> set[str]:
+            return {run.job_id for run in engine.submit(services.jobs.next_runs()).result(10)}
+
+        wait_for(lambda: f"calendar-sync:{added.id}" in next_runs())
+        assert "wake-check" in next_runs()
+        engine.submit(services.connections.remove(added.id)).result(10)
+        wait_for(lambda: f"calendar-sync:{added.id}" not in next_runs())
+    finally:
+        engine.stop()
+
+
 def test_with_a_certificate_the_receiver_answers_on_https(config: Config, tmp_path: Path) -> None:
     authority = trustme.CA()
     certificate = authority.issue_cert("127.0.0.1")

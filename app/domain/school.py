@@ -336,6 +336,8 @@ class LessonRecord:
     notes: str
     version: int
     students: tuple[tuple[int, str], ...] = ()
+    series_id: int | None = None  # the series it is an occurrence of, if any
+    original_start: datetime | None = None  # ... and its start there (when it was not moved)
 
     @property
     def duration(self) -> timedelta:
@@ -354,6 +356,27 @@ class LessonRecord:
             online=self.online,
             notes=self.notes,
         )
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    """Lessons that repeat: `rule` (an RRULE's value) in `timezone`, from `first_start`, each
+    `minutes` long. Their texts are the occurrences'; each occurrence is a lesson."""
+
+    id: int
+    teacher_id: int
+    title: str
+    rule: str
+    timezone: str
+    first_start: datetime
+    minutes: int
+    room_name: str = ""
+    online: bool = False
+    notes: str = ""
+    students: tuple[tuple[int, str], ...] = ()
+
+
+MAX_WEEKS = 60  # a school year and a bit
 
 
 # --- invoices ------------------------------------------------------------------------------------

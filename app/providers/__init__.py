@@ -4,7 +4,9 @@ resilient HTTP layer every call goes through. `KINDS` lists every kind Switchboa
 from __future__ import annotations
 
 from app.domain.errors import SwitchboardError
+from app.providers.caldav import CALDAV
 from app.providers.dwolla import DWOLLA
+from app.providers.google_calendar import GOOGLE_CALENDAR
 from app.providers.paynow import PAYNOW
 from app.providers.paypal import PAYPAL
 from app.providers.paysafe import PAYSAFE
@@ -24,6 +26,8 @@ KINDS: dict[str, ProviderSpec] = {
         PAYSAFE,
         ECB,
         OPEN_EXCHANGE_RATES,
+        GOOGLE_CALENDAR,
+        CALDAV,
     )
 }
 

@@ -4,7 +4,9 @@ build on this."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,3 +77,46 @@ class Provider:
                 f"http_{response.status_code // 100}xx",
             )
         return HealthResult(True, elapsed, f"{self.spec.name} answered in {elapsed:.0f} ms.")
+
+
+class BearerProvider(Provider):
+    """A provider whose calls carry an access token that expires (OAuth 2.0): one token request
+    however many calls wait for it, the token kept until shortly before it ends, and forgotten
+    when the provider refuses it so the next call fetches another. Subclasses say how a token
+    is had (`_new_token`) and what a refusal means for them (in `call`)."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        client: ResilientClient,
+        config: Mapping[str, Any],
+        secrets: Mapping[str, str],
+    ) -> None:
+        super().__init__(spec, client, config, secrets)
+        self._token = ""
+        self._expires_at = 0.0  # time.monotonic() when it is no longer to be used
+        self._renewing = asyncio.Lock()
+
+    @abstractmethod
+    async def _new_token(self) -> tuple[str, float]:
+        """A fresh access token and the monotonic time it is to be used until."""
+
+    async def _access_token(self) -> str:
+        if self._token and time.monotonic() < self._expires_at:
+            return self._token
+        # One request for a token however many calls are waiting for one.
+        async with self._renewing:
+            if self._token and time.monotonic() < self._expires_at:
+                return self._token
+            self._token, self._expires_at = await self._new_token()
+            return self._token
+
+    async def _bearer_call(
+        self, token: str, operation: Operation, arguments: Mapping[str, Any]
+    ) -> httpx.Response:
+        headers = {**(arguments.get("headers") or {}), "Authorization": f"Bearer {token}"}
+        return await self.client.call(operation, **{**arguments, "headers": headers})
+
+    def _forget(self, token: str) -> None:
+        if self._token == token:
+            self._token, self._expires_at = "", 0.0

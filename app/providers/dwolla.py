@@ -77,7 +77,7 @@ from app.domain.payments import (
     RefundResult,
     RefundStatus,
 )
-from app.providers.base import Provider
+from app.providers.base import BearerProvider, Provider
 from app.providers.gateway import (
     PAYMENTS,
     UNANSWERED,
@@ -167,7 +167,7 @@ REFUND_STATUSES = {
 PAY_AS_YOU_GO_PERCENT = Decimal("0.5")
 
 
-class Dwolla(Provider):
+class Dwolla(BearerProvider):
     methods = frozenset({"ach"})
     currencies = frozenset({"USD"})
     countries = frozenset({"US"})
@@ -200,22 +200,6 @@ class Dwolla(Provider):
             response = await self._bearer_call(await self._access_token(), operation, arguments)
         return response
 
-    async def _bearer_call(
-        self, token: str, operation: Operation, arguments: Mapping[str, Any]
-    ) -> httpx.Response:
-        headers = {**(arguments.get("headers") or {}), "Authorization": f"Bearer {token}"}
-        return await self.client.call(operation, **{**arguments, "headers": headers})
-
-    async def _access_token(self) -> str:
-        if self._token and time.monotonic() < self._expires_at:
-            return self._token
-        # One request for a token however many calls are waiting for one.
-        async with self._renewing:
-            if self._token and time.monotonic() < self._expires_at:
-                return self._token
-            self._token, self._expires_at = await self._new_token()
-            return self._token
-
     async def _new_token(self) -> tuple[str, float]:
         credentials = f"{self.config.get('key', '')}:{self.secrets.get('secret', '')}"
         basic = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
@@ -242,12 +226,6 @@ class Dwolla(Provider):
         except (ValueError, KeyError, TypeError):
             raise ProviderError("Dwolla's access token answer could not be read.") from None
         return token, time.monotonic() + max(lifetime - RENEW_SECONDS, 0.0)
-
-    def _forget(self, token: str) -> None:
-        if self._token == token:
-            self._token, self._expires_at = "", 0.0
-
-    # --- charging ---------------------------------------------------------------------------------
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         refused = _not_dollars(request.amount)

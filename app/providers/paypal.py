@@ -90,7 +90,7 @@ from app.domain.payments import (
     RefundResult,
     RefundStatus,
 )
-from app.providers.base import Provider
+from app.providers.base import BearerProvider, Provider
 from app.providers.gateway import (
     PAYMENTS,
     UNANSWERED,
@@ -260,7 +260,7 @@ TECHNICAL_PROCESSOR_CODES = frozenset(
 )
 
 
-class PayPal(Provider):
+class PayPal(BearerProvider):
     """A PayPal connection, and a `PaymentGateway` over the Orders v2 API."""
 
     methods = frozenset({"paypal", "card"})
@@ -278,9 +278,6 @@ class PayPal(Provider):
         secrets: Mapping[str, str],
     ) -> None:
         super().__init__(spec, client, config, secrets)
-        self._token = ""
-        self._expires_at = 0.0
-        self._renewing = asyncio.Lock()
         self._orders: dict[str, str] = {}  # capture id -> its order ("" when it has none)
 
     async def call(self, operation: Operation, **arguments: Any) -> httpx.Response:
@@ -625,22 +622,6 @@ class PayPal(Provider):
             answer = None
         return paypal_verdict(check, answer, request.received_at)
 
-    async def _bearer_call(
-        self, token: str, operation: Operation, arguments: Mapping[str, Any]
-    ) -> httpx.Response:
-        headers = {**(arguments.get("headers") or {}), "Authorization": f"Bearer {token}"}
-        return await self.client.call(operation, **{**arguments, "headers": headers})
-
-    async def _access_token(self) -> str:
-        if self._token and time.monotonic() < self._expires_at:
-            return self._token
-        # One request for a token however many calls are waiting for one.
-        async with self._renewing:
-            if self._token and time.monotonic() < self._expires_at:
-                return self._token
-            self._token, self._expires_at = await self._new_token()
-            return self._token
-
     async def _new_token(self) -> tuple[str, float]:
         credentials = f"{self.config.get('client_id', '')}:{self.secrets.get('client_secret', '')}"
         basic = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
@@ -668,13 +649,6 @@ class PayPal(Provider):
         except (ValueError, KeyError, TypeError):
             raise ProviderError("PayPal's access token answer could not be read.") from None
         return token, time.monotonic() + max(lifetime - RENEW_SECONDS, 0.0)
-
-    def _forget(self, token: str) -> None:
-        if self._token == token:
-            self._token, self._expires_at = "", 0.0
-
-
-# --- what PayPal is sent -------------------------------------------------------------------------
 
 
 def _unpayable(amount: Money) -> Failure | None:

@@ -161,13 +161,16 @@ class Operation:
         return self.idempotent if self.idempotent is not None else self.method in IDEMPOTENT_METHODS
 
     def url_path(self, values: Mapping[str, Any] | None = None) -> str:
-        """The path with `{name}` parts filled in (URL-quoted)."""
+        """The path with `{name}` parts filled in, URL-quoted whole; `{+name}` parts (RFC 6570's
+        reserved expansion) keep their slashes, for a path the provider gave us (a WebDAV
+        href)."""
         values = values or {}
 
         def fill(match: re.Match[str]) -> str:
-            return quote(str(values[match.group(1)]), safe="")
+            reserved, name = match.group(1), match.group(2)
+            return quote(str(values[name]), safe="/:@%" if reserved else "")
 
-        return re.sub(r"\{(\w+)\}", fill, self.path)
+        return re.sub(r"\{(\+?)(\w+)\}", fill, self.path)
 
 
 ProviderFactory = Callable[

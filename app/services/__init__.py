@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from app.config import Config
 from app.providers import sandbox_ledger
 from app.providers.http import RequestRecord
-from app.services import dwolla_events, payment_events, paynow_events, paypal_events, paysafe_events
+from app.services import (
+    calendar_events,
+    dwolla_events,
+    payment_events,
+    paynow_events,
+    paypal_events,
+    paysafe_events,
+)
 from app.services.billing import BillingService
+from app.services.calendar_sync import CalendarSyncService
 from app.services.connections import ConnectionService
 from app.services.csv_transfer import CsvTransfer
 from app.services.events import EventHub
@@ -56,6 +64,7 @@ class Services:
     billing: BillingService
     rates: RatesService
     reconciliation: ReconciliationService
+    calendar_sync: CalendarSyncService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -92,6 +101,9 @@ class Services:
             payments = PaymentService(db, hub, connections, routing.learn)
             rate = settings.get("receiver.sender_rate")
             intake = WebhookIntake(connections, secrets, inbox, SourceLimiter(rate, 2 * rate))
+            school = SchoolService(db, hub, settings)
+            calendar_sync = CalendarSyncService(db, hub, connections, school, settings)
+            calendar_events.register(inbox_worker, calendar_sync)
         except BaseException:
             await asyncio.to_thread(db.close)
             raise
@@ -101,7 +113,7 @@ class Services:
             events=hub,
             settings=settings,
             secrets=secrets,
-            school=SchoolService(db, hub, settings),
+            school=school,
             csv=CsvTransfer(db, hub, settings),
             jobs=JobHistory(db, hub),
             requests=requests,
@@ -116,6 +128,7 @@ class Services:
             billing=BillingService(db, hub, payments, routing),
             rates=RatesService(db, connections),
             reconciliation=ReconciliationService(db, hub, connections, settings),
+            calendar_sync=calendar_sync,
         )
 
     async def close(self) -> None:

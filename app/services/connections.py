@@ -246,6 +246,25 @@ class ConnectionService:
         self._events.publish(TOPIC, {"id": connection_id})
         return await self.connection(connection_id)
 
+    async def forget_secret(self, connection_id: int, field: str) -> ConnectionRecord:
+        """Remove one stored secret (the permission a sign-in gave, say) from the credential
+        store and the connection; its client is rebuilt without it."""
+        record = await self.connection(connection_id)
+        if field not in record.secret_fields:
+            return record
+        await self._secrets.adelete(secret_name(connection_id, field))
+        gone = secret_name(connection_id, field)
+
+        def write(session: Session) -> None:
+            row = session.get(ProviderConnection, connection_id)
+            if row is not None:
+                row.secret_names = [name for name in row.secret_names if name != gone]
+
+        await self._db.write(write)
+        await self._close(connection_id)
+        self._events.publish(TOPIC, {"id": connection_id})
+        return await self.connection(connection_id)
+
     async def remove(self, connection_id: int) -> None:
         """Remove the connection and its secrets (secrets first: if the credential store cannot
         be reached, the connection stays so its secrets are not orphaned)."""
@@ -266,6 +285,7 @@ class ConnectionService:
                 if value is not None:
                     await self._secrets.aset(name, value)
             raise
+        self._changed(connection_id)  # and now that it is gone from the database too
         log.info("connection removed", extra={"connection": connection_id})
         self._events.publish(TOPIC, {"id": connection_id, "removed": True})
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.schedulers.base import STATE_PAUSED, BaseScheduler
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -44,12 +45,57 @@ def _record(row: JobRun) -> JobRunRecord:
     )
 
 
+@dataclass(frozen=True)
+class NextRun:
+    """A scheduled job and when it runs next (None while background work is paused)."""
+
+    job_id: str
+    name: str
+    at: datetime | None
+
+
 class JobHistory:
-    """Runs a job while keeping its record; a failing job is recorded, logged and contained."""
+    """Runs a job while keeping its record; a failing job is recorded, logged and contained.
+    Once the engine attaches its scheduler, it also says what runs next."""
 
     def __init__(self, db: Database, events: EventHub) -> None:
         self._db = db
         self._events = events
+        self._scheduler: BaseScheduler | None = None
+
+    def attach(self, scheduler: BaseScheduler | None) -> None:
+        self._scheduler = scheduler
+
+    async def next_runs(self) -> list[NextRun]:
+        """Every scheduled job with its next run, soonest first (none without a scheduler:
+        the command line, a test)."""
+        if self._scheduler is None or not self._scheduler.running:
+            return []
+        paused = self._scheduler.state == STATE_PAUSED
+        runs = [
+            NextRun(job.id, job.name, None if paused else job.next_run_time)
+            for job in self._scheduler.get_jobs()
+        ]
+        far = datetime.max.replace(tzinfo=UTC)
+        return sorted(runs, key=lambda run: (run.at or far, run.job_id))
+
+    async def history(self, limit: int = 300) -> list[JobRunRecord]:
+        """The latest runs of every job, newest first."""
+
+        def query(session: Session) -> list[JobRunRecord]:
+            rows = session.scalars(select(JobRun).order_by(JobRun.id.desc()).limit(limit))
+            return [_record(row) for row in rows]
+
+        return await self._db.read(query)
+
+    async def last_of(self, job_id: str) -> JobRunRecord | None:
+        def query(session: Session) -> JobRunRecord | None:
+            row = session.scalars(
+                select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.id.desc())
+            ).first()
+            return _record(row) if row else None
+
+        return await self._db.read(query)
 
     async def run(self, job_id: str, job: Callable[[], Awaitable[dict[str, Any]]]) -> JobRunRecord:
         def start(session: Session) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -18,8 +19,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.domain.clock import after, skipped_time, wall_time
 from app.domain.errors import FieldError, NotFound, StaleEdit, SwitchboardError, ValidationFailed
 from app.domain.school import (
+    MAX_WEEKS,
     Channel,
     GuardianDraft,
     GuardianLink,
@@ -34,6 +37,7 @@ from app.domain.school import (
     RoomDraft,
     RoomRecord,
     SchoolOverview,
+    SeriesRecord,
     StudentDraft,
     StudentRecord,
     TeacherDraft,
@@ -50,6 +54,7 @@ from app.store.school import (
     Invoice,
     InvoiceLineRow,
     Lesson,
+    LessonSeries,
     LessonStudent,
     Room,
     Student,
@@ -358,7 +363,136 @@ def _lesson_record(row: Lesson) -> LessonRecord:
                 key=lambda pair: pair[1],
             )
         ),
+        series_id=row.series_id,
+        original_start=row.original_start,
     )
+
+
+def series_records(session: Session, *where: ColumnElement[bool]) -> list[SeriesRecord]:
+    rows = list(session.scalars(select(LessonSeries).where(*where).order_by(LessonSeries.id)))
+    wanted = {student_id for row in rows for student_id in row.student_ids}
+    names = {
+        student.id: full_name(student.first_name, student.last_name)
+        for student in session.scalars(select(Student).where(Student.id.in_(wanted)))
+    }
+    rooms = dict(session.execute(select(Room.id, Room.name)).all()) if rows else {}
+    return [
+        SeriesRecord(
+            row.id,
+            row.teacher_id,
+            row.title,
+            row.rule,
+            row.timezone,
+            row.first_start,
+            row.minutes,
+            room_name=rooms.get(row.room_id, "") if row.room_id else "",
+            online=row.online,
+            notes=row.notes,
+            students=tuple(
+                sorted(
+                    ((sid, names[sid]) for sid in row.student_ids if sid in names),
+                    key=lambda pair: pair[1],
+                )
+            ),
+        )
+        for row in rows
+    ]
+
+
+def apply_series(session: Session, draft: LessonDraft, weeks: int, zone: ZoneInfo) -> list[int]:
+    """A lesson every week for `weeks` weeks from the draft's, on the same wall-clock time in
+    `zone` (the school's) whatever its clocks do meanwhile: the series and each occurrence,
+    checked all together (one that would double-book refuses the whole series, saying which
+    weeks). The occurrences' ids."""
+    if not 2 <= weeks <= MAX_WEEKS:
+        raise ValidationFailed(
+            [FieldError("repeat", f"A weekly lesson repeats for 2 to {MAX_WEEKS} weeks.")]
+        )
+    first = draft.starts_at.astimezone(zone)
+    minutes = int((draft.ends_at - draft.starts_at).total_seconds() // 60)
+    series = LessonSeries(
+        teacher_id=draft.teacher_id,
+        title=draft.title.strip(),
+        rule=f"FREQ=WEEKLY;COUNT={weeks}",
+        timezone=zone.key,
+        first_start=draft.starts_at,
+        minutes=minutes,
+        room_id=draft.room_id,
+        online=draft.online,
+        notes=draft.notes,
+        student_ids=list(draft.student_ids),
+    )
+    session.add(series)
+    session.flush()
+    problems: list[FieldError] = []
+    made: list[int] = []
+    for week in range(weeks):
+        day = first.date() + timedelta(weeks=week)
+        starts = wall_time(day, first.timetz().replace(tzinfo=None), zone)
+        if starts is None:
+            problems.append(FieldError("starts_at", skipped_time(day, first.time(), zone)))
+            continue
+        occurrence = replace(draft, starts_at=starts, ends_at=after(starts, minutes), ref="")
+        try:
+            row = apply_lesson(session, occurrence, zone)
+        except ValidationFailed as exc:
+            problems.extend(
+                FieldError(error.field, f"Week {week + 1} ({day:%a %d %b}): {error.message}")
+                for error in exc.errors
+            )
+            continue
+        row.series_id, row.original_start = series.id, starts
+        made.append(row.id)
+    _raise_if(problems)
+    return made
+
+
+def lesson_records(session: Session, *where: ColumnElement[bool]) -> list[LessonRecord]:
+    """The lessons that meet every condition, earliest first, read as plain columns (for the
+    services that read many lessons in their own transaction, as calendar sync does: a
+    teacher's year of lessons in a few queries rather than thousands of objects)."""
+    rows = session.execute(
+        select(
+            Lesson.id, Lesson.ref, Lesson.title, Lesson.teacher_id, Teacher.first_name,
+            Teacher.last_name, Lesson.room_id, Room.name, Lesson.starts_at, Lesson.ends_at,
+            Lesson.status, Lesson.online, Lesson.notes, Lesson.version, Lesson.series_id,
+            Lesson.original_start,
+        )
+        .join(Teacher, Teacher.id == Lesson.teacher_id)
+        .outerjoin(Room, Room.id == Lesson.room_id)
+        .where(*where)
+        .order_by(Lesson.starts_at, Lesson.id)
+    ).all()  # fmt: skip
+    students: dict[int, list[tuple[int, str]]] = {}
+    ids = [row[0] for row in rows]
+    for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
+        for lesson_id, student_id, first, last in session.execute(
+            select(LessonStudent.lesson_id, Student.id, Student.first_name, Student.last_name)
+            .join(Student, Student.id == LessonStudent.student_id)
+            .where(LessonStudent.lesson_id.in_(ids[start : start + 900]))
+        ):
+            students.setdefault(lesson_id, []).append((student_id, full_name(first, last)))
+    return [
+        LessonRecord(
+            id=row[0],
+            ref=row[1],
+            title=row[2],
+            teacher_id=row[3],
+            teacher_name=full_name(row[4], row[5]),
+            room_id=row[6],
+            room_name=row[7] or "",
+            starts_at=row[8],
+            ends_at=row[9],
+            status=LessonStatus(row[10]),
+            online=row[11],
+            notes=row[12],
+            version=row[13],
+            students=tuple(sorted(students.get(row[0], ()), key=lambda pair: pair[1])),
+            series_id=row[14],
+            original_start=row[15],
+        )
+        for row in rows
+    ]
 
 
 def _lesson_query() -> Select[Lesson]:
@@ -785,6 +919,28 @@ class SchoolService:
         saved_id = await self._db.write(write)
         self._changed(TOPIC_LESSONS, [saved_id])
         return await self.lesson(saved_id)
+
+    async def save_series(self, draft: LessonDraft, weeks: int) -> list[LessonRecord]:
+        """The lesson every week for `weeks` weeks, on the school's wall-clock time; all of it
+        or nothing (see `apply_series`)."""
+        zone = self.zone
+
+        def write(session: Session) -> list[int]:
+            return apply_series(session, draft, weeks, zone)
+
+        made = await self._db.write(write)
+        self._changed(TOPIC_LESSONS, made)
+
+        def query(session: Session) -> list[LessonRecord]:
+            return lesson_records(session, Lesson.id.in_(made))
+
+        return await self._db.read(query)
+
+    async def clashes(self, draft: LessonDraft, lesson_id: int | None = None) -> list[FieldError]:
+        """The double bookings saving `draft` would make (the teacher, the room or a student
+        already has a lesson then), without saving it."""
+        zone = self.zone
+        return await self._db.read(lambda session: lesson_clashes(session, draft, lesson_id, zone))
 
     async def delete_lesson(self, lesson_id: int) -> None:
         def write(session: Session) -> None:

@@ -98,6 +98,27 @@ class Room(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
 
 
+class LessonSeries(Tracked, Base):
+    """Lessons that repeat (every week, say): the rule in the time zone whose wall clock they
+    keep, and when the first one starts. Each occurrence is a lesson of its own, linked here
+    with the start it has in the series, so one can be moved or cancelled alone."""
+
+    __tablename__ = "lesson_series"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    teacher_id: Mapped[int] = mapped_column(ForeignKey("teachers.id", ondelete="RESTRICT"))
+    title: Mapped[str] = mapped_column(String(100))
+    rule: Mapped[str] = mapped_column(String(200))  # an RRULE's value: FREQ=WEEKLY;COUNT=12
+    timezone: Mapped[str] = mapped_column(String(64))
+    first_start: Mapped[datetime]
+    minutes: Mapped[int]
+    # What every occurrence is unless changed on its own (for the calendar's recurring event).
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="SET NULL"))
+    online: Mapped[bool] = mapped_column(default=False)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    student_ids: Mapped[list[int]] = mapped_column(default=list)
+
+
 class Lesson(Tracked, Base):
     __tablename__ = "lessons"
     __table_args__ = (
@@ -115,6 +136,10 @@ class Lesson(Tracked, Base):
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
     online: Mapped[bool] = mapped_column(default=False)
     notes: Mapped[str] = mapped_column(Text, default="")
+    series_id: Mapped[int | None] = mapped_column(
+        ForeignKey("lesson_series.id", ondelete="SET NULL"), index=True
+    )
+    original_start: Mapped[datetime | None]  # its start in the series, if it is in one
 
     teacher: Mapped[Teacher] = relationship()
     room: Mapped[Room | None] = relationship()

@@ -13,14 +13,17 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from PySide6.QtCore import QObject, QSettings
+from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.config import Config, demo_config
 from app.domain.errors import SwitchboardError
 from app.engine import Engine, EngineError, EngineState
 from app.logs import set_level
+from app.services.calendar_schedule import JOB_PREFIX
+from app.services.calendar_sync import TOPIC as TOPIC_CALENDAR_SYNC
 from app.services.health import TOPIC_ALERTS
 from app.services.settings import TOPIC_PREFIX
 from app.ui import tasks
@@ -30,6 +33,7 @@ from app.ui.icons import app_icon
 from app.ui.main_window import MainWindow
 from app.ui.theme import ThemeController
 from app.ui.tray import Tray
+from app.ui.tray import tooltip as tray_tooltip
 from app.ui.welcome import WelcomeChoice, WelcomeDialog
 from app.views import build_pages
 
@@ -67,6 +71,7 @@ class Shell(QObject):
             self.tray.quit_requested.connect(self.quit)
         self.engine: Engine | None = None
         self.bridge: EngineBridge | None = None
+        self.tray_text = "Switchboard"
         self.window: MainWindow | None = None
         self.gui_state = QSettings(
             str(home.paths.config_dir / "window.ini"), QSettings.Format.IniFormat
@@ -104,6 +109,11 @@ class Shell(QObject):
             self.tray.set_paused(engine.state is EngineState.PAUSED)
         settle_heap()
         window.show()
+        self._tray_timer = QTimer(window)
+        self._tray_timer.setInterval(60_000)  # the next sync's time moves on by itself
+        self._tray_timer.timeout.connect(self._refresh_tray_text)
+        self._tray_timer.start()
+        self._refresh_tray_text()
         if self.interactive:
             tasks.start(self.after_start(), owner=window)
         return window
@@ -217,8 +227,38 @@ class Shell(QObject):
     def _on_engine_state(self, state: str) -> None:
         if self.tray is not None:
             self.tray.set_paused(state == EngineState.PAUSED.value)
+        self._refresh_tray_text()
+
+    def _refresh_tray_text(self) -> None:
+        if self.bridge is not None and self.window is not None:
+            tasks.start(self.update_tray_text(), owner=self.window)
+
+    async def update_tray_text(self) -> str:
+        """The tray's tooltip: when the calendars were last synced and sync next."""
+        bridge = self.bridge
+        if bridge is None:
+            return self.tray_text
+        services = bridge.services
+        try:
+            links = await bridge.call(services.calendar_sync.calendars)
+            runs = await bridge.call(services.jobs.next_runs)
+        except SwitchboardError:
+            return self.tray_text
+        finished = [link.finished_at for link in links if link.finished_at is not None]
+        upcoming = [run.at for run in runs if run.job_id.startswith(JOB_PREFIX) and run.at]
+        paused = bridge.engine.state is EngineState.PAUSED
+        zone = ZoneInfo(str(services.settings.get("school.timezone")) or "UTC")
+        self.tray_text = tray_tooltip(
+            max(finished, default=None), min(upcoming, default=None), zone, paused
+        )
+        if self.tray is not None:
+            self.tray.set_tooltip(self.tray_text)
+        return self.tray_text
 
     def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
+        if topic == TOPIC_CALENDAR_SYNC and payload.get("state") not in (None, "running"):
+            self._refresh_tray_text()
+            return
         if topic == TOPIC_ALERTS and payload.get("message") and self.tray is not None:
             self.tray.notify("Switchboard", str(payload["message"]))
             return

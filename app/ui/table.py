@@ -76,6 +76,15 @@ class RecordModel(QAbstractTableModel, Generic[R]):
     def records(self) -> list[R]:
         return list(self._records)
 
+    def texts_changed(self) -> None:
+        """What the columns show changed without the records changing (a state the page
+        holds, like "syncing"): redraw every row."""
+        if self._records:
+            self._search_text = [self._haystack(record) for record in self._records]
+            self.dataChanged.emit(
+                self.index(0, 0), self.index(len(self._records) - 1, len(self.columns) - 1)
+            )
+
     def record(self, row: int) -> R:
         return self._records[row]
 

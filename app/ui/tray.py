@@ -8,6 +8,9 @@ Signals (Tray):
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
@@ -54,6 +57,9 @@ class Tray(QObject):
         self.pause_action.setChecked(paused)
         self.pause_action.blockSignals(blocked)
 
+    def set_tooltip(self, text: str) -> None:
+        self.icon.setToolTip(text)
+
     def notify(self, title: str, text: str) -> None:
         self.icon.showMessage(title, text, QSystemTrayIcon.MessageIcon.Information, 5000)
 
@@ -63,3 +69,19 @@ class Tray(QObject):
             QSystemTrayIcon.ActivationReason.DoubleClick,
         ):
             self.open_requested.emit()
+
+
+def tooltip(
+    last_sync: datetime | None, next_sync: datetime | None, zone: ZoneInfo, paused: bool
+) -> str:
+    """What hovering over the icon says: the calendars' last and next sync."""
+    lines = ["Switchboard"]
+    if paused:
+        lines.append("Background work paused")
+    if last_sync is not None or next_sync is not None:
+        last = f"{last_sync.astimezone(zone):%H:%M}" if last_sync else "not yet"
+        upcoming = (
+            "paused" if paused else (f"{next_sync.astimezone(zone):%H:%M}" if next_sync else "—")
+        )
+        lines.append(f"Calendars synced {last}, next {upcoming}")
+    return "\n".join(lines)

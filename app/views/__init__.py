@@ -8,11 +8,13 @@ from app.ui.page import Page
 
 def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.billing import BillingPage
+    from app.views.calendar_sync import CalendarSyncPage
     from app.views.dashboard import DashboardPage
     from app.views.events import EventsPage
     from app.views.gateway_analytics import GatewayAnalyticsPage
     from app.views.guardians import GuardiansPage
     from app.views.invoices import InvoicesPage
+    from app.views.jobs import JobsPage
     from app.views.lessons import LessonsPage
     from app.views.overview import OverviewPage
     from app.views.payments import PaymentsPage
@@ -21,6 +23,7 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.request_log import RequestLogPage
     from app.views.routing_rules import RoutingRulesPage
     from app.views.students import StudentsPage
+    from app.views.sync_conflicts import ConflictsPage
     from app.views.teachers import TeachersPage
 
     return [
@@ -32,6 +35,8 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         GuardiansPage(bridge),
         TeachersPage(bridge),
         LessonsPage(bridge),
+        CalendarSyncPage(bridge),
+        ConflictsPage(bridge),
         InvoicesPage(bridge),
         PaymentsPage(bridge),
         BillingPage(bridge),
@@ -39,4 +44,5 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         GatewayAnalyticsPage(bridge),
         ReconciliationPage(bridge),
         ReconciliationExceptionsPage(bridge),
+        JobsPage(bridge),
     ]

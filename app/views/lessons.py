@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from app.domain.clock import after, skipped_time, today_in, wall_time
 from app.domain.errors import FieldError
 from app.domain.school import (
+    MAX_WEEKS,
     LessonDraft,
     LessonRecord,
     LessonStatus,
@@ -184,6 +185,36 @@ class LessonDialog(RecordDialog):
         self.add_field("notes", "Notes", self.notes)
         self.ref = self.add_field("ref", "Reference", QLineEdit(record.ref if record else ""))
         self.ref.setPlaceholderText("given automatically")
+        self.repeat = QComboBox()
+        self.repeat.addItem("Does not repeat", False)
+        self.repeat.addItem("Every week", True)
+        self.weeks = QSpinBox()
+        self.weeks.setRange(2, MAX_WEEKS)
+        self.weeks.setValue(12)
+        self.weeks.setSuffix(" weeks")
+        self.weeks.setEnabled(False)
+        self.repeat.currentIndexChanged.connect(
+            lambda _i: self.weeks.setEnabled(bool(self.repeat.currentData()))
+        )
+        repeat_row = QWidget()
+        repeat_layout = QHBoxLayout(repeat_row)
+        repeat_layout.setContentsMargins(0, 0, 0, 0)
+        repeat_layout.addWidget(self.repeat, 1)
+        repeat_layout.addWidget(QLabel("for"))
+        repeat_layout.addWidget(self.weeks)
+        self.add_field(
+            "repeat",
+            "Repeats",
+            repeat_row,
+            "On the same day and time every week, in the school's time zone, whatever the "
+            "clocks do. Each lesson can still be moved or cancelled on its own.",
+        )
+        if record is not None:  # a lesson already saved is changed alone
+            self.form.setRowVisible(self.form.rowCount() - 1, False)
+
+    def repeat_weeks(self) -> int:
+        """For how many weeks the new lesson repeats (0: it does not)."""
+        return self.weeks.value() if self.repeat.currentData() else 0
 
     async def create_room(self) -> None:
         dialog = RoomDialog(self._add_room, self)
@@ -400,8 +431,16 @@ class LessonsPage(RecordsPage):
     def make_dialog(self, record: LessonRecord | None) -> LessonDialog:
         school = self.bridge.services.school
 
+        made: list[LessonDialog] = []
+
         async def save(draft: LessonDraft) -> LessonRecord:
             if record is None:
+                weeks = made[0].repeat_weeks() if made else 0
+                if weeks:
+                    series: list[LessonRecord] = await self.bridge.call(
+                        school.save_series, draft, weeks
+                    )
+                    return series[0]
                 return await self.bridge.call(school.save_lesson, draft)
             return await self.bridge.call(
                 school.save_lesson, draft, lesson_id=record.id, version=record.version
@@ -415,7 +454,7 @@ class LessonsPage(RecordsPage):
         async def add_room(draft: RoomDraft) -> RoomRecord:
             return await self.bridge.call(school.add_room, draft.name, draft.capacity)
 
-        return LessonDialog(
+        dialog = LessonDialog(
             save,
             self.zone,
             self.teachers,
@@ -426,6 +465,8 @@ class LessonsPage(RecordsPage):
             suggested,
             self,
         )
+        made.append(dialog)
+        return dialog
 
     async def remove(self, record: LessonRecord) -> None:
         await self.bridge.call(self.bridge.services.school.delete_lesson, record.id)

@@ -11,7 +11,6 @@ runs reconciliation again, so the queue always shows what the rules make of it.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import time
 from dataclasses import replace
 from html import escape
@@ -62,6 +61,7 @@ from app.ui.reconciliation_table import (
 from app.ui.split_dialog import SplitDialog
 from app.ui.table import Column, RecordModel, RecordTable
 from app.ui.theme import PAUSED
+from app.ui.who import office_user
 
 OPEN = "open"
 EVERYTHING = "all"
@@ -89,14 +89,6 @@ DETAIL_COLUMNS: tuple[LineColumn, ...] = (
 SEARCH_PAUSE_MS = 250  # typing pauses this long before the queue is searched
 DETAIL_PAUSE_MS = 120  # moving through the queue with the keyboard does not ask at every row
 LISTED = 6  # records named in a decision's dialog; more are counted
-
-
-def office_user() -> str:
-    """Who is deciding, as the computer knows them (kept with each decision)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return "office"
 
 
 class ReconciliationExceptionsPage(Page):

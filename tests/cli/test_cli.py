@@ -28,6 +28,8 @@ PAGES = (
     "guardians",
     "teachers",
     "lessons",
+    "calendar-sync",
+    "conflicts",
     "invoices",
     "payments",
     "billing",
@@ -35,6 +37,7 @@ PAGES = (
     "gateway-analytics",
     "reconciliation",
     "reconciliation-exceptions",
+    "jobs",
 )
 
 

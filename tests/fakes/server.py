@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 @contextlib.contextmanager
@@ -43,3 +43,15 @@ def served(app: ASGIApp) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+class Switch:
+    """An ASGI app passing every request to the current test's app: one server per module
+    serves each test's fresh fake (starting a server costs more than a test)."""
+
+    def __init__(self) -> None:
+        self.target: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.target is not None, "no fake is switched in"
+        await self.target(scope, receive, send)

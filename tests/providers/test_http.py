@@ -412,3 +412,15 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds("30") == 30
     assert retry_after_seconds("Mon, 23 Nov 2026 12:00:45 GMT", now) == 45
     assert retry_after_seconds("soon") is None
+
+
+def test_a_path_part_is_quoted_whole_unless_it_is_a_path_the_provider_gave() -> None:
+    event = Operation("event", "GET", "/calendar/v3/calendars/{calendar}/events/{event}")
+    resource = Operation("resource", "PUT", "/{+href}")
+
+    assert (
+        event.url_path({"calendar": "teacher@school.example", "event": "a/b"})
+        == "/calendar/v3/calendars/teacher%40school.example/events/a%2Fb"
+    )
+    # A WebDAV href keeps its slashes, and what the server already escaped stays escaped.
+    assert resource.url_path({"href": "dav/cal/lesson%201.ics"}) == "/dav/cal/lesson%201.ics"

@@ -3,6 +3,7 @@ against a simulated API that keeps books, honours idempotency keys, declines and
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 
@@ -11,17 +12,20 @@ import pytest
 from app.domain.money import Money
 from app.domain.payments import ChargeRequest, ChargeStatus, FailureKind, RefundStatus
 from app.providers.gateway import PaymentGateway
+from app.providers.sandbox import books_of
 from app.providers.sandbox_ledger import DECLINED_METHOD
 from app.services import Services
 
 
-async def sandbox(services: Services, **config: float) -> PaymentGateway:
+async def sandbox(services: Services, seed: int | None = None, **config: float) -> PaymentGateway:
     record = await services.connections.add(
         "sandbox-payments",
         f"Sandbox {uuid.uuid4().hex[:6]}",
         {"error_rate": 0, "latency_ms": 1, "latency_p95_ms": 2, **config},
         {"api_key": "sk_sandbox"},
     )
+    if seed is not None:  # the books' dice, fixed
+        books_of(record.id, record.config).rng = random.Random(seed)
     provider = await services.connections.provider(record.id)
     assert isinstance(provider, PaymentGateway)
     return provider
@@ -60,7 +64,8 @@ async def test_the_declined_test_method_is_a_hard_decline(services: Services) ->
 
 @pytest.mark.asyncio
 async def test_the_approval_rate_is_kept_and_declines_are_mostly_soft(services: Services) -> None:
-    gateway = await sandbox(services, approval_rate=0.8)
+    # A fixed seed: the shares below hold for a random one only most of the time.
+    gateway = await sandbox(services, seed=2026, approval_rate=0.8)
     results = [await gateway.charge(request()) for _ in range(400)]
     approved = sum(result.succeeded for result in results)
     assert 290 <= approved <= 350

@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
 
+from app.domain.clock import today_in
 from app.domain.school import (
     Channel,
     GuardianDraft,
@@ -50,7 +51,7 @@ def small_school(gui: Gui) -> dict:
     chipo = gui.call(school.save_student, StudentDraft("Chipo", "Dube", grade="Form 1"))
     ann = gui.call(school.save_teacher, TeacherDraft("Ann", "Ncube", subjects="Piano"))
     room = gui.call(school.add_room, "Studio 1")
-    monday, _ = week_bounds(date.today(), ZoneInfo(ZONE))
+    monday, _ = week_bounds(today_in(ZoneInfo(ZONE)), ZoneInfo(ZONE))  # the school's week
     start = monday + timedelta(hours=14)
     lesson = gui.call(
         school.save_lesson,
@@ -104,6 +105,9 @@ def test_every_page_shows_the_schools_data(gui: Gui, window: MainWindow) -> None
             "gateway-analytics",
             "reconciliation",
             "reconciliation-exceptions",
+            "calendar-sync",
+            "conflicts",
+            "jobs",  # the tests' engine schedules nothing
         )
         expected = "empty" if page.key in waiting else "content"
         assert page.states.state == expected, page.key
@@ -268,6 +272,38 @@ def test_a_double_booked_lesson_is_refused_beside_the_teacher(
     assert gui.run(dialog.submit()) is True
     gui.wait_until(lambda: page.table.proxy.rowCount() == 2)
     gui.save(page, "lessons-two")
+
+
+def test_a_lesson_made_to_repeat_every_week_is_one_lesson_a_week(
+    gui: Gui, window: MainWindow
+) -> None:
+    data = small_school(gui)
+    page: LessonsPage = window.show_page("lessons")  # type: ignore[assignment]
+    gui.run(page.settle())
+    page.edit(None)
+    dialog = gui.find(LessonDialog, page)
+    start = data["start"].astimezone(ZoneInfo(ZONE)) + timedelta(hours=2)
+    dialog.title.setText("Cello — Chipo")
+    dialog.day.setDate(start.date())
+    dialog.start.setTime(start.time())
+    assert not dialog.weeks.isEnabled()  # a lesson does not repeat unless asked
+    dialog.repeat.setCurrentIndex(1)
+    dialog.weeks.setValue(3)
+    gui.save(dialog, "lesson-repeating")
+
+    assert gui.run(dialog.submit()) is True
+
+    lessons = gui.call(
+        gui.bridge.services.school.lessons, start - timedelta(days=1), start + timedelta(weeks=4)
+    )
+    cello = [lesson for lesson in lessons if lesson.title == "Cello — Chipo"]
+    assert [lesson.starts_at for lesson in cello] == [
+        start + timedelta(weeks=week) for week in range(3)
+    ]
+    assert len({lesson.series_id for lesson in cello}) == 1
+    page.edit(cello[0])
+    edit = gui.find(LessonDialog, page)
+    assert not edit.weeks.isVisible()  # an occurrence is changed on its own
 
 
 def test_the_lessons_page_moves_week_by_week(gui: Gui, window: MainWindow, qtbot: QtBot) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from alembic import context
 from sqlalchemy import create_engine
 
-from app.store import integration, payments, reconciliation, school  # noqa: F401 - tables
+from app.store import calendar_sync, integration, payments, reconciliation, school  # noqa: F401
 from app.store.base import Base, UtcDateTime
 
 config = context.config
