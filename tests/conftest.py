@@ -1,10 +1,12 @@
 """Fixtures every test can use: offscreen Qt, an in-memory credential store, and a fresh,
-migrated database in a temporary data folder per test."""
+migrated database in a temporary data folder per test; tests marked `alone` run while no other
+test does."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +31,41 @@ pytest_plugins = [
     "tests.support.radicale",  # a real CalDAV server, and a fresh calendar in it
     "tests.support.google",  # servers for Google's fakes
 ]
+
+
+@pytest.fixture(scope="session")
+def locks_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # With pytest-xdist each worker has its own base folder inside one the run's workers share.
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(autouse=True)
+def one_at_a_time_when_alone(request: pytest.FixtureRequest, locks_folder: Path) -> Iterator[None]:
+    """A test marked `alone` measures how late the window's heartbeat is: another test busy on
+    the other cores would be measured with it. Every test holds a shared lock while it runs and
+    an `alone` test an exclusive one; the gate keeps new tests from starting while an `alone`
+    test waits for the running ones to end (so it is not starved)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or sys.platform == "win32":
+        yield  # one test at a time anyway (or no flock): nothing to arrange
+        return
+    import fcntl
+
+    alone = request.node.get_closest_marker("alone") is not None
+    with (
+        open(locks_folder / "tests.gate", "a") as gate,
+        open(locks_folder / "tests.run", "a") as run,
+    ):
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(run, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

@@ -201,6 +201,7 @@ def test_before_any_run_both_pages_say_how_to_start(gui: Gui, qtbot: QtBot) -> N
     assert "Reconcile first" in queue.states._empty_text.text()
 
 
+@pytest.mark.alone
 def test_reconcile_now_keeps_the_window_responsive_and_shows_the_counts(
     gui: Gui, qtbot: QtBot, tmp_path: Path, slow_runs: threading.Event
 ) -> None:
@@ -688,6 +689,7 @@ def fifty_thousand(gui: Gui, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_fifty_thousand_exceptions_keep_the_window_responsive(
     gui: Gui, qtbot: QtBot, tmp_path: Path
 ) -> None:

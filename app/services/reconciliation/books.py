@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.domain.reconciliation import Kind, Record, Side
@@ -142,7 +142,15 @@ def load_books(
     if since is not None:
         query = query.where(ReconRecordRow.at >= since)
     if until is not None:
-        query = query.where(ReconRecordRow.at <= until)
+        # A bank statement names days, not moments (a line is kept at noon of its day): a run
+        # sees the bank's lines of its whole day, whatever the hour it runs at.
+        day_ends = datetime.combine(until.astimezone(UTC).date(), time(), UTC) + timedelta(days=1)
+        query = query.where(
+            or_(
+                ReconRecordRow.at <= until,
+                and_(ReconRecordRow.side == Side.BANK.value, ReconRecordRow.at < day_ends),
+            )
+        )
     splits = standing_splits(session)
     gateway, payouts, bank = [], [], []
     for row in session.execute(query):
