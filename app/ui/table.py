@@ -42,6 +42,7 @@ class Column(Generic[R]):
     color: Callable[[R], str | None] | None = None
     stretch: bool = False
     tooltip: Callable[[R], str] | None = None
+    width: int | None = None  # pixels at first, for a column whose texts are long
 
 
 class RecordModel(QAbstractTableModel, Generic[R]):
@@ -194,6 +195,8 @@ class RecordTable(QTableView):
         for number, column in enumerate(model.columns):
             if column.stretch:
                 header.setSectionResizeMode(number, QHeaderView.ResizeMode.Stretch)
+            elif column.width is not None:
+                header.resizeSection(number, column.width)
         self.doubleClicked.connect(lambda index: self.opened.emit(index.data(RECORD_ROLE)))
         self.selectionModel().currentRowChanged.connect(
             lambda current, _previous: self.selection_changed.emit(self.current_record())

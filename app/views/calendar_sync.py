@@ -203,7 +203,7 @@ class CalendarSyncPage(Page):
 
         return [
             Column("Teacher", teacher, stretch=True),
-            Column("Calendar", lambda link: link.name),
+            Column("Calendar", lambda link: link.name, stretch=True),
             Column("Kind", lambda link: KINDS.get(link.kind, link.kind)),
             Column("Status", status, color=colour, tooltip=lambda link: link.message),
             Column("Last sync", lambda link: when(link.finished_at, self.zone)),
@@ -253,7 +253,9 @@ class CalendarSyncPage(Page):
                 lines.append(f"Held back: {link.held}")
             if link.issues:
                 lines.append(
-                    f"{link.issues} change(s) from the calendar wait on the Conflicts page."
+                    "1 change from the calendar waits on the Conflicts page."
+                    if link.issues == 1
+                    else f"{link.issues} changes from the calendar wait on the Conflicts page."
                 )
             self.detail.setText("\n".join(lines))
         self._enable()

@@ -150,11 +150,19 @@ class ConflictsPage(Page):
             return KINDS.get(issue.kind, ("", None))[1]
 
         return [
-            Column("What", what, color=colour),
-            Column("Lesson", lambda issue: issue.lesson_title or f"lesson {issue.lesson_id}"),
-            Column("Calendar", lambda issue: self.calendars.get(issue.connection_id or 0, "")),
-            Column("School has it", lambda issue: span(issue.school, self.zone), stretch=True),
-            Column("Calendar has it", lambda issue: span(issue.calendar, self.zone), stretch=True),
+            Column("What", what, color=colour, width=170),
+            Column(
+                "Lesson",
+                lambda issue: issue.lesson_title or f"lesson {issue.lesson_id}",
+                stretch=True,
+            ),
+            Column(
+                "Calendar",
+                lambda issue: self.calendars.get(issue.connection_id or 0, ""),
+                width=160,
+            ),
+            Column("School has it", lambda issue: span(issue.school, self.zone), width=200),
+            Column("Calendar has it", lambda issue: span(issue.calendar, self.zone), width=200),
             Column(
                 "Found",
                 lambda issue: f"{issue.found_at.astimezone(self.zone):%d %b %H:%M}",
