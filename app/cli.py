@@ -145,17 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_payments.add_parsers(commands, common)
 
-    from app import cli_reconcile, cli_sync
+    from app import cli_api_keys, cli_reconcile, cli_send, cli_sync
 
     cli_reconcile.add_parser(commands, common)
     cli_sync.add_parser(commands, common)
+    cli_send.add_parser(commands, common)
+    cli_api_keys.add_parser(commands, common)
 
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
     bench.add_argument(
         "name",
-        choices=["ui-stall", "webhooks", "routing", "reconcile", "calendar-sync"],
+        choices=["ui-stall", "webhooks", "routing", "reconcile", "calendar-sync", "messaging"],
         help="which benchmark",
     )
     bench.add_argument(
@@ -188,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2_000,
         help="calendar-sync: the teacher's lessons to sync (2 000)",
+    )
+    bench.add_argument(
+        "--recipients",
+        type=int,
+        default=5_000,
+        help="messaging: guardians to send an SMS to (5 000)",
+    )
+    bench.add_argument(
+        "--limit",
+        type=float,
+        default=100.0,
+        help="messaging: messages a second the simulated Twilio account allows (100)",
     )
     bench.add_argument(
         "--webhooks",
@@ -395,6 +409,8 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
         return _bench_reconcile(args)
     if args.name == "calendar-sync":
         return _bench_calendar_sync(args)
+    if args.name == "messaging":
+        return _bench_messaging(args)
     from app.ui.bench import ui_stall
 
     figures = ui_stall(
@@ -454,6 +470,24 @@ def _bench_reconcile(args: argparse.Namespace) -> int:
             f"recall {ours['recall']}, {ours['statuses_wrong']} statuses wrong; "
             f"{figures['growth_ratio']}x the time of a tenth of the rows; peak memory "
             f"{figures['peak_memory_mb']} MB."
+        )
+    return EXIT_OK
+
+
+def _bench_messaging(args: argparse.Namespace) -> int:
+    from app.benchmarks.messaging import messaging_bench
+
+    if not 10 <= args.recipients <= 1_000_000 or not 1 <= args.limit <= 10_000:
+        raise SwitchboardError("Give --recipients from 10 to 1000000 and --limit from 1 to 10000.")
+    figures = messaging_bench(args.recipients, args.limit)
+    if args.json:
+        _print_json(figures)
+    else:
+        ours = figures["switchboard"]
+        print(
+            f"{args.recipients} SMS at a limit of {args.limit:g}/s: "
+            f"{ours['messages_per_second']}/s ({figures['share_of_limit']:.1%} of the limit), "
+            f"exactly once: {figures['exactly_once']}; prepared in {ours['prepare_seconds']} s."
         )
     return EXIT_OK
 
@@ -799,7 +833,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "billing-run": lambda args, config: _payments_command("billing_run", args, config),
     "reconcile": lambda args, config: _reconcile_command(args, config),
     "sync": lambda args, config: _sync_command(args, config),
+    "send": lambda args, config: _send_command(args, config),
+    "api-key": lambda args, config: _api_key_command(args, config),
 }
+
+
+def _api_key_command(args: argparse.Namespace, config: Config) -> int:
+    from app import cli_api_keys
+
+    return cli_api_keys.api_key(args, config)
+
+
+def _send_command(args: argparse.Namespace, config: Config) -> int:
+    from app import cli_send
+
+    return cli_send.send(args, config)
 
 
 def _sync_command(args: argparse.Namespace, config: Config) -> int:

@@ -360,6 +360,19 @@ SETTINGS: tuple[Setting[Any], ...] = (
         minimum=1,
         maximum=1440,
     ),
+    *(
+        Setting(
+            f"messaging.order.{channel}",
+            str,
+            "",
+            f"{label} connections, in order",
+            f"The names of the connections that send {label}, first choice first, separated by "
+            "commas (for example “Twilio, School SMS gateway”). The next one takes over when "
+            "one cannot be reached. Empty: the order they were added.",
+            "Messages",
+        )
+        for channel, label in (("sms", "SMS"), ("email", "E-mail"), ("whatsapp", "WhatsApp"))
+    ),
     Setting(
         "receiver.host",
         str,

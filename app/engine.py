@@ -46,6 +46,9 @@ UPKEEP_FIRST_AFTER = timedelta(minutes=5)
 # Each connection has its own check interval; this is how often the engine looks for one due.
 HEALTH_DISPATCH = timedelta(seconds=5)
 RETENTION_EVERY = timedelta(minutes=10)
+# Invoices become overdue at midnight, lessons come within 24 hours by the minute: looked for
+# this often.
+AUTOMATION_SCAN_EVERY = timedelta(minutes=5)
 # A laptop that slept through a run should still do it on waking, once (coalesce), not skip it.
 MISFIRE_GRACE = timedelta(hours=12)
 WORK_CANCEL_TIMEOUT = 10.0
@@ -233,6 +236,9 @@ class Engine:
             await self._schedule_calendars(self._services, self._scheduler)
         asyncio.get_running_loop().create_task(self._tick_live(self._services), name="live")
         self._services.inbox_worker.start()  # events acknowledged before a restart, first
+        self._services.outbound.start()
+        self._services.automations.start()
+        await self._services.messaging.recover()
         if self._listen is not None:
             host, port = self._listen
             settings = self._services.settings
@@ -250,6 +256,7 @@ class Engine:
                 intake=self._services.intake,
                 max_body=settings.get("receiver.max_body_kib") * 1024,
                 tls=(certificate, key) if certificate else None,
+                api=self._services.web(),
             )
             self._receiver.start()
 
@@ -304,6 +311,10 @@ class Engine:
         async def health_checks() -> None:
             await services.health.check_due()
 
+        @_ends_quietly_at_shutdown
+        async def automation_scan() -> None:
+            await services.automations.scan()
+
         # Fixed ids and no persistent job store: jobs are re-registered on every start.
         scheduler.add_job(
             demo_traffic, "interval", seconds=1, id="demo-traffic", replace_existing=True
@@ -325,6 +336,14 @@ class Engine:
             seconds=HEALTH_DISPATCH.total_seconds(),
             id="health-checks",
             next_run_time=utcnow() + timedelta(seconds=2),
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            automation_scan,
+            "interval",
+            seconds=AUTOMATION_SCAN_EVERY.total_seconds(),
+            id="automations-scan",
+            next_run_time=utcnow() + timedelta(seconds=20),
             replace_existing=True,
         )
         scheduler.add_job(
@@ -430,6 +449,7 @@ class Engine:
         if self._services is not None:
             await self._services.inbox.drain()
             await self._services.inbox_worker.stop()
+            await self._services.automations.stop()
 
     async def _stop_scheduler(self) -> None:
         if self._scheduler is not None and self._scheduler.running:

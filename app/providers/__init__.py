@@ -6,14 +6,21 @@ from __future__ import annotations
 from app.domain.errors import SwitchboardError
 from app.providers.caldav import CALDAV
 from app.providers.dwolla import DWOLLA
+from app.providers.fcm import FCM
 from app.providers.google_calendar import GOOGLE_CALENDAR
+from app.providers.http_sms import HTTP_SMS
 from app.providers.paynow import PAYNOW
 from app.providers.paypal import PAYPAL
 from app.providers.paysafe import PAYSAFE
 from app.providers.rates import ECB, OPEN_EXCHANGE_RATES
 from app.providers.sandbox import SANDBOX_PAYMENTS
+from app.providers.sandbox_sms import SANDBOX_SMS
+from app.providers.sendgrid import SENDGRID
+from app.providers.smtp import SMTP
 from app.providers.spec import ProviderSpec
 from app.providers.stripe import STRIPE
+from app.providers.twilio import TWILIO
+from app.providers.whatsapp import WHATSAPP
 
 KINDS: dict[str, ProviderSpec] = {
     spec.key: spec
@@ -28,6 +35,13 @@ KINDS: dict[str, ProviderSpec] = {
         OPEN_EXCHANGE_RATES,
         GOOGLE_CALENDAR,
         CALDAV,
+        SANDBOX_SMS,
+        TWILIO,
+        HTTP_SMS,
+        SMTP,
+        SENDGRID,
+        WHATSAPP,
+        FCM,
     )
 }
 

@@ -5,7 +5,8 @@ every call goes through, in this order:
 
 1. a pause switch (a person paused the connection) and the connection's quota;
 2. a TTL cache, for GETs the provider allows to be reused;
-3. the rate limiter (aiolimiter's bucket), so we never call faster than the provider allows;
+3. the pacer, which spreads calls evenly at the provider's rate, so we never call faster than
+   it allows and, kept busy, run at that rate;
 4. the circuit breakers (the connection's, and the endpoint's where it has one), which refuse
    fast while a provider is failing instead of letting every call wait for a timeout;
 5. the request, with the operation's timeout;
@@ -33,7 +34,6 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
-from aiolimiter import AsyncLimiter
 from cachetools import TLRUCache
 
 from app.domain.errors import SwitchboardError
@@ -233,6 +233,25 @@ class _Permits:
 # --- the client ----------------------------------------------------------------------------------
 
 
+class Pacer:
+    """Calls spread evenly, one every `interval` seconds. Each call gets the next free slot on a
+    fixed timeline (or now, if the timeline is behind), so no second sees more than the rate,
+    no burst follows a quiet spell, and a sleep that wakes a little late does not push later
+    calls back: a busy connection runs at its rate, not below it. (A one-token bucket that
+    refills from each wake-up, such as aiolimiter's, lost ~10 % of a 100/s limit that way.)"""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
 class ResilientClient:
     """Calls one connection's provider; see the module docstring for what every call passes."""
 
@@ -279,9 +298,7 @@ class ResilientClient:
             endpoint: self._new_breaker(endpoint) for endpoint in self._restore if endpoint
         }
         rate = policy.rate
-        # A bucket of one token refilled at the provider's pace: calls are spread evenly, so no
-        # second ever sees more than the limit (a full bucket would let a burst through first).
-        self._limiter = AsyncLimiter(1, rate.per_seconds / rate.requests)
+        self._limiter = Pacer(rate.per_seconds / rate.requests)
         self._quota_started = time.monotonic()
         self._quota_used = 0
         self._cache: TLRUCache[tuple[Any, ...], _Cached] = TLRUCache(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -63,6 +63,7 @@ class ConfigField:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    max_length: int = 2000  # characters of text (a key file is longer than most settings)
     # Further checks of a parsed value: raise ValueError with a sentence saying what to write.
     check: Callable[[Any], object] | None = field(default=None, compare=False)
 
@@ -104,7 +105,7 @@ class ConfigField:
                 raise ValueError(
                     f"{self.label} must be a web address like https://api.example.com."
                 )
-        if len(text) > 2000:
+        if len(text) > self.max_length:
             raise ValueError(f"{self.label} is too long.")
         if self.check is not None:
             self.check(text)
@@ -222,6 +223,16 @@ class ProviderSpec:
     health_interval: float = 60.0
     sandbox: bool = False
     webhook: WebhookSpec | None = None  # None: the provider never calls back
+    # A number field saying how many calls a second this connection may make (an SMS
+    # provider's throughput is the account's, not the kind's); "" keeps the policy's rate.
+    rate_field: str = ""
+
+    def policy_for(self, config: Mapping[str, Any]) -> ResiliencePolicy:
+        """The connection's resilience policy: the kind's, with its own rate where it has one."""
+        rate = config.get(self.rate_field) if self.rate_field else None
+        if not isinstance(rate, int | float) or rate <= 0:
+            return self.policy
+        return replace(self.policy, rate=replace(self.policy.rate, requests=float(rate)))
 
     def field(self, name: str) -> ConfigField:
         for candidate in self.fields:

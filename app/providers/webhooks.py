@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -40,6 +41,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 DEFAULT_TOLERANCE_SECONDS = 300
 
@@ -792,6 +797,127 @@ def _paysafe_keys(secret: str) -> list[bytes]:
     return [*keys, decoded] if decoded else keys
 
 
+# --- SendGrid Event Webhook ----------------------------------------------------------------------
+
+
+class SendGridVerifier:
+    """`X-Twilio-Email-Event-Webhook-Signature`: base64 of a DER ECDSA signature (P-256,
+    SHA-256) of `X-Twilio-Email-Event-Webhook-Timestamp` (exactly as sent) followed by the raw
+    body. The secret is the verification key SendGrid shows once signing is enabled: base64 DER
+    of a P-256 public key (one line, "MFkw…"); SendGrid keeps the private key. A private key
+    given instead (our own senders and tests hold one) stands for its public key.
+
+    The body is a JSON array of events. SendGrid documents no tolerance for the timestamp; the
+    house's 300 s in both directions applies. The batch has no id of its own, so the event id
+    is the body's digest; the type is the batch's event names ("delivered", "open,click").
+
+    Relied on: SendGrid's "Getting Started with the Event Webhook Security Features" and
+    "Event Webhook Reference" (twilio.com/docs/sendgrid/for-developers/tracking-events), and the
+    SDK's sendgrid/helpers/eventwebhook/__init__.py (EventWebhook.verify_signature: the
+    timestamp and the payload concatenated, the key read as the body of a PEM public key).
+    """
+
+    key = "sendgrid"
+    # SendGrid's events name themselves in a word or two; anything longer is not a type.
+    event_name_length = 40
+
+    def __init__(self, tolerance: float = DEFAULT_TOLERANCE_SECONDS) -> None:
+        self.tolerance = tolerance
+
+    def verify(self, request: WebhookRequest, secrets: Sequence[str]) -> Verified:
+        keys = [key for key in map(self._public_key, _usable(secrets)) if key is not None]
+        if not keys:
+            raise Rejected("signature", "no verification key for this connection is a P-256 key")
+        header = _signature_header(request, "x-twilio-email-event-webhook-signature")
+        timestamp = _header(request, "x-twilio-email-event-webhook-timestamp")
+        signed_at = _timestamp(timestamp, "the X-Twilio-Email-Event-Webhook-Timestamp header")
+        try:
+            signature = base64.b64decode(header, validate=True)
+        except (binascii.Error, ValueError) as exc:  # not base64, or not ASCII
+            raise Rejected("signature", "the event webhook signature is not base64") from exc
+        signed = _utf8(str(timestamp)) + request.body
+        matched = False
+        for key in keys:  # every key tried, as `_any_secret` does
+            matched = self._signed_by(key, signature, signed) or matched
+        if not matched:
+            raise Rejected("signature", "the event webhook signature does not match the body")
+        _check_age(signed_at, request.received_at, self.tolerance)
+        events = _json(request.body)
+        if not isinstance(events, list):
+            raise Rejected("malformed", "the body is not a JSON array of events")
+        names = dict.fromkeys(
+            event["event"]
+            for event in events
+            if isinstance(event, dict)
+            and isinstance(event.get("event"), str)
+            and 0 < len(event["event"]) <= self.event_name_length
+        )
+        return Verified(_body_id(request.body), ",".join(names)[:200])
+
+    def sign(
+        self, secret: str, body: bytes, *, url: str, timestamp: int, event_id: str
+    ) -> dict[str, str]:
+        """`secret` is a P-256 private key (base64 DER PKCS#8 on one line, or PEM); the batch
+        has no id, so `event_id` is not used."""
+        private = self._private_key(secret)
+        if private is None:
+            raise ValueError("SendGrid's event webhook is signed with a P-256 private key")
+        signature = private.sign(_utf8(str(timestamp)) + body, ec.ECDSA(hashes.SHA256()))
+        return {
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode("ascii"),
+            "X-Twilio-Email-Event-Webhook-Timestamp": str(timestamp),
+        }
+
+    @staticmethod
+    def _signed_by(key: ec.EllipticCurvePublicKey, signature: bytes, signed: bytes) -> bool:
+        try:
+            key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):  # a wrong signature, or not DER at all
+            return False
+        return True
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _public_key(secret: str) -> ec.EllipticCurvePublicKey | None:
+        """The P-256 public key a secret stands for; None when it is not one."""
+        der = SendGridVerifier._der(secret)
+        if der is None:
+            return None
+        try:
+            key: object = serialization.load_der_public_key(der)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            private = SendGridVerifier._private_key(secret)
+            key = private.public_key() if private is not None else None
+        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+            return key
+        return None
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _private_key(secret: str) -> ec.EllipticCurvePrivateKey | None:
+        text = secret.strip()
+        try:
+            if text.startswith("-----BEGIN"):
+                key: object = serialization.load_pem_private_key(_utf8(text), password=None)
+            else:
+                der = SendGridVerifier._der(text)
+                if der is None:
+                    return None
+                key = serialization.load_der_private_key(der, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):  # not a key, or one with a password
+            return None
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return key
+        return None
+
+    @staticmethod
+    def _der(secret: str) -> bytes | None:
+        try:
+            return base64.b64decode(secret.strip(), validate=True) or None
+        except (binascii.Error, ValueError):
+            return None
+
+
 # --- the registry ---------------------------------------------------------------------------------
 
 VERIFIERS: dict[str, Verifier] = {
@@ -805,5 +931,6 @@ VERIFIERS: dict[str, Verifier] = {
         GoogleChannelVerifier(),
         PaynowVerifier(),
         PaysafeVerifier(),
+        SendGridVerifier(),
     )
 }

@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from starlette.applications import Starlette
+
 from app.config import Config
 from app.providers import sandbox_ledger
 from app.providers.http import RequestRecord
 from app.services import (
     calendar_events,
     dwolla_events,
+    message_events,
     payment_events,
     paynow_events,
     paypal_events,
     paysafe_events,
 )
+from app.services.api_keys import ApiKeys
+from app.services.automations import AutomationService
 from app.services.billing import BillingService
 from app.services.calendar_sync import CalendarSyncService
 from app.services.connections import ConnectionService
@@ -30,6 +35,9 @@ from app.services.inbox import Inbox
 from app.services.inbox_worker import InboxWorker
 from app.services.jobs import JobHistory
 from app.services.live import LiveMetrics
+from app.services.message_templates import TemplateService
+from app.services.messaging import MessagingService
+from app.services.outbound_webhooks import OutboundWebhooks
 from app.services.payments import PaymentService
 from app.services.rates import RatesService
 from app.services.reconciliation.service import ReconciliationService
@@ -38,7 +46,9 @@ from app.services.routing import RoutingService
 from app.services.school import SchoolService
 from app.services.secrets import SecretStore
 from app.services.settings import SettingsService
+from app.services.unsubscribe import UnsubscribeLinks
 from app.services.webhook_intake import SourceLimiter, WebhookIntake
+from app.services.zapier import ZapierApi
 from app.store.database import Database
 
 
@@ -65,6 +75,13 @@ class Services:
     rates: RatesService
     reconciliation: ReconciliationService
     calendar_sync: CalendarSyncService
+    templates: TemplateService
+    messaging: MessagingService
+    outbound: OutboundWebhooks
+    automations: AutomationService
+    api_keys: ApiKeys
+    zapier: ZapierApi
+    unsubscribe: UnsubscribeLinks
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -104,6 +121,14 @@ class Services:
             school = SchoolService(db, hub, settings)
             calendar_sync = CalendarSyncService(db, hub, connections, school, settings)
             calendar_events.register(inbox_worker, calendar_sync)
+            message_events.register(inbox_worker)
+            templates = TemplateService(db, hub)
+            await templates.ensure_builtin()
+            outbound = OutboundWebhooks(db, hub, secrets)
+            messaging = MessagingService(db, hub, connections, settings)
+            automations = AutomationService(db, hub, settings, messaging, outbound, payments)
+            await automations.ensure_recipes()
+            api_keys = ApiKeys(db)
         except BaseException:
             await asyncio.to_thread(db.close)
             raise
@@ -129,12 +154,26 @@ class Services:
             rates=RatesService(db, connections),
             reconciliation=ReconciliationService(db, hub, connections, settings),
             calendar_sync=calendar_sync,
+            templates=templates,
+            messaging=messaging,
+            outbound=outbound,
+            automations=automations,
+            api_keys=api_keys,
+            zapier=ZapierApi(api_keys, outbound, school, settings),
+            unsubscribe=UnsubscribeLinks(db, hub, settings),
         )
+
+    def web(self) -> Starlette:
+        """What the receiver serves besides callbacks: the API for other apps (Zapier) and
+        e-mails' unsubscribe links."""
+        return Starlette(routes=[*self.zapier.app.routes, *self.unsubscribe.app.routes])
 
     async def close(self) -> None:
         """Close provider clients, write the last request-log rows, then close the database."""
         try:
             await self.inbox.drain()
+            await self.automations.stop()
+            await self.outbound.close()
             await self.connections.close()
             await self.requests.flush()
         finally:

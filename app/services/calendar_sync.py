@@ -78,6 +78,7 @@ from app.providers.calendar import (
 from app.providers.google_calendar import GoogleCalendar
 from app.providers.http import ProviderError
 from app.services.connections import ConnectionRecord, ConnectionService
+from app.services.domain_events import record_sync_issue
 from app.services.events import EventHub
 from app.services.school import SchoolService, lesson_records, series_records
 from app.services.settings import SettingsService
@@ -1278,7 +1279,7 @@ def _double_bookings(session: Session, connection_id: int, lessons: list[LessonR
             if seen:
                 continue
             session.add(
-                SyncIssueRow(
+                raised := SyncIssueRow(
                     connection_id=connection_id,
                     kind=DOUBLE_BOOKING,
                     local_kind=LESSON,
@@ -1297,6 +1298,7 @@ def _double_bookings(session: Session, connection_id: int, lessons: list[LessonR
                     detail=f"The teacher's calendar has “{event.summary or 'something'}” then.",
                 )
             )
+            record_sync_issue(session, raised)
             found += 1
     for issue in issues:
         if issue.resolved_at is None and (issue.local_id, issue.remote_id) not in clashing:
@@ -1407,6 +1409,8 @@ def _upsert_issue(
         session.add(row)
     row.kind, row.remote_id, row.remote_etag = kind, remote_id, remote_etag
     row.school, row.calendar, row.detail = school, calendar, detail
+    if new:
+        record_sync_issue(session, row)
     return new
 
 

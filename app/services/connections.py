@@ -357,7 +357,7 @@ class ConnectionService:
             connection_id=connection_id,
             name=name,
             base_url=spec.base_url(config),
-            policy=spec.policy,
+            policy=spec.policy_for(config),
             headers=spec.headers(config, secrets) if spec.headers else None,
             transport=spec.transport(connection_id, config, secrets) if spec.transport else None,
             restore=breakers,

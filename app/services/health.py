@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.providers.breaker import BreakerSnapshot, BreakerState
 from app.services.connections import ConnectionRecord, ConnectionService
+from app.services.domain_events import record_alert
 from app.services.events import EventHub
 from app.services.metrics import ConnectionSummary, summaries
 from app.store.database import Database
@@ -302,6 +303,7 @@ class HealthService:
             row = AlertRow(at=now, connection_id=record.id, kind=kind, message=message)
             session.add(row)
             session.flush()
+            record_alert(session, row, record.name)
             return row.id
 
         alert_id = await self._db.write(store)

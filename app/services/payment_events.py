@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.domain.payments import Failure, FailureKind
 from app.providers.stripe import REFERENCE_KEY, decline_of
+from app.services.domain_events import record_refund
 from app.services.inbox import InboxEvent
 from app.services.inbox_worker import InboxWorker
 from app.services.payments import FAILED, PROCESSING, SUCCEEDED, advance_attempt
@@ -164,6 +165,7 @@ def refund_outcome(
         row.status = status
         row.failure_message = None
         row.gateway_id = gateway_id or row.gateway_id
+        record_refund(session, row)
         return
     # Failed or canceled (a refund can fail even after it succeeded, when the card was closed):
     # the money is back with the school, so the amount can be refunded again.

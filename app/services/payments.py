@@ -60,6 +60,7 @@ from app.providers.gateway import (
 )
 from app.providers.http import ProviderError
 from app.services.connections import ConnectionService
+from app.services.domain_events import record_payment_outcome, record_refund
 from app.services.events import EventHub
 from app.store.base import utcnow
 from app.store.database import Database
@@ -597,6 +598,7 @@ class PaymentService:
                 row.failure_kind = failure.kind.value
                 row.failure_code = failure.code[:200]
                 row.failure_message = failure.message
+            record_payment_outcome(session, row)
 
         await self._db.write(write)
         payment = await self.payment(payment_id)
@@ -819,6 +821,7 @@ class PaymentService:
                 row.failure_message = f"Not known yet: {result.failure.message}"
             if result.gateway_id:
                 row.gateway_id = result.gateway_id
+            record_refund(session, row)
 
         await self._db.write(write)
         refund = await self._refund_row(refund_id)
@@ -1060,3 +1063,4 @@ def advance_attempt(
         payment.failure_message = failure.message
     else:
         payment.failure_kind = payment.failure_code = payment.failure_message = None
+    record_payment_outcome(session, payment)

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.applications import Starlette
@@ -63,9 +64,18 @@ class Address:
         return f"{'https' if self.secure else 'http'}://{host}:{self.port}"
 
 
+API_PATHS = ("/zapier/", "/unsubscribe/")
+
+
 def build_app(
-    probe: HealthProbe, intake: WebhookIntake | None = None, max_body: int = MAX_BODY
+    probe: HealthProbe,
+    intake: WebhookIntake | None = None,
+    max_body: int = MAX_BODY,
+    api: ASGIApp | None = None,
 ) -> ASGIApp:
+    """`api`: what the receiver serves besides callbacks: the school's API for other apps
+    (Zapier, under /zapier) and the unsubscribe links of e-mails (/unsubscribe)."""
+
     async def health(_request: Request) -> JSONResponse:
         report = await probe()
         healthy = report.get("status") == "ok"
@@ -80,6 +90,8 @@ def build_app(
         # cost more than the verification and the disk together (bench webhooks).
         if scope["type"] == "http" and scope["path"].startswith(HOOKS):
             await _hooks(scope, receive, send, intake, max_body)
+        elif api is not None and scope["type"] == "http" and scope["path"].startswith(API_PATHS):
+            await api(scope, receive, send)
         else:
             await site(scope, receive, send)
 
@@ -116,9 +128,12 @@ async def _hook(scope: Scope, receive: Receive, intake: WebhookIntake, max_body:
     raw_id, token = parts
     if not raw_id.isdigit() or len(raw_id) > 18:
         return intake.refuse(UNKNOWN, 0, sender)
+    connection_id = int(raw_id)
+    if scope["method"] == "GET" and b"hub.mode=" in scope.get("query_string", b""):
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        return await intake.challenge(connection_id, token, query, sender)
     if scope["method"] != "POST":
         return NOT_ALLOWED
-    connection_id = int(raw_id)
     headers = {
         name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
     }
@@ -218,15 +233,17 @@ class Receiver:
         intake: WebhookIntake | None = None,
         max_body: int = MAX_BODY,
         tls: tuple[str, str] | None = None,
+        api: ASGIApp | None = None,
     ) -> None:
-        """`tls`: the paths of a certificate (chain) and its private key, to serve https."""
+        """`tls`: the paths of a certificate (chain) and its private key, to serve https.
+        `api`: the school's API for other apps (`app.services.zapier`)."""
         if tls is not None:
             check_tls(*tls)
         self._socket = bind(host, port)
         bound_host, bound_port = self._socket.getsockname()[:2]
         self.address = Address(bound_host, bound_port, secure=tls is not None)
         config = uvicorn.Config(
-            build_app(probe, intake, max_body),
+            build_app(probe, intake, max_body, api),
             lifespan="off",
             log_config=None,
             access_log=False,

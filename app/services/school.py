@@ -45,6 +45,7 @@ from app.domain.school import (
     full_name,
 )
 from app.domain.validation import check_required
+from app.services.domain_events import record_lesson, record_lessons_created, record_student
 from app.services.events import EventHub
 from app.services.settings import SettingsService
 from app.store.base import Base
@@ -740,7 +741,7 @@ class SchoolService:
             if student_id is not None:
                 row = _load(session, Student, student_id, "student")
                 _check_version(row, version, "student")
-            saved = apply_student(session, draft, row)
+            saved = record_student(session, apply_student(session, draft, row), row is None)
             session.refresh(saved)
             return _student_record(saved)
 
@@ -914,7 +915,8 @@ class SchoolService:
             if lesson_id is not None:
                 row = _load(session, Lesson, lesson_id, "lesson")
                 _check_version(row, version, "lesson")
-            return apply_lesson(session, draft, zone, row).id
+            was = row.status if row is not None else None
+            return record_lesson(session, apply_lesson(session, draft, zone, row), was).id
 
         saved_id = await self._db.write(write)
         self._changed(TOPIC_LESSONS, [saved_id])
@@ -926,7 +928,7 @@ class SchoolService:
         zone = self.zone
 
         def write(session: Session) -> list[int]:
-            return apply_series(session, draft, weeks, zone)
+            return record_lessons_created(session, apply_series(session, draft, weeks, zone))
 
         made = await self._db.write(write)
         self._changed(TOPIC_LESSONS, made)

@@ -25,6 +25,7 @@ from cachetools import TTLCache
 from app.domain.errors import NotFound, SwitchboardError
 from app.providers.http import ProviderError
 from app.providers.webhooks import VERIFIERS, Rejected, Verified, Verifier, WebhookRequest
+from app.providers.whatsapp import subscription_answer
 from app.services.connections import ConnectionService, secret_name
 from app.services.inbox import ConnectionGone, Inbox, InboxUnavailable, IncomingEvent
 from app.services.secrets import SecretStore
@@ -56,6 +57,7 @@ BAD_SIGNATURE = Answer(401, "signature not valid")
 TOO_FAST = Answer(429, "too many requests")
 UNAVAILABLE = Answer(503, "try again later")
 GONE = Answer(400, "sender hung up")
+FORBIDDEN = Answer(403, "forbidden")
 NOT_ALLOWED = Answer(405, "method not allowed")  # counted; nobody reads the answer
 
 
@@ -227,6 +229,27 @@ class WebhookIntake:
         if generation == self._generation[connection_id]:
             self._sources[connection_id] = source
         return source
+
+    async def challenge(
+        self, connection_id: int, token: str, query: Mapping[str, str], sender: str
+    ) -> Answer:
+        """A provider checking the address before it sends anything (Meta's `GET
+        ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…` for WhatsApp): the challenge
+        back when the verify token is the connection's, 403 otherwise."""
+        if not self.limiter.allow(sender):
+            return self.refuse(TOO_FAST, connection_id, sender)
+        source = await self._source(connection_id)
+        if source is None or not hmac.compare_digest(source.token.encode(), token.encode()):
+            return self.refuse(UNKNOWN, connection_id, sender)
+        record = await self._connections.connection(connection_id)
+        if "verify_token" not in record.secret_fields:
+            return NOT_ALLOWED
+        stored = await self._secrets.aget(secret_name(connection_id, "verify_token")) or ""
+        answer = subscription_answer(query, stored.split())
+        # Echoed back: only the short token of digits and letters Meta sends is.
+        if answer is None or len(answer) > 100 or not answer.isalnum():
+            return self.refuse(FORBIDDEN, connection_id, sender)
+        return Answer(200, answer)
 
     def refuse(self, answer: Answer, connection_id: int, sender: str, detail: str = "") -> Answer:
         self.refused[answer.reason] += 1

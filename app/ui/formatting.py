@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_skeleton, format_time
@@ -35,3 +35,17 @@ def time_range(start: datetime, end: datetime, zone: ZoneInfo, locale: str) -> s
 def totals(pairs: list[tuple[str, int]], locale: str) -> str:
     """Several currencies side by side: "US$1,200.00 · ZWG 32,400.00"."""
     return " · ".join(money(total, currency, locale) for currency, total in pairs) or "—"
+
+
+def when(moment: datetime | None, zone: ZoneInfo) -> str:
+    """A moment in the school's time: the time alone today, the day too otherwise (and the
+    year, when not this one)."""
+    if moment is None:
+        return "—"
+    local = moment.astimezone(zone)
+    today = datetime.now(UTC).astimezone(zone).date()
+    if local.date() == today:
+        return f"{local:%H:%M:%S}"
+    if local.year == today.year:
+        return f"{local:%d %b %H:%M}"
+    return f"{local:%d %b %Y %H:%M}"

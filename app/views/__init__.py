@@ -7,6 +7,7 @@ from app.ui.page import Page
 
 
 def build_pages(bridge: EngineBridge) -> list[Page]:
+    from app.views.automations import AutomationsPage
     from app.views.billing import BillingPage
     from app.views.calendar_sync import CalendarSyncPage
     from app.views.dashboard import DashboardPage
@@ -16,6 +17,8 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.invoices import InvoicesPage
     from app.views.jobs import JobsPage
     from app.views.lessons import LessonsPage
+    from app.views.messages import MessagesPage
+    from app.views.outbound_webhooks import OutboundWebhooksPage
     from app.views.overview import OverviewPage
     from app.views.payments import PaymentsPage
     from app.views.reconciliation import ReconciliationPage
@@ -25,6 +28,7 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.students import StudentsPage
     from app.views.sync_conflicts import ConflictsPage
     from app.views.teachers import TeachersPage
+    from app.views.templates import TemplatesPage
 
     return [
         OverviewPage(bridge),
@@ -37,6 +41,9 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         LessonsPage(bridge),
         CalendarSyncPage(bridge),
         ConflictsPage(bridge),
+        MessagesPage(bridge),
+        TemplatesPage(bridge),
+        AutomationsPage(bridge),
         InvoicesPage(bridge),
         PaymentsPage(bridge),
         BillingPage(bridge),
@@ -45,4 +52,5 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         ReconciliationPage(bridge),
         ReconciliationExceptionsPage(bridge),
         JobsPage(bridge),
+        OutboundWebhooksPage(bridge),
     ]

@@ -30,6 +30,9 @@ PAGES = (
     "lessons",
     "calendar-sync",
     "conflicts",
+    "messages",
+    "templates",
+    "automations",
     "invoices",
     "payments",
     "billing",
@@ -38,6 +41,7 @@ PAGES = (
     "reconciliation",
     "reconciliation-exceptions",
     "jobs",
+    "outbound-webhooks",
 )
 
 

@@ -121,6 +121,23 @@ def whsec(raw: bytes) -> str:
     return "whsec_" + base64.b64encode(raw).decode()
 
 
+def _p256_private() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return base64.b64encode(der).decode()
+
+
+_SENDGRID_KEYS = [_p256_private() for _ in range(3)]
+_SENDGRID_BODY = (
+    b'[{"email": "parent@family.example", "event": "delivered", '
+    b'"sg_message_id": "14c5d75ce93.filterdrecv-1", "sg_event_id": "ZGVsaXZlcmVk"}]'
+)
+
+
 CASES = [
     Case(
         key="stripe",
@@ -235,6 +252,18 @@ CASES = [
         ),
         signature_header="signature",
         body_change=(b'"amount": 2000', b'"amount": 20000'),
+    ),
+    Case(
+        key="sendgrid",
+        # Private keys: verifying, a private key stands for its public one (SendGrid's
+        # verification key); signing needs the private one.
+        secrets=(_SENDGRID_KEYS[0], _SENDGRID_KEYS[1], _SENDGRID_KEYS[2]),
+        body=_SENDGRID_BODY,
+        event_id="",
+        expected=Verified("sha256:" + hashlib.sha256(_SENDGRID_BODY).hexdigest(), "delivered"),
+        signature_header="x-twilio-email-event-webhook-signature",
+        body_change=(b'"delivered"', b'"bounce"'),
+        timestamped=True,
     ),
 ]
 BY_KEY = {case.key: case for case in CASES}
@@ -940,6 +969,8 @@ HEADER_NAMES = [
     "x-goog-message-number",
     "x-goog-resource-state",
     "x-goog-resource-id",
+    "x-twilio-email-event-webhook-signature",
+    "x-twilio-email-event-webhook-timestamp",
 ]
 FORM_NAMES = ["MessageSid", "MessageStatus", "SmsSid", "CallSid", "CallStatus", "hash", "HASH"]
 FORM_NAMES += ["status", "paynowreference", "bodySHA256"]

@@ -9,7 +9,17 @@ from typing import Any, Literal
 from alembic import context
 from sqlalchemy import create_engine
 
-from app.store import calendar_sync, integration, payments, reconciliation, school  # noqa: F401
+from app.store import (  # noqa: F401
+    automations,
+    calendar_sync,
+    integration,
+    messaging,
+    outbound,
+    payments,
+    reconciliation,
+    school,
+    zapier,
+)
 from app.store.base import Base, UtcDateTime
 
 config = context.config
