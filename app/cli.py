@@ -145,12 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_payments.add_parsers(commands, common)
 
-    from app import cli_api_keys, cli_reconcile, cli_send, cli_sync
+    from app import cli_api_keys, cli_audit, cli_reconcile, cli_send, cli_sync
 
     cli_reconcile.add_parser(commands, common)
     cli_sync.add_parser(commands, common)
     cli_send.add_parser(commands, common)
     cli_api_keys.add_parser(commands, common)
+    cli_audit.add_parser(commands, common)
 
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
@@ -835,7 +836,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "sync": lambda args, config: _sync_command(args, config),
     "send": lambda args, config: _send_command(args, config),
     "api-key": lambda args, config: _api_key_command(args, config),
+    "audit": lambda args, config: _audit_command(args, config),
 }
+
+
+def _audit_command(args: argparse.Namespace, config: Config) -> int:
+    from app import cli_audit
+
+    return cli_audit.audit(args, config)
 
 
 def _api_key_command(args: argparse.Namespace, config: Config) -> int:

@@ -24,6 +24,7 @@ from app.services import (
     paysafe_events,
 )
 from app.services.api_keys import ApiKeys
+from app.services.audit import AuditService
 from app.services.automations import AutomationService
 from app.services.billing import BillingService
 from app.services.calendar_sync import CalendarSyncService
@@ -82,6 +83,7 @@ class Services:
     api_keys: ApiKeys
     zapier: ZapierApi
     unsubscribe: UnsubscribeLinks
+    audit: AuditService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -161,6 +163,7 @@ class Services:
             api_keys=api_keys,
             zapier=ZapierApi(api_keys, outbound, school, settings),
             unsubscribe=UnsubscribeLinks(db, hub, settings),
+            audit=AuditService(db),
         )
 
     def web(self) -> Starlette:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets as random_tokens
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from app.providers.base import HealthResult, Provider
 from app.providers.breaker import BreakerSnapshot, snapshot_from_json, snapshot_to_json
 from app.providers.http import RequestRecord, ResilientClient
 from app.providers.spec import ProviderSpec
+from app.services import audit
 from app.services.events import EventHub
 from app.services.request_log import RequestLogWriter
 from app.services.secrets import SecretStore
@@ -139,10 +140,12 @@ class ConnectionService:
         values: Mapping[str, Any],
         secrets: Mapping[str, str],
         health_interval: int | None = None,
+        actor: str = audit.OFFICE,
     ) -> ConnectionRecord:
         """Check the settings against the kind's spec, save the connection, and put its secrets
         in the credential store; if the store refuses, nothing is saved. `health_interval` is
-        seconds between health checks (None: the kind's default)."""
+        seconds between health checks (None: the kind's default). `actor`: who, for the audit
+        trail."""
         spec = kind(kind_key)
         config, kept, errors = spec.check(values, secrets)
         errors.extend(_interval_problems(health_interval))
@@ -180,6 +183,16 @@ class ConnectionService:
             session.add(row)
             session.flush()
             row.secret_names = [secret_name(row.id, field) for field in kept]
+            audit.record(
+                session,
+                actor,
+                "connection.added",
+                "connection",
+                row.id,
+                None,
+                {**_audited(row), "in_credential_store": sorted(kept)},
+                secret_values=kept.values(),
+            )
             return row.id
 
         connection_id = await self._db.write(insert)
@@ -188,7 +201,9 @@ class ConnectionService:
                 await self._secrets.aset(secret_name(connection_id, field), value)
         except Exception:
             await self._forget_secrets(connection_id, list(kept))
-            await self._db.write(_delete_row, connection_id)
+            await self._db.write(
+                _remove_row, connection_id, actor, "connection.add_undone", kept.values()
+            )
             raise
         log.info("connection added", extra={"connection": connection_id, "kind": spec.key})
         self._changed(connection_id)  # it may have been asked for before it existed
@@ -202,6 +217,7 @@ class ConnectionService:
         values: Mapping[str, Any],
         secrets: Mapping[str, str],
         health_interval: int | None = None,
+        actor: str = audit.OFFICE,
     ) -> ConnectionRecord:
         """Change a connection's name and settings. A secret left empty keeps the stored one;
         a secret given replaces it. The provider's client is rebuilt with the new settings."""
@@ -232,12 +248,26 @@ class ConnectionService:
                 raise ValidationFailed(
                     [FieldError("name", f"There is already a connection called {clean_name}.")]
                 )
+            was = _audited(row)
             row.name = clean_name
             row.config = config
             row.health_interval = health_interval
             row.secret_names = [
                 secret_name(connection_id, field) for field in [*kept_names, *new_secrets]
             ]
+            before, after = audit.changes(was, _audited(row))
+            if new_secrets:
+                after["replaced_in_credential_store"] = sorted(new_secrets)
+            audit.record(
+                session,
+                actor,
+                "connection.changed",
+                "connection",
+                connection_id,
+                {"kind": row.kind, **before},
+                {"kind": row.kind, **after},
+                secret_values=new_secrets.values(),
+            )
 
         for field, value in new_secrets.items():
             await self._secrets.aset(secret_name(connection_id, field), value)
@@ -265,7 +295,7 @@ class ConnectionService:
         self._events.publish(TOPIC, {"id": connection_id})
         return await self.connection(connection_id)
 
-    async def remove(self, connection_id: int) -> None:
+    async def remove(self, connection_id: int, actor: str = audit.OFFICE) -> None:
         """Remove the connection and its secrets (secrets first: if the credential store cannot
         be reached, the connection stays so its secrets are not orphaned)."""
         record = await self.connection(connection_id)
@@ -278,7 +308,7 @@ class ConnectionService:
         # Its last calls are still waiting to be logged: write them while the row exists.
         await self._requests.flush()
         try:
-            await self._db.write(_delete_row, connection_id)
+            await self._db.write(_remove_row, connection_id, actor, "connection.removed")
         except Exception:
             # Refused after all (an event arrived meanwhile): the connection stays, whole.
             for name, value in kept.items():
@@ -289,12 +319,25 @@ class ConnectionService:
         log.info("connection removed", extra={"connection": connection_id})
         self._events.publish(TOPIC, {"id": connection_id, "removed": True})
 
-    async def set_paused(self, connection_id: int, paused: bool) -> ConnectionRecord:
+    async def set_paused(
+        self, connection_id: int, paused: bool, actor: str = audit.OFFICE
+    ) -> ConnectionRecord:
         def write(session: Session) -> None:
             row = session.get(ProviderConnection, connection_id)
             if row is None:
                 raise NotFound(f"There is no connection number {connection_id}.")
+            if row.enabled != paused:
+                return  # already so: nothing changes, nothing to record
             row.enabled = not paused
+            audit.record(
+                session,
+                actor,
+                "connection.paused" if paused else "connection.resumed",
+                "connection",
+                connection_id,
+                {"kind": row.kind, "name": row.name, "paused": not paused},
+                {"kind": row.kind, "name": row.name, "paused": paused},
+            )
 
         await self._db.write(write)
         if connection_id in self._providers:
@@ -512,6 +555,39 @@ def _refuse_with_waiting_events(session: Session, connection_id: int, name: str)
             f"{name} has {waiting} event(s) it sent that are not processed yet; remove it once "
             "they are (see Events)."
         )
+
+
+def _audited(row: ProviderConnection) -> dict[str, Any]:
+    """What the audit trail keeps of a connection: never its secrets (they are not in the row;
+    `audit.record` also leaves out settings named like secrets)."""
+    return {
+        "kind": row.kind,
+        "name": row.name,
+        "settings": dict(row.config),
+        "health_interval": row.health_interval,
+    }
+
+
+def _remove_row(
+    session: Session,
+    connection_id: int,
+    actor: str,
+    action: str,
+    secret_values: Iterable[str] = (),
+) -> None:
+    row = session.get(ProviderConnection, connection_id)
+    if row is not None:
+        audit.record(
+            session,
+            actor,
+            action,
+            "connection",
+            connection_id,
+            _audited(row),
+            None,
+            secret_values=secret_values,
+        )
+    _delete_row(session, connection_id)
 
 
 def _delete_row(session: Session, connection_id: int) -> None:

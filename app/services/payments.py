@@ -59,6 +59,7 @@ from app.providers.gateway import (
     no_decision,
 )
 from app.providers.http import ProviderError
+from app.services import audit
 from app.services.connections import ConnectionService
 from app.services.domain_events import record_payment_outcome, record_refund
 from app.services.events import EventHub
@@ -742,9 +743,14 @@ class PaymentService:
     # --- refunds ------------------------------------------------------------------------------
 
     async def refund(
-        self, payment_id: int, amount: Money | None = None, reason: str = ""
+        self,
+        payment_id: int,
+        amount: Money | None = None,
+        reason: str = "",
+        actor: str = audit.OFFICE,
     ) -> Refund:
-        """Refund `amount` (all that is left when None) of a payment that succeeded."""
+        """Refund `amount` (all that is left when None) of a payment that succeeded. `actor`:
+        who asked, for the audit trail."""
         payment = await self.payment(payment_id)
         wanted = amount or payment.refundable
         if wanted.currency != payment.amount.currency:
@@ -761,12 +767,14 @@ class PaymentService:
             raise RefundRefused(
                 f"{name} cannot be asked for refunds; refund it in the gateway's own dashboard."
             )
-        refund_id = await self._db.write(self._reserve, payment, wanted, reason)
+        refund_id = await self._db.write(self._reserve, payment, wanted, reason, actor)
         refund = await self._refund_row(refund_id)
         result = await gateway.refund(payment.gateway_id, wanted, refund.reference)
         return await self._settle_refund(refund_id, result)
 
-    def _reserve(self, session: Session, payment: Payment, amount: Money, reason: str) -> int:
+    def _reserve(
+        self, session: Session, payment: Payment, amount: Money, reason: str, actor: str
+    ) -> int:
         reserved = session.execute(
             update(PaymentRow)
             .where(PaymentRow.id == payment.id)
@@ -792,6 +800,20 @@ class PaymentService:
         )
         session.add(refund)
         session.flush()
+        audit.record(
+            session,
+            actor,
+            "refund.requested",
+            "refund",
+            refund.id,
+            None,
+            {
+                "payment": payment.id,
+                "amount_minor": amount.minor,
+                "currency": amount.currency,
+                "reason": refund.reason,
+            },
+        )
         return refund.id
 
     async def _settle_refund(self, refund_id: int, result: RefundResult) -> Refund:

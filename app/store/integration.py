@@ -167,23 +167,6 @@ class OutboxEntry(Base):
     done_at: Mapped[datetime | None]
 
 
-class AuditEntry(Base):
-    """Who did what to which record, chained by hashes so an edited row shows."""
-
-    __tablename__ = "audit_log"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(64))
-    entity: Mapped[str] = mapped_column(String(64))
-    entity_id: Mapped[str] = mapped_column(String(64), default="")
-    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    machine: Mapped[str] = mapped_column(String(100), default="")
-    prev_hash: Mapped[str] = mapped_column(String(64), default="")
-    hash: Mapped[str] = mapped_column(String(64), default="")
-
-
 class SettingRow(Base):
     """A user setting (declared in app.config) or a piece of the app's own state."""
 

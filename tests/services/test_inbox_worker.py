@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from app.domain.inbox import DEAD, FAILED, PROCESSED, RECEIVED, SKIPPED
 from app.services import Services
+from app.services.audit import record
 from app.services.inbox import InboxEvent, IncomingEvent
 from app.services.inbox_worker import MAX_ATTEMPTS, retry_delay
+from app.store.audit import AuditRow
 from app.store.base import utcnow
-from app.store.integration import AuditEntry
 
 
 async def connection(services: Services) -> int:
@@ -29,14 +30,17 @@ async def store(services: Services, connection_id: int, event_id: str, kind: str
 
 def audit(session: Session, event: InboxEvent) -> None:
     """A handler with an effect in the database: one audit row per event handled."""
-    session.add(
-        AuditEntry(actor="webhook", action="handled", entity="event", entity_id=str(event.id))
-    )
+    record(session, "webhook", "event.handled", "event", event.id, None, {"event": event.id})
 
 
 async def audit_rows(services: Services) -> int:
     def count(session: Session) -> int:
-        return int(session.scalar(select(func.count()).select_from(AuditEntry)) or 0)
+        return int(
+            session.scalar(
+                select(func.count()).select_from(AuditRow).where(AuditRow.action == "event.handled")
+            )
+            or 0
+        )
 
     return await services.db.read(count)
 

@@ -18,7 +18,7 @@ INTEGRATION_TABLES = {
     "request_log",
     "webhook_inbox",
     "outbox",
-    "audit_log",
+    "audit_trail",
     "settings",
     "users",
 }

@@ -10,6 +10,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from app.store import (  # noqa: F401
+    audit,
     automations,
     calendar_sync,
     integration,
