@@ -411,6 +411,10 @@ class MessagingService:
         channel = item.outgoing.channel
         try:
             provider = await self._channel_provider(item.connection_id)
+        except NotFound as exc:  # the connection was removed while the send went on
+            self._fail_over(run, channel, item.connection_id, ProviderError(str(exc)))
+            return _Result(item.id, MessageStatus.PREPARED)
+        try:
             sent = await provider.send(item.outgoing)
         except MessageRefused as exc:
             return _Result(
@@ -464,7 +468,8 @@ class MessagingService:
             try:
                 provider = await self._channel_provider(item.connection_id)
                 found = await provider.find(item.outgoing, since - LOOKUP_SLACK)
-            except CannotTell as exc:
+            except (CannotTell, NotFound) as exc:
+                # The provider keeps no list to ask, or the connection was removed since.
                 results.append(
                     _Result(
                         item.id,
@@ -473,7 +478,7 @@ class MessagingService:
                     )
                 )
                 continue
-            except (ProviderError, NotFound) as exc:
+            except ProviderError as exc:
                 run.stop = (
                     f"Some messages may have gone before the send stopped, and the provider "
                     f"cannot be asked now ({exc}); resume the send later."

@@ -268,3 +268,32 @@ async def test_the_schools_fallback_order_says_which_connection_goes_first(
         await services.messaging.send(batch.id)
         assert sum(second.received.values()) == 2
         assert sum(first.received.values()) == 0
+
+
+async def test_a_message_in_doubt_whose_connection_was_removed_is_unknown_not_resent(
+    services: Services,
+) -> None:
+    add_families(services.db, 2)
+    with twilio_served() as (twilio, url):
+        connection = await connect_twilio(services, url)
+        batch = await services.messaging.prepare(
+            "Lesson reminder",
+            Audience(),
+            channel=Channel.SMS,
+            data={"lesson": {"title": "Violin", "starts": "now", "room": ""}},
+        )
+        now = datetime.now(UTC)
+        await services.db.write(
+            lambda s: s.execute(
+                update(MessageRow)
+                .where(MessageRow.batch_id == batch.id)
+                .values(status="sending", connection_id=connection, sending_at=now)
+            )
+        )
+        await services.connections.remove(connection)
+        done = await services.messaging.send(batch.id)
+        assert done.status == "done"
+        assert done.counts == {"unknown": 2}
+        [view, _other] = await services.messaging.messages(batch.id)
+        assert "may or may not have been sent" in view.error
+        assert not twilio.messages
