@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "on the command line, where other users and the shell history could see it",
     )
     add.add_argument(
+        "--secret-ref",
+        action="append",
+        default=[],
+        metavar="FIELD=env:VARIABLE|FIELD=file:PATH",
+        help="keep only where a secret is: the engine reads that variable or file each time it "
+        "needs the secret (a server with no credential store); repeatable",
+    )
+    add.add_argument(
         "--check-every", type=int, metavar="SECONDS", help="seconds between health checks"
     )
     add.add_argument("--json", action="store_true", help="print one JSON document")
@@ -152,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli_send.add_parser(commands, common)
     cli_api_keys.add_parser(commands, common)
     cli_audit.add_parser(commands, common)
+
+    from app import cli_users
+
+    cli_users.add_parser(commands, common)
+
+    from app import cli_backup
+
+    cli_backup.add_parser(commands, common)
 
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
@@ -630,6 +646,7 @@ def _connection_json(record: Any) -> dict[str, Any]:
         "name": record.name,
         "config": dict(record.config),
         "secrets": list(record.secret_fields),
+        "secret_refs": dict(record.secret_refs),
         "paused": record.paused,
         "check_every": record.health_interval or record.spec.health_interval,
         "breakers": {
@@ -665,7 +682,12 @@ def _connection(args: argparse.Namespace, config: Config) -> int:
             }
             try:
                 record = await connections.add(
-                    args.kind, args.name, values, secrets, args.check_every
+                    args.kind,
+                    args.name,
+                    values,
+                    secrets,
+                    args.check_every,
+                    references=_pairs(args.secret_ref, "The secret reference"),
                 )
             except ValidationFailed as exc:
                 raise CommandFailed(
@@ -837,7 +859,25 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "send": lambda args, config: _send_command(args, config),
     "api-key": lambda args, config: _api_key_command(args, config),
     "audit": lambda args, config: _audit_command(args, config),
+    "user": lambda args, config: _users_command("user", args, config),
+    "approvals": lambda args, config: _users_command("approvals", args, config),
+    "backup": lambda args, config: _backup_command("backup", args, config),
+    "settings": lambda args, config: _backup_command("settings", args, config),
 }
+
+
+def _backup_command(name: str, args: argparse.Namespace, config: Config) -> int:
+    from app import cli_backup
+
+    handler: Callable[[argparse.Namespace, Config], int] = getattr(cli_backup, name)
+    return handler(args, config)
+
+
+def _users_command(name: str, args: argparse.Namespace, config: Config) -> int:
+    from app import cli_users
+
+    handler: Callable[[argparse.Namespace, Config], int] = getattr(cli_users, name)
+    return handler(args, config)
 
 
 def _audit_command(args: argparse.Namespace, config: Config) -> int:

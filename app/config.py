@@ -222,6 +222,12 @@ def _check_public_url(text: str) -> str | None:
     return None
 
 
+def _check_folder(text: str) -> str | None:
+    if text and not Path(text).expanduser().is_absolute():
+        return f"{text!r} is not a full path such as D:\\Backups or /srv/switchboard/backups."
+    return None
+
+
 def _system_timezone() -> str:
     try:
         import tzlocal
@@ -444,6 +450,49 @@ SETTINGS: tuple[Setting[Any], ...] = (
         maximum=100_000,
     ),
     Setting(
+        "security.rotation_overlap_hours",
+        int,
+        24,
+        "Old secret stays valid after a rotation (hours)",
+        "When an API key, a webhook signing secret or an outbound webhook's secret is rotated, "
+        "the old one keeps working this long beside the new one, so the other side can switch "
+        "over without a failed call. 0: the old one stops at once.",
+        "Security",
+        minimum=0,
+        maximum=720,
+    ),
+    Setting(
+        "security.idle_lock_minutes",
+        int,
+        10,
+        "Lock after idle (minutes)",
+        "The window locks itself after this many minutes without a key press or mouse move, "
+        "and whoever comes back signs in again. 0: never by itself.",
+        "Security",
+        minimum=0,
+        maximum=480,
+    ),
+    Setting(
+        "approvals.refund_above",
+        int,
+        0,
+        "Refunds above this need a second person",
+        "A refund larger than this many whole units of its currency waits until a second "
+        "person with the Finance or Administrator role approves it. 0: no approval needed.",
+        "Security",
+        minimum=0,
+        maximum=100_000_000,
+    ),
+    Setting(
+        "approvals.gateway_off",
+        bool,
+        False,
+        "Switching a payment gateway off needs a second person",
+        "Pausing or removing a payment gateway's connection waits until a second "
+        "administrator approves it.",
+        "Security",
+    ),
+    Setting(
         "diagnostics.log_level",
         str,
         "INFO",
@@ -451,6 +500,38 @@ SETTINGS: tuple[Setting[Any], ...] = (
         "How much goes into the log file. DEBUG helps when support asks for it.",
         "Diagnostics",
         choices=("DEBUG", "INFO", "WARNING"),
+    ),
+    Setting(
+        "backup.folder",
+        str,
+        "",
+        "Backups folder",
+        "Where backups of the database are kept, as a full path (a second disk or a shared "
+        "folder is safest). Empty: the backups folder inside Switchboard's data folder.",
+        "Backups",
+        check=_check_folder,
+    ),
+    Setting(
+        "backup.every_hours",
+        int,
+        24,
+        "Back up every (hours)",
+        "How often Switchboard backs up the database by itself while it runs. 0: never by "
+        "itself (Back up now still works).",
+        "Backups",
+        minimum=0,
+        maximum=720,
+    ),
+    Setting(
+        "backup.keep",
+        int,
+        14,
+        "Automatic backups kept",
+        "The newest this many automatic backups are kept and older ones deleted. Backups made "
+        "with Back up now are never deleted by Switchboard.",
+        "Backups",
+        minimum=1,
+        maximum=1000,
     ),
 )
 

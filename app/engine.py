@@ -25,6 +25,9 @@ from sqlalchemy import text
 from app.config import Config
 from app.domain.errors import SwitchboardError
 from app.services import Services
+from app.services.backup import CHECK_EVERY as BACKUP_CHECK_EVERY
+from app.services.backup import JOB_ID as BACKUP_JOB
+from app.services.backup import JOB_NAME as BACKUP_JOB_NAME
 from app.services.calendar_schedule import WAKE_CHECK, CalendarSchedule
 from app.services.calendar_schedule import job_id as calendar_job_id
 from app.services.demo_traffic import DemoTraffic
@@ -43,6 +46,8 @@ P = ParamSpec("P")
 TOPIC_STATE = "engine.state"
 UPKEEP_EVERY = timedelta(hours=6)
 UPKEEP_FIRST_AFTER = timedelta(minutes=5)
+# Not while the app is still opening: a backup due then waits a few minutes.
+BACKUP_FIRST_AFTER = timedelta(minutes=3)
 # Each connection has its own check interval; this is how often the engine looks for one due.
 HEALTH_DISPATCH = timedelta(seconds=5)
 RETENTION_EVERY = timedelta(minutes=10)
@@ -315,6 +320,10 @@ class Engine:
         async def automation_scan() -> None:
             await services.automations.scan()
 
+        @_ends_quietly_at_shutdown
+        async def backup_when_due() -> None:
+            await services.backups.backup_if_due()
+
         # Fixed ids and no persistent job store: jobs are re-registered on every start.
         scheduler.add_job(
             demo_traffic, "interval", seconds=1, id="demo-traffic", replace_existing=True
@@ -376,6 +385,15 @@ class Engine:
             seconds=UPKEEP_EVERY.total_seconds(),
             id=UPKEEP_JOB,
             next_run_time=utcnow() + UPKEEP_FIRST_AFTER,
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            backup_when_due,
+            "interval",
+            seconds=BACKUP_CHECK_EVERY.total_seconds(),
+            id=BACKUP_JOB,
+            name=BACKUP_JOB_NAME,
+            next_run_time=utcnow() + BACKUP_FIRST_AFTER,
             replace_existing=True,
         )
         return scheduler

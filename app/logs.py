@@ -57,12 +57,16 @@ class Redactor:
                 self._pattern = re.compile("|".join(re.escape(v) for v in alternatives))
 
     def redact(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub(MASK, text)
+        text = self.mask_known(text)
         for shape, replacement in _PATTERNS:
             text = shape.sub(replacement, text)
         return text
+
+    def mask_known(self, text: str) -> str:
+        """Only the secret values this process has handled masked: for sentences people read,
+        which the credential-shaped patterns would garble ("access token: Session has…")."""
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
 
 
 REDACTOR = Redactor()

@@ -65,14 +65,18 @@ class RequestRecord:
 
 
 class ProviderError(SwitchboardError):
-    """A call that did not get a usable answer. `error_class` names the kind of failure."""
+    """A call that did not get a usable answer. `error_class` names the kind of failure.
+
+    The message often quotes the provider's answer, which may quote the credentials it was
+    sent; the secrets Switchboard knows are masked in it, because it is shown, stored (health
+    checks, failed messages) and printed."""
 
     error_class: ClassVar[str] = "error"
 
     def __init__(
         self, message: str, *, status: int | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(REDACTOR.mask_known(message))
         self.status = status
         self.retry_after = retry_after
 

@@ -24,8 +24,10 @@ from app.services import (
     paysafe_events,
 )
 from app.services.api_keys import ApiKeys
+from app.services.approvals import ApprovalService, register_approved_actions
 from app.services.audit import AuditService
 from app.services.automations import AutomationService
+from app.services.backup import BackupService
 from app.services.billing import BillingService
 from app.services.calendar_sync import CalendarSyncService
 from app.services.connections import ConnectionService
@@ -48,6 +50,7 @@ from app.services.school import SchoolService
 from app.services.secrets import SecretStore
 from app.services.settings import SettingsService
 from app.services.unsubscribe import UnsubscribeLinks
+from app.services.users import UserService
 from app.services.webhook_intake import SourceLimiter, WebhookIntake
 from app.services.zapier import ZapierApi
 from app.store.database import Database
@@ -84,6 +87,9 @@ class Services:
     zapier: ZapierApi
     unsubscribe: UnsubscribeLinks
     audit: AuditService
+    backups: BackupService
+    users: UserService
+    approvals: ApprovalService
 
     @classmethod
     async def open(cls, config: Config, events: EventHub | None = None) -> Services:
@@ -97,6 +103,9 @@ class Services:
             hub.bind(asyncio.get_running_loop())
             settings = SettingsService(db, hub)
             await settings.load()
+            users = UserService(db, hub)
+            await users.load_service_user()
+            approvals = ApprovalService(db, hub, settings)
             secrets = SecretStore(await settings.install_id())
             requests = RequestLogWriter(db, hub)
             live = LiveMetrics(hub)
@@ -118,6 +127,8 @@ class Services:
             paynow_events.register(inbox_worker)
             routing = RoutingService(db, connections, hub)
             payments = PaymentService(db, hub, connections, routing.learn)
+            payments.approvals = connections.approvals = approvals
+            register_approved_actions(approvals, payments, connections)
             rate = settings.get("receiver.sender_rate")
             intake = WebhookIntake(connections, secrets, inbox, SourceLimiter(rate, 2 * rate))
             school = SchoolService(db, hub, settings)
@@ -131,6 +142,7 @@ class Services:
             automations = AutomationService(db, hub, settings, messaging, outbound, payments)
             await automations.ensure_recipes()
             api_keys = ApiKeys(db)
+            jobs = JobHistory(db, hub)
         except BaseException:
             await asyncio.to_thread(db.close)
             raise
@@ -142,7 +154,7 @@ class Services:
             secrets=secrets,
             school=school,
             csv=CsvTransfer(db, hub, settings),
-            jobs=JobHistory(db, hub),
+            jobs=jobs,
             requests=requests,
             connections=connections,
             health=health,
@@ -163,7 +175,10 @@ class Services:
             api_keys=api_keys,
             zapier=ZapierApi(api_keys, outbound, school, settings),
             unsubscribe=UnsubscribeLinks(db, hub, settings),
-            audit=AuditService(db),
+            audit=AuditService(db, hub),
+            backups=BackupService(config, db, hub, settings, connections, jobs),
+            users=users,
+            approvals=approvals,
         )
 
     def web(self) -> Starlette:

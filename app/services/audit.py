@@ -15,23 +15,46 @@ the anchor as well is caught only by comparing the last hash with one noted else
 Secrets never enter a summary: keys named like a secret (secret, token, password, key,
 auth...) are left out, and the values of the change's secret fields are blanked wherever they
 appear.
+
+Reading the trail (the Audit page, `entries`, the CSV export) needs the VIEW_AUDIT permission;
+checking it (`verify`) is open to everyone. Each commit that wrote entries publishes `audit`
+({"seq": the last one}) on the engine's event hub, so the page shows new entries as they come.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
 import socket
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Row,
+    String,
+    and_,
+    cast,
+    event,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
+from app.services import access
+from app.services.events import EventHub
+from app.services.progress import Progress
 from app.services.settings import get_state, put_state
 from app.store.audit import AuditRow
 from app.store.base import utcnow
@@ -40,11 +63,18 @@ from app.store.database import Database
 GENESIS = "0" * 64  # the prev_hash of the first entry
 ANCHOR = "audit.anchor"  # app state: {"seq", "id", "hash"} of the last entry written
 HIDDEN = "[hidden]"
-# Who acted, until people sign in: the desktop app's staff, a command, the background engine.
-OFFICE, COMMAND_LINE, ENGINE = "office", "command line", "engine"
 SECRET_NAME = re.compile(r"secret|token|passw|pwd|key|auth|cookie|signature", re.IGNORECASE)
 MACHINE = socket.gethostname()[:255] or "unknown"
 VERIFY_BATCH = 1_000
+TOPIC = "audit"
+PAGE_SIZE = 200
+EXPORT_BATCH = 2_000
+EXPORTED = "audit.exported"
+CSV_COLUMNS = (
+    "seq", "at", "actor", "machine", "action", "record_kind", "record_id", "before", "after",
+    "hash",
+)  # fmt: skip
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
 
 
 @dataclass(frozen=True)
@@ -59,6 +89,57 @@ class TrailEntry:
     record_id: str
     before: Any
     after: Any
+    hash: str = ""
+
+
+@dataclass(frozen=True)
+class TrailFilter:
+    """Which entries to show or export; every field given must match.
+
+    `action` is an action ("connection.added") or a family of them ("connection" matches
+    "connection.added", "connection.removed"...). `text` is words that must each appear
+    somewhere in the entry: its summary, who, the action or the record."""
+
+    since: datetime | None = None  # from this moment on
+    until: datetime | None = None  # up to (not including) this moment
+    actor: str | None = None
+    action: str | None = None
+    record_kind: str | None = None
+    record_id: str | None = None
+    text: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields given, for the export's own entry and `--json`."""
+        return {
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in asdict(self).items()
+            if value not in (None, "")
+        }
+
+
+@dataclass(frozen=True)
+class TrailPage:
+    """Entries newest first, how many match in all, and the cursor for the next, older page
+    (pass it as `before`; None when these are the oldest)."""
+
+    entries: list[TrailEntry]
+    total: int
+    older: int | None
+
+
+@dataclass(frozen=True)
+class TrailChoices:
+    """What the filters can offer: everyone who acted, every action and kind of record."""
+
+    actors: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    record_kinds: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    entries: int
 
 
 @dataclass(frozen=True)
@@ -120,7 +201,32 @@ def record(
     session.add(row)
     session.flush()
     put_state(session, ANCHOR, {"seq": row.seq, "id": row.id, "hash": row.hash})
+    session.info[_WRITTEN] = row.seq
     return row
+
+
+# --- telling the pages --------------------------------------------------------------------------
+
+_WRITTEN = "switchboard.audit.written"  # session.info: the last seq written, until commit
+# Each database's hub, so a commit can tell the right engine's pages (tests open many).
+_hubs: WeakKeyDictionary[Engine, EventHub] = WeakKeyDictionary()
+
+
+@event.listens_for(Session, "after_commit")
+def _announce(session: Session) -> None:
+    """Once the entries are committed (never before: a page would read the old trail)."""
+    seq = session.info.pop(_WRITTEN, None)
+    bind = session.bind
+    if seq is None or not isinstance(bind, Engine):
+        return
+    hub = _hubs.get(bind)
+    if hub is not None:
+        hub.publish(TOPIC, {"seq": seq})
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_WRITTEN, None)
 
 
 def changes(
@@ -287,16 +393,23 @@ def _entry(row: AuditRow) -> TrailEntry:
         record_id=row.record_id,
         before=summary.get("before"),
         after=summary.get("after"),
+        hash=row.hash,
     )
 
 
 class AuditService:
-    """Reads the trail: checks the chain, and lists entries for the audit page."""
+    """Reads the trail for the audit page and the command line: checks the chain, lists and
+    filters entries a page at a time, and exports them to CSV.
 
-    def __init__(self, db: Database) -> None:
+    Publishes `audit` ({"seq": the last entry}) after each commit that wrote entries."""
+
+    def __init__(self, db: Database, events: EventHub | None = None) -> None:
         self._db = db
+        if events is not None:
+            _hubs[db.write_engine] = events
 
     async def verify(self) -> VerifyResult:
+        """Open to everyone: anyone may check that the trail is intact."""
         return await self._db.read(verify)
 
     async def entries(
@@ -310,22 +423,211 @@ class AuditService:
         until: datetime | None = None,
         limit: int = 100,
     ) -> list[TrailEntry]:
-        """The newest entries first, filtered by whichever of the fields are given."""
+        """The newest entries first, filtered by whichever of the fields are given (`action`:
+        an action or a family, as in TrailFilter)."""
+        where = TrailFilter(
+            since=since,
+            until=until,
+            actor=actor,
+            action=action,
+            record_kind=record_kind,
+            record_id=None if record_id is None else str(record_id),
+        )
+        return (await self.page(where, limit=limit)).entries
 
-        def query(session: Session) -> list[TrailEntry]:
-            statement = select(AuditRow).order_by(AuditRow.seq.desc()).limit(max(0, limit))
-            if actor is not None:
-                statement = statement.where(AuditRow.actor == actor)
-            if action is not None:
-                statement = statement.where(AuditRow.action == action)
-            if record_kind is not None:
-                statement = statement.where(AuditRow.record_kind == record_kind)
-            if record_id is not None:
-                statement = statement.where(AuditRow.record_id == str(record_id))
-            if since is not None:
-                statement = statement.where(AuditRow.at >= since)
-            if until is not None:
-                statement = statement.where(AuditRow.at < until)
-            return [_entry(row) for row in session.scalars(statement)]
+    async def page(
+        self, where: TrailFilter | None = None, *, before: int | None = None, limit: int = PAGE_SIZE
+    ) -> TrailPage:
+        """One page of the entries matching `where`, newest first, from just older than the
+        entry numbered `before` (the previous page's `older`). Paging by number, not by
+        offset, keeps the hundredth page as quick as the first."""
+        access.require(Permission.VIEW_AUDIT)
+        where = where or TrailFilter()
+        limit = max(0, limit)
+
+        def query(session: Session) -> TrailPage:
+            conditions = _conditions(where)
+            total = session.scalar(select(func.count()).select_from(AuditRow).where(*conditions))
+            statement = select(AuditRow).where(*conditions).order_by(AuditRow.seq.desc())
+            if before is not None:
+                statement = statement.where(AuditRow.seq < before)
+            rows = list(session.scalars(statement.limit(limit + 1)))
+            older = rows[limit - 1].seq if len(rows) > limit and limit else None
+            return TrailPage([_entry(row) for row in rows[:limit]], int(total or 0), older)
 
         return await self._db.read(query)
+
+    async def choices(self) -> TrailChoices:
+        """Everyone who acted and every action and kind of record in the trail, sorted."""
+        access.require(Permission.VIEW_AUDIT)
+
+        def query(session: Session) -> TrailChoices:
+            def distinct(column: Any) -> list[str]:
+                return list(session.scalars(select(column).distinct().order_by(column)))
+
+            return TrailChoices(
+                distinct(AuditRow.actor), distinct(AuditRow.action), distinct(AuditRow.record_kind)
+            )
+
+        return await self._db.read(query)
+
+    async def export(
+        self, path: Path, where: TrailFilter | None = None, progress: Progress | None = None
+    ) -> ExportResult:
+        """Every entry matching `where`, oldest first, to a CSV file at `path` (RFC 4180,
+        UTF-8), read and written a batch at a time so a trail of any size fits in memory.
+        The file appears whole or not at all: a cancelled or failed export leaves none.
+        The export is itself an entry in the trail ("audit.exported")."""
+        who = access.require(Permission.VIEW_AUDIT).name  # the writer thread cannot see it
+        where = where or TrailFilter()
+        progress = progress or Progress()
+        count = await self._db.read(_export_csv, path, where, progress)
+        summary = {"file": str(path), "entries": count, "filter": where.as_json()}
+
+        def note(session: Session) -> None:
+            record(session, who, EXPORTED, "export", path.name[:64], None, summary)
+
+        await self._db.write(note)
+        return ExportResult(path, count)
+
+
+def _conditions(where: TrailFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if where.since is not None:
+        conditions.append(AuditRow.at >= where.since)
+    if where.until is not None:
+        conditions.append(AuditRow.at < where.until)
+    if where.actor is not None:
+        conditions.append(AuditRow.actor == where.actor)
+    if where.action:
+        family = where.action.rstrip(".")
+        # A range the index on action serves ("/" follows "."), then only the family itself
+        # and what follows it after a dot ("connection-x" is in the range, not the family).
+        conditions.append(
+            and_(
+                AuditRow.action >= family,
+                AuditRow.action < family + "/",
+                or_(
+                    AuditRow.action == family,
+                    func.substr(AuditRow.action, len(family) + 1, 1) == ".",
+                ),
+            )
+        )
+    if where.record_kind is not None:
+        conditions.append(AuditRow.record_kind == where.record_kind)
+    if where.record_id is not None:
+        conditions.append(AuditRow.record_id == where.record_id)
+    for word in where.text.split():
+        conditions.append(_mentions(word))
+    return conditions
+
+
+def _mentions(word: str) -> ColumnElement[bool]:
+    """The entry holds `word` anywhere, case aside (for ASCII letters, as SQLite's LIKE)."""
+    # The summary is stored as JSON text with non-ASCII letters escaped ("Zo\u00eb"), so a
+    # word is looked for both as typed and as JSON writes it.
+    spellings = {word, json.dumps(word)[1:-1]}
+    columns = (
+        cast(AuditRow.summary, String),
+        AuditRow.actor,
+        AuditRow.action,
+        AuditRow.record_kind,
+        AuditRow.record_id,
+        AuditRow.machine,
+    )
+    found: ColumnElement[bool] = false()
+    for spelling in spellings:
+        pattern = "%" + _like_escape(spelling) + "%"
+        for column in columns:
+            found = found | column.like(pattern, escape="\\")
+    return found
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- CSV ----------------------------------------------------------------------------------------
+
+
+def _export_csv(session: Session, path: Path, where: TrailFilter, progress: Progress) -> int:
+    conditions = _conditions(where)
+    total = int(session.scalar(select(func.count()).select_from(AuditRow).where(*conditions)) or 0)
+    progress.start(total)
+    partial = path.with_name(path.name + ".partial")
+    written = 0
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\r\n")
+            writer.writerow(CSV_COLUMNS)
+            for batch in _batches(session, conditions):
+                progress.check()
+                writer.writerows(_csv_row(entry) for entry in batch)
+                written += len(batch)
+                progress.advance(len(batch))
+            progress.check()
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return written
+
+
+_EXPORTED_COLUMNS = (
+    AuditRow.seq,
+    AuditRow.at,
+    AuditRow.actor,
+    AuditRow.machine,
+    AuditRow.action,
+    AuditRow.record_kind,
+    AuditRow.record_id,
+    AuditRow.summary,
+    AuditRow.hash,
+)
+
+
+def _batches(session: Session, conditions: list[ColumnElement[bool]]) -> Iterator[list[Row[Any]]]:
+    """The matching entries in seq order, EXPORT_BATCH at a time (keyset: each batch starts
+    after the last one's seq, so memory stays flat and nothing is read twice). Plain rows, not
+    ORM objects: a large trail exports several times faster."""
+    after = 0
+    while True:
+        batch = list(
+            session.execute(
+                select(*_EXPORTED_COLUMNS)
+                .where(*conditions, AuditRow.seq > after)
+                .order_by(AuditRow.seq)
+                .limit(EXPORT_BATCH)
+            )
+        )
+        if not batch:
+            return
+        yield batch
+        after = batch[-1].seq
+
+
+def _csv_row(row: Row[Any]) -> list[str]:
+    summary = row.summary if isinstance(row.summary, dict) else {}
+    cells = [
+        str(row.seq),
+        row.at.astimezone(UTC).isoformat(),
+        row.actor,
+        row.machine,
+        row.action,
+        row.record_kind,
+        row.record_id,
+        _json_cell(summary.get("before")),
+        _json_cell(summary.get("after")),
+        row.hash,
+    ]
+    return [guard_cell(cell) for cell in cells]
+
+
+def _json_cell(value: Any) -> str:
+    return "" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def guard_cell(value: str) -> str:
+    """Keep a spreadsheet from running a cell as a formula: an apostrophe before a cell that
+    starts like one (OWASP's advice for CSV injection)."""
+    return "'" + value if value.startswith(FORMULA_START) else value

@@ -22,6 +22,11 @@ evaluated as code.
 Four built-in recipes ship switched off: payment receipt, failed-payment notice (with a pay
 link), lesson reminder (24 hours before) and overdue reminder.
 
+Changing an automation needs MANAGE_CONNECTIONS; the office's follow-up work (retrying or
+setting aside a run, adding and ticking off tasks) needs SEND_MESSAGES. Each of those is an
+entry in the audit trail. The worker's own runs act as the service user and are kept in the run
+log, not the trail.
+
 Topics published on the EventHub: "automations" ({"automation"} or {"run", "status"}) and
 "tasks" ({"id"}).
 """
@@ -43,8 +48,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
 from app.domain.errors import FieldError, NotFound, StaleEdit, SwitchboardError, ValidationFailed
 from app.domain.money import Money
+from app.services import access, audit
 from app.services.automation_actions import (
     SEND_TEMPLATE,
     TOPIC_TASKS,
@@ -574,17 +581,21 @@ class AutomationService:
     ) -> Automation:
         """Create (no id) or change an automation, checked first: every problem is listed as a
         FieldError. `version` (the one read) refuses to overwrite someone else's change."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
         errors = draft.problems()
         if errors:
             raise ValidationFailed(errors)
 
         def write(session: Session) -> Automation:
             problems = _template_problems(session, draft.actions)
+            was: dict[str, Any] | None = None
             if automation_id is None:
                 row = AutomationRow()
                 session.add(row)
             else:
                 row = _get(session, automation_id)
+                was = _automation_trail(row)
                 if version is not None and row.version != version:
                     raise StaleEdit(
                         "Someone else changed this automation while you were editing it. Close "
@@ -613,6 +624,13 @@ class AutomationService:
                 raise ValidationFailed(
                     [FieldError("name", f"There is already an automation called {row.name!r}.")]
                 ) from None
+            now = _automation_trail(row)
+            if was is None:
+                before, after = None, now
+            else:
+                old, new = audit.changes(was, now)
+                before, after = {"name": was["name"], **old}, {"name": now["name"], **new}
+            audit.record(session, who, "automation.saved", "automation", row.id, before, after)
             return _automation(row)
 
         saved = await self._db.write(write)
@@ -623,10 +641,22 @@ class AutomationService:
     async def set_enabled(self, automation_id: int, enabled: bool) -> Automation:
         """Switch an automation on (it acts on events from now on) or off (runs still waiting
         are set aside when their turn comes)."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
 
         def write(session: Session) -> Automation:
             row = _get(session, automation_id)
-            row.enabled = enabled
+            if row.enabled != enabled:
+                row.enabled = enabled
+                audit.record(
+                    session,
+                    who,
+                    "automation.enabled" if enabled else "automation.disabled",
+                    "automation",
+                    automation_id,
+                    {"name": row.name, "enabled": not enabled},
+                    {"name": row.name, "enabled": enabled},
+                )
             return _automation(row)
 
         changed = await self._db.write(write)
@@ -637,6 +667,8 @@ class AutomationService:
     async def delete(self, automation_id: int) -> None:
         """Delete a custom automation and its run log (tasks it made stay). A built-in recipe
         is switched off instead."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
 
         def write(session: Session) -> None:
             row = _get(session, automation_id)
@@ -644,6 +676,15 @@ class AutomationService:
                 raise SwitchboardError(
                     f"“{row.name}” is a built-in recipe; switch it off instead of deleting it."
                 )
+            audit.record(
+                session,
+                who,
+                "automation.deleted",
+                "automation",
+                automation_id,
+                _automation_trail(row),
+                None,
+            )
             session.delete(row)
 
         await self._db.write(write)
@@ -696,6 +737,8 @@ class AutomationService:
     async def retry(self, run_id: int) -> Run:
         """Try a failed (or waiting, or set aside) run again now, from the action it stopped
         at; what it did already is not done again."""
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         now = self._clock()
 
         def write(session: Session) -> None:
@@ -711,6 +754,9 @@ class AutomationService:
                 raise SwitchboardError(
                     f"“{automation.name}” is switched off; switch it on to retry its runs."
                 )
+            _run_trail(
+                session, who, "automation_run.retried", row, automation.name, RunStatus.RETRYING
+            )
             row.status, row.next_attempt_at, row.finished_at = RunStatus.RETRYING, now, None
 
         await self._db.write(write)
@@ -720,6 +766,8 @@ class AutomationService:
 
     async def dismiss(self, run_id: int) -> Run:
         """Set a failed or waiting run aside: it is not tried again (retry still can)."""
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         now = self._clock()
 
         def write(session: Session) -> None:
@@ -728,6 +776,8 @@ class AutomationService:
                 raise NotFound(f"There is no automation run {run_id}.")
             if row.status in (RunStatus.SUCCEEDED, RunStatus.RUNNING):
                 raise SwitchboardError("This run is done or running now; it cannot be set aside.")
+            name = _get(session, row.automation_id).name
+            _run_trail(session, who, "automation_run.dismissed", row, name, RunStatus.DISMISSED)
             row.status, row.next_attempt_at, row.finished_at = RunStatus.DISMISSED, None, now
 
         await self._db.write(write)
@@ -784,6 +834,8 @@ class AutomationService:
         related_id: int | None = None,
     ) -> Task:
         """A task a person adds by hand."""
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         if not title.strip():
             raise ValidationFailed([FieldError("title", "A task needs a title.")])
         if len(title.strip()) > 200:
@@ -799,6 +851,7 @@ class AutomationService:
             )
             session.add(row)
             session.flush()
+            audit.record(session, who, "task.added", "task", row.id, None, _task_trail(row))
             return _task(row)
 
         task = await self._db.write(write)
@@ -806,16 +859,29 @@ class AutomationService:
         return task
 
     async def complete_task(self, task_id: int, *, by: str = "", done: bool = True) -> Task:
-        """Mark a task done (or, with done=False, not done after all)."""
+        """Mark a task done (or, with done=False, not done after all). `by`: who did it, if
+        not the person acting."""
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         now = self._clock()
 
         def write(session: Session) -> Task:
             row = session.get(TaskRow, task_id)
             if row is None:
                 raise NotFound(f"There is no task {task_id}.")
+            if row.done != done:
+                audit.record(
+                    session,
+                    who,
+                    "task.completed" if done else "task.reopened",
+                    "task",
+                    task_id,
+                    {"title": row.title, "done": row.done},
+                    {"title": row.title, "done": done},
+                )
             row.done = done
             row.done_at = now if done else None
-            row.done_by = by[:120] if done else ""
+            row.done_by = (by or who)[:120] if done else ""
             return _task(row)
 
         task = await self._db.write(write)
@@ -1034,6 +1100,39 @@ def _task(row: TaskRow) -> Task:
         run_id=row.run_id,
         created_at=row.created_at,
     )
+
+
+def _automation_trail(row: AutomationRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "description": row.description,
+        "trigger": row.trigger,
+        "conditions": list(row.conditions or ()),
+        "actions": list(row.actions or ()),
+        "enabled": row.enabled,
+    }
+
+
+def _run_trail(
+    session: Session, who: str, action: str, row: AutomationRunRow, name: str, status: str
+) -> None:
+    audit.record(
+        session,
+        who,
+        action,
+        "automation_run",
+        row.id,
+        {"automation": name, "status": row.status, "error": row.error},
+        {"automation": name, "status": status},
+    )
+
+
+def _task_trail(row: TaskRow) -> dict[str, Any]:
+    return {
+        "title": row.title,
+        "due_on": row.due_on,
+        "related": f"{row.related_kind} {row.related_id}" if row.related_kind else None,
+    }
 
 
 def _template_problems(session: Session, actions: Sequence[Action]) -> list[FieldError]:

@@ -20,8 +20,10 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
 from app.domain.errors import NotFound, SwitchboardError
 from app.domain.money import Money
+from app.services import access, audit
 from app.services.events import EventHub
 from app.services.payments import (
     FAILED,
@@ -162,6 +164,7 @@ class BillingService:
         self, invoice_id: int, method: str = "card", home_country: str = ""
     ) -> Payment:
         """Charge what is owed on one invoice to its guardian's saved method."""
+        access.require(Permission.RUN_BILLING)
         due = await self.invoice_due(invoice_id)
         return await self._routing.charge(
             self._payments,
@@ -191,6 +194,8 @@ class BillingService:
     async def prepare(self, due_before: date) -> BillingRun:
         """Which invoices due by `due_before` would be charged, and which cannot be, and why.
         Nothing is charged."""
+        access.require(Permission.RUN_BILLING)
+        who = access.actor()
         pending = await self.unfinished()
         if pending is not None:
             raise SwitchboardError(
@@ -252,6 +257,16 @@ class BillingService:
                         message=message,
                     )
                 )
+            session.flush()
+            audit.record(
+                session,
+                who,
+                "billing.prepared",
+                "billing_run",
+                run.id,
+                None,
+                {"due_before": due_before, **_run_figures(session, run.id)},
+            )
             return run.id
 
         run_id = await self._db.write(write)
@@ -269,10 +284,12 @@ class BillingService:
     ) -> BillingRun:
         """Charge every invoice of the run not yet charged, `concurrency` at a time; resumes a
         run that was interrupted or paused."""
+        access.require(Permission.RUN_BILLING)
+        who = access.actor()
         run = await self.run_of(run_id)
         if run.status in (CANCELED, FINISHED):
             raise SwitchboardError(f"Billing run {run_id} is {run.status}.")
-        await self._set_status(run_id, RUNNING)
+        await self._set_status(run_id, RUNNING, who, "billing.started")
         self._stopping.pop(run_id, None)
         unsettled: list[int] = []
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -344,33 +361,55 @@ class BillingService:
     def stop(self, run_id: int, status: str = PAUSED) -> None:
         """Pause (or cancel) a running run after the charges under way; a paused run resumes
         when run again."""
+        access.require(Permission.RUN_BILLING)
         if status not in (PAUSED, CANCELED):
             raise ValueError(status)
         self._stopping[run_id] = status
 
     async def cancel(self, run_id: int) -> BillingRun:
+        """Cancel a run not finished: at once, or after the charges under way if it is
+        running."""
+        access.require(Permission.RUN_BILLING)
+        who = access.actor()
         run = await self.run_of(run_id)
         if run.status == RUNNING:
             self.stop(run_id, CANCELED)
+            # The run writes its status when its charges under way end; who stopped it is
+            # recorded now.
+            await self._db.write(_record_status, run_id, who, "billing.canceled", CANCELED)
         elif run.status in (PREPARED, PAUSED):
-            await self._set_status(run_id, CANCELED)
+            await self._set_status(run_id, CANCELED, who, "billing.canceled")
         return await self.run_of(run_id)
 
     async def retry_failed(self, run_id: int) -> BillingRun:
         """Make the run's failed invoices wait again, each to be charged as a new payment (a
         new key); the run can then be run again."""
+        access.require(Permission.RUN_BILLING)
+        who = access.actor()
 
         def write(session: Session) -> None:
             run = session.get(BillingRunRow, run_id)
             if run is None:
                 raise NotFound(f"There is no billing run {run_id}.")
+            was = run.status
+            again = 0
             for row in session.scalars(
                 select(BillingItemRow)
                 .where(BillingItemRow.run_id == run_id)
                 .where(BillingItemRow.status == FAILED)
             ):
                 row.status, row.tries, row.message = WAITING, row.tries + 1, ""
+                again += 1
             run.status, run.finished_at = PAUSED, None
+            audit.record(
+                session,
+                who,
+                "billing.retried",
+                "billing_run",
+                run_id,
+                {"status": was, "failed": again},
+                {"status": PAUSED, "waiting_again": again},
+            )
 
         await self._db.write(write)
         return await self.run_of(run_id)
@@ -405,26 +444,12 @@ class BillingService:
             run = session.get(BillingRunRow, run_id)
             if run is None:
                 raise NotFound(f"There is no billing run {run_id}.")
-            counts: Counter[str] = Counter()
-            totals: dict[str, int] = {}
-            for status, currency, count, minor in session.execute(
-                select(
-                    BillingItemRow.status,
-                    BillingItemRow.currency,
-                    func.count(),
-                    func.sum(BillingItemRow.amount_minor),
-                )
-                .where(BillingItemRow.run_id == run_id)
-                .group_by(BillingItemRow.status, BillingItemRow.currency)
-            ):
-                counts[status] += int(count)
-                if status != SKIPPED:
-                    totals[currency] = totals.get(currency, 0) + int(minor or 0)
+            counts, totals = _tally(session, run_id)
             return BillingRun(
                 run.id,
                 run.due_before,
                 run.status,
-                dict(counts),
+                counts,
                 {currency: Money(minor, currency) for currency, minor in totals.items()},
             )
 
@@ -465,11 +490,15 @@ class BillingService:
 
         return await self._db.read(query)
 
-    async def _set_status(self, run_id: int, status: str) -> None:
+    async def _set_status(self, run_id: int, status: str, who: str = "", action: str = "") -> None:
+        """With `action`, the change is recorded in the audit trail as done by `who`."""
+
         def write(session: Session) -> None:
             run = session.get(BillingRunRow, run_id)
             if run is None:
                 raise NotFound(f"There is no billing run {run_id}.")
+            if action:
+                _record_status(session, run_id, who, action, status)
             run.status = status
             if status in (FINISHED, CANCELED):
                 run.finished_at = utcnow()
@@ -488,4 +517,47 @@ def _open_items(session: Session, run_id: int) -> list[int]:
             .where(BillingItemRow.status.in_((WAITING, CHARGING)))
             .order_by(BillingItemRow.id)
         )
+    )
+
+
+def _tally(session: Session, run_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    """A run's items by status, and what is to be (or was) charged by currency, in minor
+    units."""
+    counts: Counter[str] = Counter()
+    totals: dict[str, int] = {}
+    for status, currency, count, minor in session.execute(
+        select(
+            BillingItemRow.status,
+            BillingItemRow.currency,
+            func.count(),
+            func.sum(BillingItemRow.amount_minor),
+        )
+        .where(BillingItemRow.run_id == run_id)
+        .group_by(BillingItemRow.status, BillingItemRow.currency)
+    ):
+        counts[status] += int(count)
+        if status != SKIPPED:
+            totals[currency] = totals.get(currency, 0) + int(minor or 0)
+    return dict(counts), totals
+
+
+def _run_figures(session: Session, run_id: int) -> dict[str, object]:
+    """What the audit trail keeps of a run: how many invoices by status, and the totals."""
+    counts, totals = _tally(session, run_id)
+    return {"invoices": counts, "totals_minor": totals}
+
+
+def _record_status(session: Session, run_id: int, who: str, action: str, status: str) -> None:
+    run = session.get(BillingRunRow, run_id)
+    if run is None:
+        raise NotFound(f"There is no billing run {run_id}.")
+    figures = _run_figures(session, run_id)
+    audit.record(
+        session,
+        who,
+        action,
+        "billing_run",
+        run_id,
+        {"status": run.status},
+        {"status": status, "due_before": run.due_before, **figures},
     )

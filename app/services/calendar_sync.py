@@ -19,6 +19,10 @@ The school owns what a lesson is: the teacher's edits to its text are written ov
 deletion made in the calendar is a proposal (`SyncIssue`) the office accepts or rejects, unless
 the connection says the calendar wins; a lesson changed on both sides is a conflict, settled by
 the connection's policy or shown side by side.
+
+Signing in and out, syncing, and settling proposals and conflicts need SYNC_CALENDARS. The audit
+trail notes sign-ins and sign-outs, each proposal or conflict settled, and held-back deletions
+a person let go ahead; routine syncs are in the job history, not the trail.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 import uuid
 import webbrowser
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +42,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission, Principal
 from app.domain.errors import NotFound, SwitchboardError
 from app.domain.lesson_events import (
     LESSON,
@@ -77,6 +83,7 @@ from app.providers.calendar import (
 )
 from app.providers.google_calendar import GoogleCalendar
 from app.providers.http import ProviderError
+from app.services import access, audit
 from app.services.connections import ConnectionRecord, ConnectionService
 from app.services.domain_events import record_sync_issue
 from app.services.events import EventHub
@@ -359,6 +366,8 @@ class CalendarSyncService:
         `open_browser`) and keep the refresh token in the credential store. The address to open
         is also published (`{"sign_in": url}` on this topic) for a window to show, in case the
         browser does not open; cancelling the call gives up."""
+        access.require(Permission.SYNC_CALENDARS)
+        who = access.actor()
         record = await self._connections.connection(connection_id)
         provider = await self._connections.provider(connection_id)
         if not isinstance(provider, GoogleCalendar):
@@ -371,15 +380,19 @@ class CalendarSyncService:
             await self.open_browser(url)
 
         tokens = await provider.sign_in(opened)
-        await self._connections.update(
-            connection_id, record.name, dict(record.config), {"refresh_token": tokens.refresh_token}
-        )
+        # The token this sign-in gave, kept on the connection as part of the sign-in (which
+        # SYNC_CALENDARS allows), not as a change of the connection's settings.
+        await self._connections.renew_secret(connection_id, "refresh_token", tokens.refresh_token)
+        await self._db.write(_trail_sign_in, who, connection_id, record.name, True)
         log.info("signed in with Google", extra={"connection": connection_id})
         self._events.publish(TOPIC, {"connection": connection_id, "state": "signed_in"})
 
     async def sign_out(self, connection_id: int) -> None:
         """End Switchboard's access to the teacher's Google account (Google revokes the
         permission) and forget it; the calendar is no longer synced until signed in again."""
+        access.require(Permission.SYNC_CALENDARS)
+        who = access.actor()
+        record = await self._connections.connection(connection_id)
         provider = await self._connections.provider(connection_id)
         if not isinstance(provider, GoogleCalendar):
             raise SwitchboardError("Only a Google calendar is signed in to and out of.")
@@ -391,7 +404,9 @@ class CalendarSyncService:
                 log.info("a notification channel was not stopped", extra={"error": str(exc)})
             await self._db.write(_save_channel, connection_id, {})
         await provider.sign_out()
-        await self._connections.forget_secret(connection_id, "refresh_token")
+        with _on_switchboards_behalf():
+            await self._connections.forget_secret(connection_id, "refresh_token")
+        await self._db.write(_trail_sign_in, who, connection_id, record.name, False)
         log.info("signed out of Google", extra={"connection": connection_id})
         self._events.publish(TOPIC, {"connection": connection_id, "state": "signed_out"})
 
@@ -401,6 +416,7 @@ class CalendarSyncService:
         """Where the receiver has a public address, keep a Google calendar watched (a channel,
         renewed a day before it ends), so it is synced as soon as it changes; without one, stop
         watching (the calendar is polled). What was done, in a sentence ("" for nothing)."""
+        access.require(Permission.SYNC_CALENDARS)
         record = await self._connections.connection(connection_id)
         if record.kind != "google-calendar" or "refresh_token" not in record.secret_fields:
             return ""
@@ -428,9 +444,7 @@ class CalendarSyncService:
         done = ""
         if address:
             token = secrets.token_urlsafe(24)
-            await self._connections.update(
-                record.id, record.name, dict(record.config), {"channel_token": token}
-            )
+            await self._connections.renew_secret(record.id, "channel_token", token)
             provider = await self._connections.provider(connection_id)
             assert isinstance(provider, GoogleCalendar)
             try:
@@ -466,6 +480,7 @@ class CalendarSyncService:
 
     async def sync_all(self, trigger: str = "scheduled") -> list[SyncReport]:
         """Every calendar connection that is not paused, one after another."""
+        access.require(Permission.SYNC_CALENDARS)
         reports = []
         for link in await self.calendars():
             if link.paused:
@@ -481,6 +496,8 @@ class CalendarSyncService:
     ) -> SyncReport:
         """Sync one calendar connection now (one at a time per connection). `confirm` is the
         token a held-back sync gave, to let its deletions go ahead."""
+        access.require(Permission.SYNC_CALENDARS)
+        who = access.actor()
         lock = self._locks.setdefault(connection_id, asyncio.Lock())
         async with lock:
             started = time.monotonic()
@@ -502,7 +519,7 @@ class CalendarSyncService:
                     "be tried again at the next sync.",
                 )
             report = replace(report, seconds=time.monotonic() - started)
-            await self._db.write(_finished, report)
+            await self._db.write(_finished, report, confirm, who)
         log.info(
             "calendar sync",
             extra={
@@ -1084,16 +1101,20 @@ class CalendarSyncService:
 
     # --- the office's decisions -----------------------------------------------------------------
 
-    async def accept(self, issue_id: int, by: str) -> SyncIssue:
+    async def accept(self, issue_id: int, by: str = "") -> SyncIssue:
         """Take the calendar's version: the lesson moves (refused, with the reason, if it would
-        double-book) or is cancelled. For a conflict, the same as keeping the calendar's."""
-        return await self._resolve(issue_id, by, take_calendar=True)
+        double-book) or is cancelled. For a conflict, the same as keeping the calendar's.
+        `by`: who decided, if not the person acting."""
+        access.require(Permission.SYNC_CALENDARS)
+        return await self._resolve(issue_id, by or access.actor(), take_calendar=True)
 
-    async def reject(self, issue_id: int, by: str) -> SyncIssue:
+    async def reject(self, issue_id: int, by: str = "") -> SyncIssue:
         """Keep the school's version: it is written back to the calendar at the next sync."""
-        return await self._resolve(issue_id, by, take_calendar=False)
+        access.require(Permission.SYNC_CALENDARS)
+        return await self._resolve(issue_id, by or access.actor(), take_calendar=False)
 
     async def _resolve(self, issue_id: int, by: str, *, take_calendar: bool) -> SyncIssue:
+        who = access.actor()
         issue = await self._db.read(_open_issue, issue_id)
         lesson = await self._school.lesson(issue.lesson_id)
         if issue.kind == DOUBLE_BOOKING:
@@ -1105,7 +1126,7 @@ class CalendarSyncService:
                     version=lesson.version,
                 )
             resolution = "calendar" if take_calendar else "school"
-            resolved = await self._db.write(_resolve_issue, issue_id, resolution, by)
+            resolved = await self._db.write(_resolve_issue, issue_id, resolution, by, who)
             self._events.publish(TOPIC, {"issue": issue_id, "resolved": resolution})
             return resolved
         if take_calendar:
@@ -1123,9 +1144,30 @@ class CalendarSyncService:
         # Whichever side was chosen, the next sync makes the calendar say what the school now
         # holds: the pairing's agreed state is dropped so the lesson counts as changed here.
         resolution = "calendar" if take_calendar else "school"
-        resolved = await self._db.write(_resolve_issue, issue_id, resolution, by)
+        resolved = await self._db.write(_resolve_issue, issue_id, resolution, by, who)
         self._events.publish(TOPIC, {"issue": issue_id, "resolved": resolution})
         return resolved
+
+
+def _on_switchboards_behalf() -> AbstractContextManager[Principal]:
+    """Drop a calendar's own token from its connection as the service user: part of a
+    sign-out someone was allowed to do (SYNC_CALENDARS) though their role may not change
+    connections otherwise. The trail names them in the sign-out's own entry."""
+    return access.acting_as(access.service_user())
+
+
+def _trail_sign_in(
+    session: Session, who: str, connection_id: int, name: str, signed_in: bool
+) -> None:
+    audit.record(
+        session,
+        who,
+        "calendar.signed_in" if signed_in else "calendar.signed_out",
+        "connection",
+        connection_id,
+        {"name": name, "signed_in": not signed_in},
+        {"name": name, "signed_in": signed_in},
+    )
 
 
 # --- database work ------------------------------------------------------------------------------
@@ -1205,10 +1247,23 @@ def _started(session: Session, connection_id: int) -> None:
     state.started_at = datetime.now(UTC)
 
 
-def _finished(session: Session, report: SyncReport) -> None:
+def _finished(session: Session, report: SyncReport, confirm: str = "", who: str = "") -> None:
+    """The sync's outcome kept for the page; deletions held back by the last sync that `who`
+    let go ahead (with its `confirm` token) are an entry in the audit trail."""
     state = session.get(SyncStateRow, report.connection_id)
     if state is None:
         return
+    held = dict(state.held or {})
+    if confirm and held.get("token") == confirm and report.outcome != "held":
+        audit.record(
+            session,
+            who,
+            "calendar.deletions_confirmed",
+            "connection",
+            report.connection_id,
+            {"name": report.name, "held": held.get("reason", "")},
+            {"name": report.name, "outcome": report.outcome, "counts": report.counts},
+        )
     state.finished_at = datetime.now(UTC)
     state.outcome, state.counts, state.message = report.outcome, report.counts, report.message
     state.held = {"reason": report.held, "token": report.confirm} if report.held else {}
@@ -1421,10 +1476,28 @@ def _open_issue(session: Session, issue_id: int) -> SyncIssue:
     return _issue(row, "")
 
 
-def _resolve_issue(session: Session, issue_id: int, resolution: str, by: str) -> SyncIssue:
+def _resolve_issue(
+    session: Session, issue_id: int, resolution: str, by: str, who: str
+) -> SyncIssue:
     row = session.get(SyncIssueRow, issue_id)
     if row is None or row.resolved_at is not None:
         raise NotFound("That proposal or conflict is already settled.")
+    lesson = session.get(Lesson, row.local_id) if row.local_kind == LESSON else None
+    audit.record(
+        session,
+        who,
+        "calendar_change.accepted" if resolution == "calendar" else "calendar_change.rejected",
+        "sync_issue",
+        issue_id,
+        {
+            "kind": row.kind,
+            "lesson": row.local_id,
+            "title": lesson.title if lesson is not None else None,
+            "school": _times(row.school),
+            "calendar": _times(row.calendar),
+        },
+        {"resolution": resolution, "resolved_by": by},
+    )
     row.resolved_at, row.resolution, row.resolved_by = datetime.now(UTC), resolution, by
     if row.kind == DOUBLE_BOOKING:
         return _issue(row, "")
@@ -1450,6 +1523,11 @@ def _resolve_issue(session: Session, issue_id: int, resolution: str, by: str) ->
             # The event was deleted in the calendar: made again if the lesson stays.
             item.remote_id = item.remote_etag = item.remote_hash = item.local_hash = ""
     return _issue(row, "")
+
+
+def _times(side: dict[str, Any] | None) -> dict[str, Any]:
+    """When one side of an issue holds the lesson (empty: deleted or cancelled there)."""
+    return {key: side[key] for key in ("start", "end") if side and key in side}
 
 
 def _issue(row: SyncIssueRow, title: str) -> SyncIssue:

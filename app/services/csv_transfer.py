@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from app.domain.access import Permission
 from app.domain.clock import skipped_time, wall_time
 from app.domain.errors import FieldError, SwitchboardError, ValidationFailed
 from app.domain.school import (
@@ -47,6 +48,7 @@ from app.domain.validation import (
     parse_positive_int,
     parse_time,
 )
+from app.services import access, audit
 from app.services.events import EventHub
 from app.services.progress import Progress
 from app.services.school import (
@@ -74,6 +76,7 @@ R = TypeVar("R", Student, Guardian, Teacher, Lesson)
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 50_000
+FILE_NAME_MAX = 255  # of a file's name, as the audit trail keeps it
 # Longest lesson the file may state in minutes before the domain's own limit speaks; only here
 # so an absurd number is refused as a number rather than overflowing a timedelta.
 _DURATION_CEILING = 24 * 60
@@ -1082,13 +1085,21 @@ def _export_rows(session: Session, kind: CsvKind, zone: ZoneInfo) -> Iterable[Se
             )
 
 
-def _export(session: Session, kind: CsvKind, zone: ZoneInfo) -> bytes:
+def _export(session: Session, kind: CsvKind, zone: ZoneInfo) -> tuple[bytes, int]:
+    """The file, and how many records it holds."""
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS[kind])
+    count = 0
     for values in _export_rows(session, kind, zone):
         writer.writerow([_guard(value) for value in values])
-    return codecs.BOM_UTF8 + out.getvalue().encode("utf-8")
+        count += 1
+    return codecs.BOM_UTF8 + out.getvalue().encode("utf-8"), count
+
+
+def _file_named(name: str) -> str:
+    """A file's name as the trail keeps it: the name alone, not the folders it was in."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1][:FILE_NAME_MAX]
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -1106,7 +1117,9 @@ def _kind(kind: CsvKind | str) -> CsvKind:
 
 class CsvTransfer:
     """Imports and exports the school's records as CSV files. A successful import publishes
-    `school.<kind>` (and `school.rooms` for new rooms, `school.students` for new guardian ties)."""
+    `school.<kind>` (and `school.rooms` for new rooms, `school.students` for new guardian ties).
+    Each import and export is one entry in the audit trail (what, how many, which file), not
+    one per row."""
 
     def __init__(self, db: Database, events: EventHub, settings: SettingsService) -> None:
         self._db = db
@@ -1142,14 +1155,36 @@ class CsvTransfer:
         data: bytes,
         progress: Progress | None = None,
         preview: ImportPreview | None = None,
+        *,
+        file_name: str = "",
     ) -> ImportResult:
         """Import every row or none: any problem raises ImportRejected, and cancelling through
         `progress` raises Cancelled; either way nothing changes. Given the `preview` the user
-        confirmed, a record changed by someone since then is a problem too, not overwritten."""
+        confirmed, a record changed by someone since then is a problem too, not overwritten.
+        `file_name`: where the rows came from, for the audit trail."""
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
         kind = _kind(kind)
         expected = dict(preview.versions) if preview is not None else None
+
+        def trail(session: Session, outcome: _Outcome) -> None:
+            audit.record(
+                session,
+                who,
+                "records.imported",
+                "records",
+                kind.value,
+                None,
+                {
+                    "file": _file_named(file_name),
+                    "added": outcome.created,
+                    "updated": outcome.updated,
+                    "new_rooms": outcome.new_rooms,
+                },
+            )
+
         _, outcome = await self._run(
-            kind, data, progress or Progress(), dry_run=False, expected=expected
+            kind, data, progress or Progress(), dry_run=False, expected=expected, done=trail
         )
         if outcome.errors:
             raise ImportRejected(outcome.errors)
@@ -1157,9 +1192,18 @@ class CsvTransfer:
             self._events.publish(topic, {"ids": sorted(ids)})
         return ImportResult(kind, outcome.created, outcome.updated, tuple(outcome.new_rooms))
 
-    async def export(self, kind: CsvKind | str) -> bytes:
-        """Every record of this kind as UTF-8 CSV with a BOM (so Excel reads it as UTF-8)."""
-        return await self._db.read(_export, _kind(kind), self.zone)
+    async def export(self, kind: CsvKind | str, *, file_name: str = "") -> bytes:
+        """Every record of this kind as UTF-8 CSV with a BOM (so Excel reads it as UTF-8).
+        Anyone may export; the audit trail notes who did, what and how many (`file_name`:
+        where it is saved, if the caller knows)."""
+        who = access.actor()
+        kind = _kind(kind)
+        data, count = await self._db.read(_export, kind, self.zone)
+        after = {"count": count, **({"file": _file_named(file_name)} if file_name else {})}
+        await self._db.write(
+            audit.record, who, "records.exported", "records", kind.value, None, after
+        )
+        return data
 
     async def _run(
         self,
@@ -1169,7 +1213,10 @@ class CsvTransfer:
         *,
         dry_run: bool,
         expected: Mapping[str, int] | None = None,
+        done: Callable[[Session, _Outcome], None] | None = None,
     ) -> tuple[_Table, _Outcome]:
+        """Apply the file's rows in one transaction; `done` runs in it when they all went in
+        and it is kept (not a dry run)."""
         # Parsing a large file takes a while; keep it off the caller's event loop.
         table = await asyncio.to_thread(_read_table, kind, data)
         if not table.usable or not table.rows:
@@ -1181,6 +1228,8 @@ class CsvTransfer:
             outcome = _Batch(session, kind, zone, table, progress, expected).run()
             if dry_run or outcome.errors:
                 raise _RolledBack(outcome)
+            if done is not None:
+                done(session, outcome)
             return outcome
 
         try:

@@ -24,7 +24,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
 from app.domain.inbox import DEAD, FAILED, PROCESSED, RECEIVED, SKIPPED
+from app.services import access, audit
 from app.services.events import EventHub
 from app.services.inbox import TOPIC, InboxEvent, inbox_event
 from app.store.base import utcnow
@@ -134,8 +136,11 @@ class InboxWorker:
 
     async def replay(self, event_ids: Iterable[int]) -> int:
         """Process these events again (a dead one after its cause was fixed, or any to check
-        what it does; handlers are idempotent). How many were found."""
-        count = await self._db.write(_replay, list(event_ids))
+        what it does; handlers are idempotent). How many were found. A person's decision (the
+        events arriving from providers are not: they are processed without asking)."""
+        access.require(Permission.REPLAY_EVENTS)
+        who = access.actor()
+        count = await self._db.write(_replay, list(event_ids), who)
         self.wake()
         return count
 
@@ -233,10 +238,34 @@ def _apply(
     return row.status
 
 
-def _replay(session: Session, event_ids: list[int]) -> int:
-    found = list(
-        session.scalars(select(WebhookInboxEntry.id).where(WebhookInboxEntry.id.in_(event_ids)))
-    )
+def _replay(session: Session, event_ids: list[int], who: str) -> int:
+    rows = session.execute(
+        select(
+            WebhookInboxEntry.id,
+            WebhookInboxEntry.connection_id,
+            WebhookInboxEntry.event_type,
+            WebhookInboxEntry.status,
+            WebhookInboxEntry.attempts,
+        )
+        .where(WebhookInboxEntry.id.in_(event_ids))
+        .order_by(WebhookInboxEntry.id)
+    ).all()
+    found = [row.id for row in rows]
+    for row in rows:
+        audit.record(
+            session,
+            who,
+            "event.replayed",
+            "event",
+            row.id,
+            {
+                "connection": row.connection_id,
+                "event_type": row.event_type,
+                "status": row.status,
+                "attempts": row.attempts,
+            },
+            {"status": RECEIVED, "attempts": 0},
+        )
     session.execute(
         update(WebhookInboxEntry)
         .where(WebhookInboxEntry.id.in_(found))

@@ -8,6 +8,7 @@ are added once, in English; the school edits them and adds languages.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
 from app.domain.errors import FieldError, NotFound, ValidationFailed
 from app.domain.messages import Channel, SmsLength, sms_length
 from app.domain.templating import (
@@ -28,6 +30,7 @@ from app.domain.templating import (
     pick_variant,
     render,
 )
+from app.services import access, audit
 from app.services.events import EventHub
 from app.store.database import Database
 from app.store.messaging import TemplateRow, TemplateVariantRow
@@ -124,7 +127,30 @@ def problems_of(draft: TemplateDraft) -> list[FieldError]:
     return errors
 
 
+def _trail(template: Template) -> dict[str, Any]:
+    """A template as the audit trail keeps it: its name and, for each variant, a fingerprint
+    of its wording, which shows which texts changed without copying them."""
+    return {
+        "name": template.name,
+        "description": template.description,
+        "purpose": template.purpose,
+        "variants": {
+            f"{variant.language}/{variant.channel.value}": _fingerprint(variant)
+            for variant in template.variants
+        },
+    }
+
+
+def _fingerprint(variant: Variant) -> str:
+    parts = [variant.subject, variant.text, variant.html, variant.whatsapp_template]
+    parts += variant.parameters
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:12]
+
+
 class TemplateService:
+    """Saving and removing a template needs SEND_MESSAGES and is an entry in the audit trail;
+    the built-in ones are added at start, as the service user, unrecorded."""
+
     def __init__(self, db: Database, events: EventHub) -> None:
         self._db = db
         self._events = events
@@ -140,11 +166,14 @@ class TemplateService:
         return await self._db.read(load_template, key)
 
     async def save(self, draft: TemplateDraft) -> Template:
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         errors = problems_of(draft)
         if errors:
             raise ValidationFailed(errors)
 
         def write(session: Session) -> Template:
+            was: dict[str, Any] | None = None
             if draft.id is None:
                 row = TemplateRow(name=draft.name.strip())
                 session.add(row)
@@ -152,6 +181,7 @@ class TemplateService:
                 found = session.get(TemplateRow, draft.id)
                 if found is None:
                     raise NotFound("The template was deleted while it was being edited.")
+                was = _trail(load_template(session, draft.id))
                 row = found
                 row.name = draft.name.strip()
                 row.version += 1
@@ -180,16 +210,29 @@ class TemplateService:
                     )
                 )
             session.flush()
-            return load_template(session, row.id)
+            saved = load_template(session, row.id)
+            now = _trail(saved)
+            if was is None:
+                before, after = None, now
+            else:
+                old, new = audit.changes(was, now)
+                before, after = {"name": was["name"], **old}, {"name": now["name"], **new}
+            audit.record(session, who, "template.saved", "template", row.id, before, after)
+            return saved
 
         saved = await self._db.write(write)
         self._events.publish(TOPIC, {"id": saved.id})
         return saved
 
     async def remove(self, template_id: int) -> None:
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
+
         def write(session: Session) -> None:
             row = session.get(TemplateRow, template_id)
             if row is not None:
+                was = _trail(load_template(session, template_id))
+                audit.record(session, who, "template.removed", "template", template_id, was, None)
                 session.delete(row)
 
         await self._db.write(write)

@@ -23,6 +23,11 @@ what and what it costs. `send` then hands them to the providers:
   fast as the provider allows and no faster.
 
 Delivery reports arrive later through the receiver (`app.services.message_events`).
+
+Preparing, sending, stopping and cancelling a send, and the office's own opt-outs and opt-ins,
+need the SEND_MESSAGES permission. The audit trail notes each send confirmed or resumed (how
+many messages, the template and channel; never what they say), each cancelled, and each
+opt-out or opt-in made by the office (families' replies and unsubscribe links are not).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import SETTINGS_BY_KEY
+from app.domain.access import Permission
 from app.domain.errors import NotFound, SwitchboardError
 from app.domain.messages import (
     AddressError,
@@ -61,6 +67,7 @@ from app.providers.messaging import (
     Sent,
 )
 from app.providers.spec import Category
+from app.services import access, audit
 from app.services.audiences import Audience, Recipient, resolve
 from app.services.connections import ConnectionRecord, ConnectionService
 from app.services.events import EventHub
@@ -69,7 +76,7 @@ from app.services.settings import SettingsService
 from app.services.webhook_intake import webhook_url
 from app.store.base import utcnow
 from app.store.database import Database
-from app.store.messaging import MessageBatchRow, MessageRow, OptOutRow
+from app.store.messaging import MessageBatchRow, MessageRow, OptOutRow, TemplateRow
 
 log = logging.getLogger("switchboard.messaging")
 
@@ -216,6 +223,7 @@ class MessagingService:
         self._settings = settings
         self._workers = workers
         self._sending: dict[int, asyncio.Event] = {}
+        self._stopped_by: dict[int, str] = {}  # who stopped a send that was going
 
     # --- preparing ------------------------------------------------------------------------------
 
@@ -233,6 +241,7 @@ class MessagingService:
         """A batch of rendered messages, nothing sent yet. `channel` None: each person's
         preferred channel (or the one they have an address for). `data`: more for the
         template (a payment, a lesson) besides the person and the school."""
+        access.require(Permission.SEND_MESSAGES)
         routes = await self._routes()
         context = {**(data or {}), "school": self._school(), "unsubscribe_url": ""}
         public = str(self._settings.get("receiver.public_url") or "")
@@ -287,12 +296,14 @@ class MessagingService:
     ) -> BatchSummary:
         """Confirm and send a prepared batch, or resume one that paused or was interrupted.
         Returns when every message is sent or settled, the send is cancelled, or it pauses."""
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         cancel = cancel or asyncio.Event()
         if batch_id in self._sending:
             raise SwitchboardError("This send is already going.")
         self._sending[batch_id] = cancel
         try:
-            await self._db.write(_start, batch_id)
+            await self._db.write(_start, batch_id, who)
             self._events.publish(TOPIC, {"batch": batch_id})
             run = _Run(await self._routes(), cancel)
             await self._settle_in_doubt(batch_id, run)
@@ -306,9 +317,12 @@ class MessagingService:
                 if left >= waiting and run.failovers == failovers:
                     break
                 waiting = left
-            await self._db.write(_finish, batch_id, cancel.is_set(), run.stop)
+            # Stopped from the send's own window (its `cancel`) or by `cancel()`: by whom.
+            stopped_by = self._stopped_by.get(batch_id, who)
+            await self._db.write(_finish, batch_id, cancel.is_set(), run.stop, stopped_by)
         finally:
             self._sending.pop(batch_id, None)
+            self._stopped_by.pop(batch_id, None)
             self._events.publish(TOPIC, {"batch": batch_id})
         summary = await self.batch(batch_id)
         log.info(
@@ -342,18 +356,21 @@ class MessagingService:
 
     def cancel(self, batch_id: int) -> bool:
         """Stop a send that is going: messages not handed over yet are not sent."""
+        access.require(Permission.SEND_MESSAGES)
         event = self._sending.get(batch_id)
         if event is None:
             return False
+        self._stopped_by.setdefault(batch_id, access.actor())
         event.set()
         return True
 
     async def cancel_prepared(self, batch_id: int) -> BatchSummary:
         """Drop a batch that was prepared (or paused) and will not be sent."""
+        access.require(Permission.SEND_MESSAGES)
         if batch_id in self._sending:
             self.cancel(batch_id)
         else:
-            await self._db.write(_finish, batch_id, True, "")
+            await self._db.write(_finish, batch_id, True, "", access.actor())
         self._events.publish(TOPIC, {"batch": batch_id})
         return await self.batch(batch_id)
 
@@ -569,15 +586,40 @@ class MessagingService:
     async def opt_out(
         self, channel: Channel, address: str, source: str = "office", note: str = ""
     ) -> None:
+        """The office stops `channel` messages to `address` (a family asked by phone, say)."""
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         region = region_of_locale(str(self._settings.get("school.locale") or ""))
         normalized = address_for(channel, address, region)
-        await self._db.write(add_opt_out, channel.value, normalized, source, note)
+
+        def write(session: Session) -> None:
+            row = add_opt_out(session, channel.value, normalized, source, note)
+            if row is not None:
+                audit.record(
+                    session, who, "opt_out.added", "opt_out", row.id, None, _opt_out_trail(row)
+                )
+
+        await self._db.write(write)
         self._events.publish(TOPIC, {"opt_out": channel.value})
 
     async def opt_in(self, channel: Channel, address: str) -> bool:
+        """`address` gets `channel` messages again; whether it had opted out."""
+        access.require(Permission.SEND_MESSAGES)
+        who = access.actor()
         region = region_of_locale(str(self._settings.get("school.locale") or ""))
         normalized = address_for(channel, address, region)
-        removed = await self._db.write(remove_opt_out, channel.value, normalized)
+
+        def write(session: Session) -> bool:
+            row = _opt_out_row(session, channel.value, normalized)
+            if row is None:
+                return False
+            audit.record(
+                session, who, "opt_out.removed", "opt_out", row.id, _opt_out_trail(row), None
+            )
+            session.delete(row)
+            return True
+
+        removed = await self._db.write(write)
         self._events.publish(TOPIC, {"opt_out": channel.value})
         return removed
 
@@ -687,23 +729,56 @@ def _batch_row(session: Session, batch_id: int) -> MessageBatchRow:
     return row
 
 
-def _start(session: Session, batch_id: int) -> None:
+def _start(session: Session, batch_id: int, who: str) -> None:
     row = _batch_row(session, batch_id)
     if row.status == BatchState.CANCELLED:
         raise SwitchboardError("This send was cancelled; prepare it again to send it.")
-    if row.status == BatchState.DONE:
-        waiting = _count_status(session, batch_id, MessageStatus.PREPARED, MessageStatus.SENDING)
-        if not waiting:
-            raise SwitchboardError("This send is finished; every message has gone.")
+    waiting = _count_status(session, batch_id, MessageStatus.PREPARED, MessageStatus.SENDING)
+    if row.status == BatchState.DONE and not waiting:
+        raise SwitchboardError("This send is finished; every message has gone.")
+    first = row.confirmed_at is None
     row.status = BatchState.SENDING
     row.message = ""
     row.confirmed_at = row.confirmed_at or utcnow()
+    audit.record(
+        session,
+        who,
+        "send.confirmed" if first else "send.resumed",
+        "message_batch",
+        batch_id,
+        None,
+        {**_batch_trail(session, row), "to_send": waiting},
+    )
 
 
-def _finish(session: Session, batch_id: int, cancelled: bool, stop: str) -> None:
+def _batch_trail(session: Session, row: MessageBatchRow) -> dict[str, Any]:
+    """A send as the audit trail keeps it: what and to how many, never what the messages say."""
+    template = session.get(TemplateRow, row.template_id) if row.template_id else None
+    return {
+        "title": row.title,
+        "template": template.name if template is not None else None,
+        "channel": row.channel or "each person's preferred",
+        "audience": row.audience.get("described"),
+        "messages": _count_status(session, row.id, *MessageStatus),
+    }
+
+
+def _finish(session: Session, batch_id: int, cancelled: bool, stop: str, who: str) -> None:
+    """The send is over for now: cancelled (by `who`), paused, or done."""
     row = _batch_row(session, batch_id)
     now = utcnow()
     if cancelled:
+        if row.status != BatchState.CANCELLED:
+            left = _count_status(session, batch_id, MessageStatus.PREPARED)
+            audit.record(
+                session,
+                who,
+                "send.cancelled",
+                "message_batch",
+                batch_id,
+                {"status": row.status},
+                {**_batch_trail(session, row), "status": BatchState.CANCELLED, "not_sent": left},
+            )
         session.execute(
             update(MessageRow)
             .where(
@@ -918,18 +993,30 @@ def _view(row: MessageRow) -> MessageView:
     )
 
 
-def add_opt_out(session: Session, channel: str, address: str, source: str, note: str = "") -> None:
-    exists = session.scalar(
-        select(OptOutRow.id).where(OptOutRow.channel == channel, OptOutRow.address == address)
-    )
-    if exists is None:
-        session.add(OptOutRow(channel=channel, address=address, source=source, note=note[:500]))
+def _opt_out_row(session: Session, channel: str, address: str) -> OptOutRow | None:
+    return session.scalars(
+        select(OptOutRow).where(OptOutRow.channel == channel, OptOutRow.address == address)
+    ).first()
+
+
+def _opt_out_trail(row: OptOutRow) -> dict[str, Any]:
+    return {"channel": row.channel, "address": row.address, "source": row.source, "note": row.note}
+
+
+def add_opt_out(
+    session: Session, channel: str, address: str, source: str, note: str = ""
+) -> OptOutRow | None:
+    """Record that `address` wants no `channel` messages; the new row (None: it already had)."""
+    if _opt_out_row(session, channel, address) is not None:
+        return None
+    row = OptOutRow(channel=channel, address=address, source=source, note=note[:500])
+    session.add(row)
+    session.flush()
+    return row
 
 
 def remove_opt_out(session: Session, channel: str, address: str) -> bool:
-    row = session.scalars(
-        select(OptOutRow).where(OptOutRow.channel == channel, OptOutRow.address == address)
-    ).first()
+    row = _opt_out_row(session, channel, address)
     if row is None:
         return False
     session.delete(row)

@@ -13,8 +13,14 @@ for five days since a try first failed is disabled (as Svix does) and the admini
 told with an alert.
 
 Signing secrets live in the credential store (`SecretStore`), never in the database. After a
-rotation the old secret signs too, for a day, so the consumer can change over without missing
-anything (the specification allows several signatures in the header).
+rotation the old secret signs too, for the rotation overlap (`security.rotation_overlap_hours`,
+a day unless changed), so the consumer can change over without missing anything (the
+specification allows several signatures in the header).
+
+Changing endpoints, rotating their secrets, cancelling and replaying deliveries are for those
+whose role allows it (`app.services.access`), and each change is on the audit trail (never a
+secret, and addresses with their secret-looking query values masked). Emitting events is not
+guarded: it is what taking a payment or adding a lesson does.
 
 Every request goes through the resilient HTTP layer, one `ResilientClient` per endpoint, with a
 single attempt (the schedule above is the retry), a 10 s timeout, no redirects followed, and
@@ -51,6 +57,7 @@ from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from app import __version__
+from app.domain.access import Permission
 from app.domain.errors import FieldError, NotFound, SwitchboardError, ValidationFailed
 from app.providers.breaker import BreakerPolicy
 from app.providers.http import (
@@ -63,6 +70,7 @@ from app.providers.http import (
 )
 from app.providers.spec import Operation, ResiliencePolicy, RetryPolicy
 from app.providers.webhooks import StandardWebhooksVerifier, new_standard_webhooks_secret
+from app.services import access, audit, rotation
 from app.services.events import EventHub
 from app.services.health import TOPIC_ALERTS
 from app.services.secrets import SecretStore
@@ -93,7 +101,6 @@ RETRY_DELAYS: tuple[timedelta, ...] = (
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 JITTER = 0.1  # each wait is its delay ±10 %
 DISABLE_AFTER = timedelta(days=5)  # failing without a single success this long: disabled
-ROTATION_GRACE = timedelta(hours=24)  # the old secret still signs this long after a rotation
 # A Retry-After beyond this is read as this: a consumer's typo must not park a delivery forever.
 MAX_RETRY_AFTER = timedelta(hours=24)
 DELIVERY_TIMEOUT = 10.0
@@ -399,6 +406,17 @@ def _get_endpoint(session: Session, endpoint_id: int) -> WebhookEndpointRow:
     return row
 
 
+def _audited(row: WebhookEndpointRow) -> dict[str, Any]:
+    """What the audit trail keeps of an endpoint: never its secrets (only their names are in
+    the row, and those are left out too), the address with secret-looking values masked."""
+    return {
+        "url": _shown(row.url, 500),
+        "description": row.description,
+        "event_types": list(row.event_types),
+        "enabled": row.enabled,
+    }
+
+
 def _stop_endpoint(session: Session, row: WebhookEndpointRow, reason: str, now: datetime) -> int:
     """Disable an endpoint and cancel what waits for it; how many deliveries were cancelled."""
     row.enabled = False
@@ -524,6 +542,8 @@ class OutboundWebhooks:
         """Register an endpoint, enabled, with a fresh signing secret (or the one given, to keep
         a consumer's existing one); `secret()` shows it to paste into the consumer.
         `subscription`: another app subscribed through its API (Zapier); its 410 removes it."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
         errors: list[FieldError] = []
         clean_url = _check_url(url, errors)
         types = _check_event_types(event_types, errors)
@@ -546,6 +566,16 @@ class OutboundWebhooks:
             )
             session.add(row)
             session.flush()
+            audit.record(
+                session,
+                who,
+                "webhook_endpoint.added",
+                "webhook_endpoint",
+                row.id,
+                None,
+                {**_audited(row), "subscription": subscription},
+                secret_values=[value],
+            )
             return row.id
 
         try:
@@ -566,6 +596,8 @@ class OutboundWebhooks:
         event_types: Iterable[str] | None = None,
     ) -> Endpoint:
         """Change what is given; deliveries still waiting go to the new address."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
         errors: list[FieldError] = []
         clean_url = _check_url(url, errors) if url is not None else None
         types = _check_event_types(event_types, errors) if event_types is not None else None
@@ -574,12 +606,24 @@ class OutboundWebhooks:
 
         def write(session: Session) -> None:
             row = _get_endpoint(session, endpoint_id)
+            was = _audited(row)
             if clean_url is not None:
                 row.url = clean_url
             if description is not None:
                 row.description = description.strip()
             if types is not None:
                 row.event_types = types
+            before, after = audit.changes(was, _audited(row))
+            if after:
+                audit.record(
+                    session,
+                    who,
+                    "webhook_endpoint.changed",
+                    "webhook_endpoint",
+                    endpoint_id,
+                    before,
+                    after,
+                )
 
         await self._db.write(write)
         if clean_url is not None:
@@ -589,10 +633,14 @@ class OutboundWebhooks:
 
     async def remove_endpoint(self, endpoint_id: int) -> None:
         """Forget an endpoint, its deliveries and its secrets (the events stay, for others)."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        await self._remove(endpoint_id, access.actor(), "webhook_endpoint.removed")
 
+    async def _remove(self, endpoint_id: int, who: str, action: str) -> None:
         def write(session: Session) -> list[str]:
             row = _get_endpoint(session, endpoint_id)
             names = [name for name in (row.secret_name, row.previous_secret_name) if name]
+            audit.record(session, who, action, "webhook_endpoint", endpoint_id, _audited(row), None)
             session.delete(row)
             return names
 
@@ -607,9 +655,21 @@ class OutboundWebhooks:
     async def enable_endpoint(self, endpoint_id: int) -> Endpoint:
         """Send to it again from now on; its failing record starts afresh. What it missed
         while disabled is sent only if replayed (`replay_range`)."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
 
         def write(session: Session) -> None:
             row = _get_endpoint(session, endpoint_id)
+            if not row.enabled:
+                audit.record(
+                    session,
+                    who,
+                    "webhook_endpoint.enabled",
+                    "webhook_endpoint",
+                    endpoint_id,
+                    {"url": _shown(row.url, 500), "enabled": False},
+                    {"url": _shown(row.url, 500), "enabled": True},
+                )
             row.enabled = True
             row.disabled_reason = ""
             row.disabled_at = None
@@ -622,11 +682,30 @@ class OutboundWebhooks:
 
     async def disable_endpoint(self, endpoint_id: int, reason: str = "") -> Endpoint:
         """Stop sending to it; deliveries waiting for it are cancelled (replayable later)."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
         why = reason.strip() or "Disabled by a person."
         now = self._clock()
 
         def write(session: Session) -> None:
-            _stop_endpoint(session, _get_endpoint(session, endpoint_id), why, now)
+            row = _get_endpoint(session, endpoint_id)
+            was = row.enabled
+            cancelled = _stop_endpoint(session, row, why, now)
+            if was:
+                audit.record(
+                    session,
+                    who,
+                    "webhook_endpoint.disabled",
+                    "webhook_endpoint",
+                    endpoint_id,
+                    {"url": _shown(row.url, 500), "enabled": True},
+                    {
+                        "url": _shown(row.url, 500),
+                        "enabled": False,
+                        "reason": why,
+                        "deliveries_cancelled": cancelled,
+                    },
+                )
 
         await self._db.write(write)
         self._stopped.add(endpoint_id)
@@ -634,7 +713,9 @@ class OutboundWebhooks:
         return await self.endpoint(endpoint_id)
 
     async def secret(self, endpoint_id: int) -> str:
-        """The endpoint's current signing secret, to paste into the consumer."""
+        """The endpoint's current signing secret, to paste into the consumer. Only for those who
+        may change endpoints: whoever holds it can sign as Switchboard."""
+        access.require(Permission.MANAGE_CONNECTIONS)
         name = await self._db.read(lambda session: _get_endpoint(session, endpoint_id).secret_name)
         value = await self._secrets.aget(name)
         if not value:
@@ -645,8 +726,12 @@ class OutboundWebhooks:
         return value
 
     async def rotate_secret(self, endpoint_id: int, *, secret: str | None = None) -> str:
-        """Make (or take) a new signing secret and return it. For the next 24 hours the old
-        one signs as well, so the consumer can switch without a single failed check."""
+        """Make (or take) a new signing secret and return it. For the rotation overlap
+        (`security.rotation_overlap_hours`) the old one signs as well, so the consumer can
+        switch without a single failed check. A secret still in its overlap from an earlier
+        rotation stops signing now: two rotations in a row keep only the last two."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
         value = _check_secret(secret) if secret else new_standard_webhooks_secret()
         name = SECRET_PREFIX + random_secrets.token_hex(8)
         now = self._clock()
@@ -656,9 +741,20 @@ class OutboundWebhooks:
             row = _get_endpoint(session, endpoint_id)
             dropped = row.previous_secret_name
             current = row.secret_name
+            until = now + rotation.overlap(session)
             row.previous_secret_name = current
-            row.previous_secret_expires_at = now + ROTATION_GRACE
+            row.previous_secret_expires_at = until
             row.secret_name = name
+            audit.record(
+                session,
+                who,
+                "webhook_endpoint.secret_rotated",
+                "webhook_endpoint",
+                endpoint_id,
+                {"url": _shown(row.url, 500)},
+                {"url": _shown(row.url, 500), "old_secret_signs_until": until},
+                secret_values=[value],
+            )
             return dropped
 
         try:
@@ -874,7 +970,7 @@ class OutboundWebhooks:
             log.warning("webhook endpoint disabled", extra=log_fields)
             self._events.publish(TOPIC, {"endpoint": job.endpoint_id})
         if recorded.unsubscribed:
-            await self.remove_endpoint(job.endpoint_id)
+            await self._remove(job.endpoint_id, access.actor(), "webhook_endpoint.unsubscribed")
         if recorded.alert is not None:
             alert_id, message = recorded.alert
             self._events.publish(
@@ -976,9 +1072,26 @@ class OutboundWebhooks:
         """Send these deliveries' messages to their endpoints again, same webhook-id. A finished
         delivery (delivered, dead, cancelled) gets a fresh one; one still waiting for its next
         try is simply tried now rather than doubled. The ids that will now be tried."""
+        access.require(Permission.REPLAY_EVENTS)
+        who = access.actor()
         ids = list(dict.fromkeys(delivery_ids))
         now = self._clock()
-        replayed = await self._db.write(_replay, ids, now)
+
+        def write(session: Session) -> list[int]:
+            replayed = _replay(session, ids, now)
+            if replayed:
+                audit.record(
+                    session,
+                    who,
+                    "webhook_delivery.replayed",
+                    "webhook_delivery",
+                    ids[0] if len(ids) == 1 else f"{len(ids)} deliveries",
+                    {"deliveries": ids[:100]},
+                    {"tried_now": replayed[:100], "count": len(replayed)},
+                )
+            return replayed
+
+        replayed = await self._db.write(write)
         if replayed:
             self.wake()
             self._events.publish(TOPIC, {"replayed": len(replayed)})
@@ -996,13 +1109,33 @@ class OutboundWebhooks:
         enabled one) that wants them: those it has not received (dead, cancelled, or never sent
         because it was disabled or added later), and with `include_delivered` the ones it has
         too. Nothing is doubled while a delivery of it still waits. The new delivery ids."""
+        access.require(Permission.REPLAY_EVENTS)
+        who = access.actor()
         start, end = _aware(since, "start"), _aware(until, "end")
         if start >= end:
             raise OutboundWebhookError("The start of the time range must be before its end.")
         now = self._clock()
-        replayed = await self._db.write(
-            _replay_range, start, end, endpoint_id, include_delivered, now
-        )
+
+        def write(session: Session) -> list[int]:
+            replayed = _replay_range(session, start, end, endpoint_id, include_delivered, now)
+            if replayed:
+                audit.record(
+                    session,
+                    who,
+                    "webhook_delivery.replayed",
+                    "webhook_endpoint",
+                    endpoint_id if endpoint_id is not None else "every endpoint",
+                    None,
+                    {
+                        "since": start,
+                        "until": end,
+                        "include_delivered": include_delivered,
+                        "count": len(replayed),
+                    },
+                )
+            return replayed
+
+        replayed = await self._db.write(write)
         if replayed:
             self.wake()
             self._events.publish(TOPIC, {"replayed": len(replayed)})
@@ -1010,6 +1143,8 @@ class OutboundWebhooks:
 
     async def cancel(self, delivery_ids: Iterable[int]) -> int:
         """Stop trying these deliveries (those still waiting); how many were cancelled."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
         ids = list(dict.fromkeys(delivery_ids))
 
         def write(session: Session) -> int:
@@ -1022,6 +1157,17 @@ class OutboundWebhooks:
                 row.status = "cancelled"
                 row.next_attempt_at = None
                 row.last_error = row.last_error or "Cancelled by a person."
+            if rows:
+                cancelled = [row.id for row in rows]
+                audit.record(
+                    session,
+                    who,
+                    "webhook_delivery.cancelled",
+                    "webhook_delivery",
+                    cancelled[0] if len(cancelled) == 1 else f"{len(cancelled)} deliveries",
+                    None,
+                    {"deliveries": cancelled[:100], "count": len(cancelled)},
+                )
             return len(rows)
 
         cancelled = await self._db.write(write)

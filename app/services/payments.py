@@ -38,6 +38,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
 from app.domain.errors import NotFound, SwitchboardError
 from app.domain.money import Money
 from app.domain.payments import (
@@ -59,12 +60,13 @@ from app.providers.gateway import (
     no_decision,
 )
 from app.providers.http import ProviderError
-from app.services import audit
+from app.services import access, approvals, audit
 from app.services.connections import ConnectionService
 from app.services.domain_events import record_payment_outcome, record_refund
 from app.services.events import EventHub
 from app.store.base import utcnow
 from app.store.database import Database
+from app.store.integration import ProviderConnection
 from app.store.payments import PaymentAttemptRow, PaymentRow, RefundRow
 from app.store.school import Guardian, Invoice
 
@@ -245,6 +247,8 @@ class PaymentService:
         observe: Observer | None = None,
     ) -> None:
         self._db = db
+        # Four eyes on large refunds (set by Services.open; None: never asked).
+        self.approvals: approvals.ApprovalService | None = None
         self._events = events
         self._connections = connections
         self._observe = observe
@@ -254,13 +258,16 @@ class PaymentService:
 
     async def charge(self, order: ChargeOrder) -> Payment:
         """Take the payment (or return it, if this key was used before)."""
+        access.require(Permission.TAKE_PAYMENTS)
+        who = access.actor()
         if not order.idempotency_key or len(order.idempotency_key) > 200:
             raise SwitchboardError("A payment needs an idempotency key of 1 to 200 characters.")
         if order.amount.minor <= 0:
             raise SwitchboardError("A payment must be for more than zero.")
         # One charge per key at a time in this process; the database keeps other PCs apart.
         async with self._locks.hold(order.idempotency_key):
-            payment_id = await self._db.write(self._open, order)
+            gateways = [candidate.connection_id for candidate in order.candidates]
+            payment_id = await self._db.write(self._open, order, who, "payment.charged", gateways)
             payment = await self.payment(payment_id)
             if payment.status not in OPEN:  # done, or taken and on its way (processing)
                 return payment
@@ -271,6 +278,8 @@ class PaymentService:
         for before); the payment is on its way (`Payment.link`) until the payer has paid, which
         the gateway's webhook or the regular look-ups say. A link whose answer was lost can be
         paid by no one (no one has its address), so it simply fails: ask for another."""
+        access.require(Permission.TAKE_PAYMENTS)
+        who = access.actor()
         gateway = await self._gateway(order.connection_id)
         name = (await self._connections.connection(order.connection_id)).name
         if Feature.LINKS not in gateway.features:
@@ -287,7 +296,10 @@ class PaymentService:
         if not charge.idempotency_key or len(charge.idempotency_key) > 200:
             raise SwitchboardError("A payment needs an idempotency key of 1 to 200 characters.")
         async with self._locks.hold(order.idempotency_key):
-            payment = await self.payment(await self._db.write(self._open, charge))
+            opened = await self._db.write(
+                self._open, charge, who, "payment.link_created", [order.connection_id]
+            )
+            payment = await self.payment(opened)
             if payment.status not in OPEN or payment.attempts:
                 return payment
             why = {"explanation": f"a payment link at {name}, chosen by the office"}
@@ -340,7 +352,11 @@ class PaymentService:
         if row is not None:
             row.decision = made
 
-    def _open(self, session: Session, order: ChargeOrder) -> int:
+    def _open(
+        self, session: Session, order: ChargeOrder, who: str, action: str, gateways: list[int]
+    ) -> int:
+        """The payment for this key, opened now (and recorded in the audit trail as `action`
+        by `who`, at `gateways` in the order they will be tried) if it is new."""
         digest = order.digest()
         row = session.scalar(
             select(PaymentRow).where(PaymentRow.idempotency_key == order.idempotency_key)
@@ -373,7 +389,32 @@ class PaymentService:
             with session.begin_nested():
                 session.add(row)
         except IntegrityError:  # another office PC opened it at the same moment
-            return self._open(session, order)
+            return self._open(session, order, who, action, gateways)
+        names = dict(
+            session.execute(
+                select(ProviderConnection.id, ProviderConnection.name).where(
+                    ProviderConnection.id.in_(gateways)
+                )
+            ).all()
+        )
+        # What was asked, never how: no card token, customer or key goes in.
+        audit.record(
+            session,
+            who,
+            action,
+            "payment",
+            row.id,
+            None,
+            {
+                "amount_minor": order.amount.minor,
+                "currency": order.amount.currency,
+                "method": order.method,
+                "payer": order.guardian_id,
+                "invoice": order.invoice_id,
+                "gateways": [{"id": id_, "name": names.get(id_, "")} for id_ in gateways],
+                "description": row.description,
+            },
+        )
         return row.id
 
     async def _advance(self, payment: Payment, order: ChargeOrder) -> Payment:
@@ -747,10 +788,10 @@ class PaymentService:
         payment_id: int,
         amount: Money | None = None,
         reason: str = "",
-        actor: str = audit.OFFICE,
     ) -> Refund:
-        """Refund `amount` (all that is left when None) of a payment that succeeded. `actor`:
-        who asked, for the audit trail."""
+        """Refund `amount` (all that is left when None) of a payment that succeeded."""
+        access.require(Permission.REFUND)
+        who = access.actor()
         payment = await self.payment(payment_id)
         wanted = amount or payment.refundable
         if wanted.currency != payment.amount.currency:
@@ -767,13 +808,28 @@ class PaymentService:
             raise RefundRefused(
                 f"{name} cannot be asked for refunds; refund it in the gateway's own dashboard."
             )
-        refund_id = await self._db.write(self._reserve, payment, wanted, reason, actor)
+        if self.approvals is not None:
+            await self.approvals.gate(
+                self.approvals.refund_needs_approval(wanted.amount),
+                approvals.REFUND,
+                "payment",
+                payment_id,
+                {
+                    "payment_id": payment_id,
+                    "amount": str(wanted.amount),
+                    "minor": wanted.minor,
+                    "currency": wanted.currency,
+                    "reason": reason,
+                },
+                f"A refund of {wanted} on payment {payment_id}",
+            )
+        refund_id = await self._db.write(self._reserve, payment, wanted, reason, who)
         refund = await self._refund_row(refund_id)
         result = await gateway.refund(payment.gateway_id, wanted, refund.reference)
         return await self._settle_refund(refund_id, result)
 
     def _reserve(
-        self, session: Session, payment: Payment, amount: Money, reason: str, actor: str
+        self, session: Session, payment: Payment, amount: Money, reason: str, who: str
     ) -> int:
         reserved = session.execute(
             update(PaymentRow)
@@ -802,7 +858,7 @@ class PaymentService:
         session.flush()
         audit.record(
             session,
-            actor,
+            who,
             "refund.requested",
             "refund",
             refund.id,

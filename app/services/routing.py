@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
 from app.domain.errors import FieldError, NotFound, SwitchboardError, ValidationFailed
 from app.domain.money import Money
 from app.domain.payments import ChargeResult, ChargeStatus, FailureKind
@@ -22,6 +23,7 @@ from app.domain.routing import Decision, Gateway, PaymentAsk, Router
 from app.domain.routing_rules import RoutingRule, RuleDraft
 from app.providers.breaker import BreakerState
 from app.providers.gateway import PAYMENTS, PaymentGateway
+from app.services import access, audit
 from app.services.connections import ConnectionService
 from app.services.events import EventHub
 from app.services.payments import Candidate, ChargeOrder, Payment, PaymentService
@@ -80,7 +82,10 @@ class RoutingService:
         label: str = "",
         country: str = "",
     ) -> SavedMethod:
-        """Remember a payer's method saved at a gateway (the same token again updates it)."""
+        """Remember a payer's method saved at a gateway (the same token again updates it): a
+        part of taking their payments, so it needs the right to take payments."""
+        access.require(Permission.TAKE_PAYMENTS)
+        who = access.actor()
         record = await self._connections.connection(connection_id)
         if PAYMENTS not in record.spec.capabilities:
             raise SwitchboardError(f"{record.name} does not take payments.")
@@ -93,6 +98,7 @@ class RoutingService:
                 .where(PaymentMethodRow.connection_id == connection_id)
                 .where(PaymentMethodRow.token == token)
             )
+            was = _audited_method(row) if row is not None else None
             if row is None:
                 row = PaymentMethodRow(connection_id=connection_id, token=token)
                 session.add(row)
@@ -100,6 +106,22 @@ class RoutingService:
             row.method, row.customer = method, customer
             row.label, row.country = label[:100], country.upper()[:2]
             session.flush()
+            before, after = (
+                (None, _audited_method(row))
+                if was is None
+                else audit.changes(was, _audited_method(row))
+            )
+            if was is None or after:
+                # The gateway's token and customer stay out: they are what charges the card.
+                audit.record(
+                    session,
+                    who,
+                    "payment_method.saved",
+                    "payment_method",
+                    row.id,
+                    before,
+                    after,
+                )
             return row.id
 
         method_id = await self._db.write(write)
@@ -136,6 +158,8 @@ class RoutingService:
 
     async def save_rule(self, draft: RuleDraft, rule_id: int | None = None) -> RoutingRule:
         """Add a rule (checked last) or change one; ValidationFailed says what is wrong."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
         errors = draft.problems()
         if not errors:
             errors = await self._gateway_problems(draft.gateways)
@@ -155,11 +179,24 @@ class RoutingService:
                 if found is None:
                     raise NotFound(f"There is no routing rule number {rule_id}.")
                 row = found
+            was = _audited_rule(row) if rule_id is not None else None
             row.currency, row.method, row.country = draft.currency, draft.method, draft.country
             row.min_minor, row.max_minor = low, high
             row.gateways = [str(gateway) for gateway in draft.gateways]
             row.note = draft.note.strip()
             session.flush()
+            if was is None:
+                audit.record(
+                    session, who, "routing_rule.added", "routing_rule", row.id, None,
+                    _audited_rule(row),
+                )  # fmt: skip
+            else:
+                before, after = audit.changes(was, _audited_rule(row))
+                if after:
+                    audit.record(
+                        session, who, "routing_rule.changed", "routing_rule", row.id, before,
+                        after,
+                    )  # fmt: skip
             return row.id
 
         saved_id = await self._db.write(write)
@@ -167,10 +204,17 @@ class RoutingService:
         return next(rule for rule in await self.rules() if rule.id == saved_id)
 
     async def remove_rule(self, rule_id: int) -> None:
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
+
         def write(session: Session) -> None:
             row = session.get(RoutingRuleRow, rule_id)
             if row is None:
                 raise NotFound(f"There is no routing rule number {rule_id}.")
+            audit.record(
+                session, who, "routing_rule.removed", "routing_rule", rule_id,
+                _audited_rule(row), None,
+            )  # fmt: skip
             session.delete(row)
 
         await self._db.write(write)
@@ -178,16 +222,26 @@ class RoutingService:
 
     async def move_rule(self, rule_id: int, position: int) -> list[RoutingRule]:
         """Put a rule at `position` (0: checked first), the others keeping their order."""
+        access.require(Permission.MANAGE_CONNECTIONS)
+        who = access.actor()
 
         def write(session: Session) -> None:
             rows = list(session.scalars(select(RoutingRuleRow).order_by(RoutingRuleRow.position)))
             moving = next((row for row in rows if row.id == rule_id), None)
             if moving is None:
                 raise NotFound(f"There is no routing rule number {rule_id}.")
+            was = [row.id for row in rows]
             rows.remove(moving)
             rows.insert(max(0, min(position, len(rows))), moving)
             for place, row in enumerate(rows):
                 row.position = place
+            order = [row.id for row in rows]
+            if order != was:
+                audit.record(
+                    session, who, "routing_rule.moved", "routing_rule", rule_id,
+                    {"position": was.index(rule_id), "order": was},
+                    {"position": order.index(rule_id), "order": order},
+                )  # fmt: skip
 
         await self._db.write(write)
         self._rules_changed()
@@ -254,6 +308,7 @@ class RoutingService:
         home_country: str = "",
     ) -> Payment:
         """Charge a payer's saved method at the gateways the router chooses, in its order."""
+        access.require(Permission.TAKE_PAYMENTS)  # before choosing: a refusal says so first
         countries = {saved.country for saved in await self.methods(guardian_id) if saved.country}
         ask = PaymentAsk(
             amount,
@@ -363,6 +418,30 @@ class RoutingService:
                 technical=technical,
                 now=attempt.started_at.timestamp(),
             )
+
+
+def _audited_rule(row: RoutingRuleRow) -> dict[str, object]:
+    return {
+        "position": row.position,
+        "gateways": list(row.gateways),
+        "currency": row.currency,
+        "method": row.method,
+        "country": row.country,
+        "min_minor": row.min_minor,
+        "max_minor": row.max_minor,
+        "note": row.note,
+    }
+
+
+def _audited_method(row: PaymentMethodRow) -> dict[str, object]:
+    """A saved method as the audit trail keeps it: whose, where, what kind; not its token."""
+    return {
+        "payer": row.guardian_id,
+        "gateway": row.connection_id,
+        "method": row.method,
+        "label": row.label,
+        "country": row.country,
+    }
 
 
 def _rules(session: Session) -> list[RoutingRule]:

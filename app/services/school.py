@@ -10,15 +10,16 @@ dialog are checked by exactly the same rules.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.domain.access import Permission
 from app.domain.clock import after, skipped_time, wall_time
 from app.domain.errors import FieldError, NotFound, StaleEdit, SwitchboardError, ValidationFailed
 from app.domain.school import (
@@ -45,6 +46,7 @@ from app.domain.school import (
     full_name,
 )
 from app.domain.validation import check_required
+from app.services import access, audit
 from app.services.domain_events import record_lesson, record_lessons_created, record_student
 from app.services.events import EventHub
 from app.services.settings import SettingsService
@@ -693,6 +695,121 @@ def apply_invoice(session: Session, draft: InvoiceDraft, row: Invoice | None = N
     return row
 
 
+# --- the audit trail -----------------------------------------------------------------------------
+
+# Kept out of the trail's values (it cannot be erased): only that they changed is noted.
+PERSONAL = ("email", "phone", "date_of_birth", "notes")
+
+
+def _student_trail(row: Student) -> dict[str, Any]:
+    return {
+        "ref": row.ref,
+        "name": full_name(row.first_name, row.last_name),
+        "grade": row.grade,
+        "active": row.active,
+        "guardians": sorted(link.guardian_id for link in row.guardian_links),
+        "primary_guardian": next(
+            (link.guardian_id for link in row.guardian_links if link.is_primary), None
+        ),
+        "email": row.email,
+        "phone": row.phone,
+        "date_of_birth": row.date_of_birth,
+        "notes": row.notes,
+    }
+
+
+def _guardian_trail(row: Guardian) -> dict[str, Any]:
+    return {
+        "ref": row.ref,
+        "name": full_name(row.first_name, row.last_name),
+        "preferred_channel": row.preferred_channel,
+        "language": row.language,
+        "email": row.email,
+        "phone": row.phone,
+    }
+
+
+def _teacher_trail(row: Teacher) -> dict[str, Any]:
+    return {
+        "ref": row.ref,
+        "name": full_name(row.first_name, row.last_name),
+        "subjects": row.subjects,
+        "timezone": row.timezone,
+        "active": row.active,
+        "email": row.email,
+        "phone": row.phone,
+    }
+
+
+def _lesson_trail(row: Lesson) -> dict[str, Any]:
+    return {
+        "ref": row.ref,
+        "title": row.title,
+        "teacher": row.teacher_id,
+        "room": row.room_id,
+        "starts_at": row.starts_at.astimezone(UTC),
+        "ends_at": row.ends_at.astimezone(UTC),
+        "status": row.status,
+        "online": row.online,
+        "students": sorted(link.student_id for link in row.student_links),
+        "notes": row.notes,
+    }
+
+
+def _invoice_trail(row: Invoice) -> dict[str, Any]:
+    return {
+        "number": row.number,
+        "student": row.student_id,
+        "guardian": row.guardian_id,
+        "currency": row.currency,
+        "total_minor": row.total_minor,
+        "status": row.status,
+        "issued_on": row.issued_on,
+        "due_on": row.due_on,
+        "lines": [
+            [line.description, line.quantity, line.unit_minor]
+            for line in sorted(row.lines, key=lambda line: line.position)
+        ],
+        "notes": row.notes,
+    }
+
+
+def _shown(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if key not in PERSONAL}
+
+
+def _label(values: Mapping[str, Any]) -> dict[str, Any]:
+    """What names the record in every entry about it."""
+    return {key: values[key] for key in ("ref", "name", "title", "number") if key in values}
+
+
+def trail_saved(
+    session: Session,
+    who: str,
+    kind: str,
+    record_id: int,
+    was: Mapping[str, Any] | None,
+    now: Mapping[str, Any],
+) -> None:
+    """A `<kind>.saved` entry: the new record, or what changed (personal fields by name only)."""
+    if was is None:
+        filled = [key for key in PERSONAL if now.get(key)]
+        before, after = None, {**_shown(now), **({"personal": filled} if filled else {})}
+    else:
+        old, new = audit.changes(_shown(was), _shown(now))
+        before, after = {**_label(was), **old}, {**_label(now), **new}
+        personal = [key for key in PERSONAL if key in now and was.get(key) != now.get(key)]
+        if personal:
+            after["personal_changed"] = personal
+    audit.record(session, who, f"{kind}.saved", kind, record_id, before, after)
+
+
+def trail_deleted(
+    session: Session, who: str, kind: str, record_id: int, was: Mapping[str, Any]
+) -> None:
+    audit.record(session, who, f"{kind}.deleted", kind, record_id, _shown(was), None)
+
+
 # --- the service ---------------------------------------------------------------------------------
 
 
@@ -736,13 +853,18 @@ class SchoolService:
     async def save_student(
         self, draft: StudentDraft, *, student_id: int | None = None, version: int | None = None
     ) -> StudentRecord:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
+
         def write(session: Session) -> StudentRecord:
             row = None
             if student_id is not None:
                 row = _load(session, Student, student_id, "student")
                 _check_version(row, version, "student")
+            was = _student_trail(row) if row is not None else None
             saved = record_student(session, apply_student(session, draft, row), row is None)
             session.refresh(saved)
+            trail_saved(session, who, "student", saved.id, was, _student_trail(saved))
             return _student_record(saved)
 
         record = await self._db.write(write)
@@ -751,6 +873,9 @@ class SchoolService:
         return record
 
     async def delete_student(self, student_id: int) -> None:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
+
         def write(session: Session) -> None:
             row = _load(session, Student, student_id, "student")
             invoices = session.scalar(
@@ -761,6 +886,7 @@ class SchoolService:
                     f"{full_name(row.first_name, row.last_name)} has {invoices} invoice(s), so "
                     "their record must stay; untick “Active” instead to hide them."
                 )
+            trail_deleted(session, who, "student", student_id, _student_trail(row))
             session.delete(row)
 
         await self._db.write(write)
@@ -783,13 +909,18 @@ class SchoolService:
     async def save_guardian(
         self, draft: GuardianDraft, *, guardian_id: int | None = None, version: int | None = None
     ) -> GuardianRecord:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
+
         def write(session: Session) -> GuardianRecord:
             row = None
             if guardian_id is not None:
                 row = _load(session, Guardian, guardian_id, "guardian")
                 _check_version(row, version, "guardian")
+            was = _guardian_trail(row) if row is not None else None
             saved = apply_guardian(session, draft, row)
             session.refresh(saved)
+            trail_saved(session, who, "guardian", saved.id, was, _guardian_trail(saved))
             return _guardian_record(saved)
 
         record = await self._db.write(write)
@@ -798,6 +929,9 @@ class SchoolService:
         return record
 
     async def delete_guardian(self, guardian_id: int) -> None:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
+
         def write(session: Session) -> None:
             row = _load(session, Guardian, guardian_id, "guardian")
             invoices = session.scalar(
@@ -808,6 +942,7 @@ class SchoolService:
                     f"{full_name(row.first_name, row.last_name)} has {invoices} invoice(s) "
                     "addressed to them, so their record must stay."
                 )
+            trail_deleted(session, who, "guardian", guardian_id, _guardian_trail(row))
             session.delete(row)
 
         await self._db.write(write)
@@ -826,12 +961,18 @@ class SchoolService:
     async def save_teacher(
         self, draft: TeacherDraft, *, teacher_id: int | None = None, version: int | None = None
     ) -> TeacherRecord:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
+
         def write(session: Session) -> TeacherRecord:
             row = None
             if teacher_id is not None:
                 row = _load(session, Teacher, teacher_id, "teacher")
                 _check_version(row, version, "teacher")
-            return _teacher_record(apply_teacher(session, draft, row))
+            was = _teacher_trail(row) if row is not None else None
+            saved = apply_teacher(session, draft, row)
+            trail_saved(session, who, "teacher", saved.id, was, _teacher_trail(saved))
+            return _teacher_record(saved)
 
         record = await self._db.write(write)
         self._changed(TOPIC_TEACHERS, [record.id])
@@ -839,6 +980,9 @@ class SchoolService:
         return record
 
     async def delete_teacher(self, teacher_id: int) -> None:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
+
         def write(session: Session) -> None:
             row = _load(session, Teacher, teacher_id, "teacher")
             lessons = session.scalar(
@@ -849,6 +993,7 @@ class SchoolService:
                     f"{full_name(row.first_name, row.last_name)} has {lessons} lesson(s) on "
                     "record, so they must stay; untick “Active” instead."
                 )
+            trail_deleted(session, who, "teacher", teacher_id, _teacher_trail(row))
             session.delete(row)
 
         await self._db.write(write)
@@ -864,6 +1009,8 @@ class SchoolService:
         return await self._db.read(query)
 
     async def add_room(self, name: str, capacity: int | None = None) -> RoomRecord:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
         draft = RoomDraft(name, capacity)
         _raise_if(draft.problems())
 
@@ -875,6 +1022,15 @@ class SchoolService:
             room = room_named(session, name, create=True)
             assert room is not None
             room.capacity = capacity
+            audit.record(
+                session,
+                who,
+                "room.added",
+                "room",
+                room.id,
+                None,
+                {"name": room.name, "capacity": room.capacity},
+            )
             return RoomRecord(room.id, room.name, room.capacity)
 
         record = await self._db.write(write)
@@ -908,6 +1064,8 @@ class SchoolService:
     async def save_lesson(
         self, draft: LessonDraft, *, lesson_id: int | None = None, version: int | None = None
     ) -> LessonRecord:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
         zone = self.zone
 
         def write(session: Session) -> int:
@@ -915,8 +1073,11 @@ class SchoolService:
             if lesson_id is not None:
                 row = _load(session, Lesson, lesson_id, "lesson")
                 _check_version(row, version, "lesson")
-            was = row.status if row is not None else None
-            return record_lesson(session, apply_lesson(session, draft, zone, row), was).id
+            was = _lesson_trail(row) if row is not None else None
+            status = row.status if row is not None else None
+            saved = record_lesson(session, apply_lesson(session, draft, zone, row), status)
+            trail_saved(session, who, "lesson", saved.id, was, _lesson_trail(saved))
+            return saved.id
 
         saved_id = await self._db.write(write)
         self._changed(TOPIC_LESSONS, [saved_id])
@@ -925,10 +1086,24 @@ class SchoolService:
     async def save_series(self, draft: LessonDraft, weeks: int) -> list[LessonRecord]:
         """The lesson every week for `weeks` weeks, on the school's wall-clock time; all of it
         or nothing (see `apply_series`)."""
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
         zone = self.zone
 
         def write(session: Session) -> list[int]:
-            return record_lessons_created(session, apply_series(session, draft, weeks, zone))
+            made = record_lessons_created(session, apply_series(session, draft, weeks, zone))
+            first = session.get(Lesson, made[0]) if made else None
+            if first is not None and first.series_id is not None:
+                audit.record(
+                    session,
+                    who,
+                    "series.saved",
+                    "series",
+                    first.series_id,
+                    None,
+                    {**_shown(_lesson_trail(first)), "weeks": weeks, "lessons": made},
+                )
+            return made
 
         made = await self._db.write(write)
         self._changed(TOPIC_LESSONS, made)
@@ -945,8 +1120,13 @@ class SchoolService:
         return await self._db.read(lambda session: lesson_clashes(session, draft, lesson_id, zone))
 
     async def delete_lesson(self, lesson_id: int) -> None:
+        access.require(Permission.EDIT_SCHOOL)
+        who = access.actor()
+
         def write(session: Session) -> None:
-            session.delete(_load(session, Lesson, lesson_id, "lesson"))
+            row = _load(session, Lesson, lesson_id, "lesson")
+            trail_deleted(session, who, "lesson", lesson_id, _lesson_trail(row))
+            session.delete(row)
 
         await self._db.write(write)
         self._changed(TOPIC_LESSONS, [lesson_id], deleted=True)
@@ -974,18 +1154,27 @@ class SchoolService:
     async def save_invoice(
         self, draft: InvoiceDraft, *, invoice_id: int | None = None, version: int | None = None
     ) -> InvoiceRecord:
+        access.require(Permission.TAKE_PAYMENTS)
+        who = access.actor()
+
         def write(session: Session) -> int:
             row = None
             if invoice_id is not None:
                 row = _load(session, Invoice, invoice_id, "invoice")
                 _check_version(row, version, "invoice")
-            return apply_invoice(session, draft, row).id
+            was = _invoice_trail(row) if row is not None else None
+            saved = apply_invoice(session, draft, row)
+            trail_saved(session, who, "invoice", saved.id, was, _invoice_trail(saved))
+            return saved.id
 
         saved_id = await self._db.write(write)
         self._changed(TOPIC_INVOICES, [saved_id])
         return await self.invoice(saved_id)
 
     async def delete_invoice(self, invoice_id: int) -> None:
+        access.require(Permission.TAKE_PAYMENTS)
+        who = access.actor()
+
         def write(session: Session) -> None:
             row = _load(session, Invoice, invoice_id, "invoice")
             if row.status not in (InvoiceStatus.DRAFT.value, InvoiceStatus.VOID.value):
@@ -993,6 +1182,7 @@ class SchoolService:
                     f"Invoice {row.number} is {row.status}; only draft or void invoices can be "
                     "deleted. Mark it void to cancel it."
                 )
+            trail_deleted(session, who, "invoice", invoice_id, _invoice_trail(row))
             session.delete(row)
 
         await self._db.write(write)

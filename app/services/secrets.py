@@ -5,22 +5,30 @@ the macOS Keychain or the freedesktop Secret Service (GNOME Keyring, KWallet) th
 When no such store exists Switchboard refuses to keep secrets at all rather than fall back to a
 plain-text file, and says how to get one. Every value read or written is registered with the log
 redactor, so it is masked if it ever reaches a log line.
+
+A headless engine on a server often has no credential store. There the operator may name where
+a connection's secret is instead: `env:NAME` (an environment variable of the engine's process)
+or `file:PATH` (a file only the engine's user can read, such as a systemd or Docker secret).
+The database keeps that reference, which is not a secret, and the value is read each time it
+is needed (`resolve_reference`), so it can be changed without touching Switchboard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import keyring
 import keyring.backend
 import keyring.errors
 from keyring.backends import chainer, fail
 
-from app.domain.errors import CredentialStoreUnavailable
+from app.domain.errors import CredentialStoreUnavailable, SwitchboardError
 from app.logs import REDACTOR
 
 log = logging.getLogger("switchboard.secrets")
@@ -40,6 +48,64 @@ PLAINTEXT_STORE = (
 LOCKED_STORE = (
     "The credential store is locked. Unlock it (on Linux: your desktop's keyring) and try again."
 )
+
+
+REFERENCE_KINDS = ("env:", "file:")
+MAX_SECRET_FILE = 64 * 1024  # far more than any key or certificate; a mistake beyond it
+
+
+class SecretReferenceError(SwitchboardError):
+    """A secret named by reference (env:NAME, file:PATH) that cannot be read."""
+
+
+def check_reference(reference: str) -> str | None:
+    """What is wrong with a reference, in a sentence; None when it is one Switchboard reads."""
+    kind, _, target = reference.partition(":")
+    if not reference.startswith(REFERENCE_KINDS) or not target.strip():
+        return f"{reference[:40]!r} is not a reference; write env:VARIABLE or file:/path/to/file."
+    if kind == "env" and not target.replace("_", "").isalnum():
+        return f"{target[:40]!r} is not an environment variable name."
+    return None
+
+
+def is_reference(value: str) -> bool:
+    return value.startswith(REFERENCE_KINDS)
+
+
+def resolve_reference(reference: str, what: str) -> str:
+    """The secret a reference names, read now; SecretReferenceError says plainly what is
+    missing and where (`what`: which secret, for the sentence)."""
+    problem = check_reference(reference)
+    if problem:
+        raise SecretReferenceError(f"The secret {what} cannot be read: {problem}")
+    kind, _, target = reference.partition(":")
+    if kind == "env":
+        value = os.environ.get(target, "")
+        if not value:
+            raise SecretReferenceError(
+                f"The environment variable {target} that holds {what} is not set (or empty) "
+                "for this process; set it where the engine is started, then try again."
+            )
+    else:
+        path = Path(target).expanduser()
+        try:
+            with path.open("rb") as file:
+                raw = file.read(MAX_SECRET_FILE + 1)
+        except OSError as exc:
+            raise SecretReferenceError(
+                f"The file {path} that holds {what} cannot be read ({exc.strerror}); check "
+                "that it exists and that the engine's user may read it."
+            ) from exc
+        if len(raw) > MAX_SECRET_FILE:
+            raise SecretReferenceError(
+                f"The file {path} that holds {what} is larger than 64 KiB, so it is not a "
+                "secret; name the file that holds only the secret."
+            )
+        value = raw.decode("utf-8", "replace").strip()
+        if not value:
+            raise SecretReferenceError(f"The file {path} that holds {what} is empty.")
+    REDACTOR.add(value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""User settings (declared in app.config) and the app's own small state, kept in the database."""
+"""User settings (declared in app.config) and the app's own small state, kept in the database.
+
+Changing a setting needs the MANAGE_SETTINGS permission, except the ones that only shape a
+person's own view (`PERSONAL_PREFIXES`); every change is an entry in the audit trail. The app's
+own state (`set_state`) is Switchboard's bookkeeping, not anyone's decision: never guarded.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import SETTINGS, SETTINGS_BY_KEY, ConfigError, Setting
+from app.domain.access import Permission
+from app.services import access
 from app.services.events import EventHub
 from app.store.database import Database
 from app.store.integration import SettingRow
@@ -21,6 +28,7 @@ STATE_PREFIX = "state."
 # One topic per setting: events are coalesced per topic, so two settings changed in quick
 # succession must not share one (the first change would be swallowed).
 TOPIC_PREFIX = "settings."
+PERSONAL_PREFIXES = ("appearance.", "diagnostics.")  # anyone may change these
 
 
 def topic(key: str) -> str:
@@ -71,7 +79,26 @@ class SettingsService:
         return {spec.key: self.get(spec.key) for spec in SETTINGS}
 
     async def set(self, key: str, raw: Any) -> Any:
-        value = await self._db.write(put_setting, key, raw)
+        """Validate and store a setting; the value as stored."""
+        if not key.startswith(PERSONAL_PREFIXES):
+            access.require(Permission.MANAGE_SETTINGS)
+        who = access.actor()
+
+        def write(session: Session) -> Any:
+            # Imported here: the audit trail keeps its anchor with this module's state helpers.
+            from app.services import audit
+
+            row = session.get(SettingRow, key)
+            was = row.value if row is not None else _spec(key).default_value()
+            value = put_setting(session, key, raw)
+            if value != was:
+                # Keyed by the setting's name, so a secret-looking one is left out of the trail.
+                audit.record(
+                    session, who, "setting.changed", "setting", key, {key: was}, {key: value}
+                )
+            return value
+
+        value = await self._db.write(write)
         self._values = {**self._values, key: value}
         self._events.publish(topic(key), {"key": key, "value": value})
         return value

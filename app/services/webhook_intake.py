@@ -18,6 +18,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import TTLCache
@@ -26,7 +27,7 @@ from app.domain.errors import NotFound, SwitchboardError
 from app.providers.http import ProviderError
 from app.providers.webhooks import VERIFIERS, Rejected, Verified, Verifier, WebhookRequest
 from app.providers.whatsapp import subscription_answer
-from app.services.connections import ConnectionService, secret_name
+from app.services.connections import ConnectionService, SigningSecrets
 from app.services.inbox import ConnectionGone, Inbox, InboxUnavailable, IncomingEvent
 from app.services.secrets import SecretStore
 
@@ -70,6 +71,9 @@ class Source:
     verifier: Verifier | None  # None: the provider is asked (Provider.verify_webhook)
     secrets: tuple[str, ...]
     content_type: str
+    # While a rotation's overlap lasts, the old secrets too, until it ends (checked against
+    # each request's arrival, so a source cached a moment too long refuses them on time).
+    signing: SigningSecrets | None = None
 
 
 class SourceLimiter:
@@ -181,7 +185,10 @@ class WebhookIntake:
 
     async def _verify(self, source: Source, request: WebhookRequest) -> Verified:
         if source.verifier is not None:
-            return source.verifier.verify(request, source.secrets)
+            secrets = source.secrets
+            if source.signing is not None:
+                secrets = source.signing.at(datetime.fromtimestamp(request.received_at, UTC))
+            return source.verifier.verify(request, secrets)
         provider = await self._connections.provider(source.connection_id)
         return await provider.verify_webhook(request)
 
@@ -216,15 +223,16 @@ class WebhookIntake:
                 content_type=spec.webhook.content_type,
             )
         else:
-            field = spec.webhook.secret_field
-            stored = field in record.secret_fields
-            value = await self._secrets.aget(secret_name(connection_id, field)) if stored else None
+            signing = await self._connections.signing_secrets(
+                connection_id, spec.webhook.secret_field
+            )
             source = Source(
                 connection_id=connection_id,
                 token=record.webhook_token,
                 verifier=VERIFIERS[spec.webhook.verifier],
-                secrets=tuple((value or "").split()),
+                secrets=signing.current,
                 content_type=spec.webhook.content_type,
+                signing=signing,
             )
         if generation == self._generation[connection_id]:
             self._sources[connection_id] = source
@@ -244,7 +252,7 @@ class WebhookIntake:
         record = await self._connections.connection(connection_id)
         if "verify_token" not in record.secret_fields:
             return NOT_ALLOWED
-        stored = await self._secrets.aget(secret_name(connection_id, "verify_token")) or ""
+        stored = await self._connections.secret(connection_id, "verify_token") or ""
         answer = subscription_answer(query, stored.split())
         # Echoed back: only the short token of digits and letters Meta sends is.
         if answer is None or len(answer) > 100 or not answer.isalnum():

@@ -30,6 +30,12 @@ class ProviderConnection(Base):
     webhook_token: Mapped[str | None] = mapped_column(String(64), unique=True)
     # Seconds between health checks; None: the provider kind's default.
     health_interval: Mapped[int | None]
+    # Secrets the operator keeps outside Switchboard (a headless engine): field -> "env:NAME"
+    # or "file:PATH", read when the secret is needed. A reference, never a value.
+    secret_refs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # While a webhook signing secret is rotated: {"field", "current" (how many of the stored
+    # space-separated secrets are the new ones, first), "until" (ISO instant the old ones stop)}.
+    secret_rotation: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -175,20 +181,6 @@ class SettingRow(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class User(Base):
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    username: Mapped[str] = mapped_column(String(64), unique=True)
-    display_name: Mapped[str] = mapped_column(String(100), default="")
-    role: Mapped[str] = mapped_column(String(32))
-    password_hash: Mapped[str | None] = mapped_column(String(255))
-    totp_secret_name: Mapped[str | None] = mapped_column(String(200))
-    disabled: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_sign_in_at: Mapped[datetime | None]
 
 
 class JobRun(Base):

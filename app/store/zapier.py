@@ -3,6 +3,9 @@
 Only a key's SHA-256 is kept: the key itself is shown once, when it is made, and a stolen
 database cannot be used to call the school's API. (A key is 256 random bits, so a plain hash
 is enough; a slow password hash buys nothing against a key no one can guess.)
+
+A rotated key is not revoked at once: it keeps working until `expires_at` (the rotation's
+overlap), beside the key that replaced it (`replaced_by`), so the other app can switch over.
 """
 
 from __future__ import annotations
@@ -25,3 +28,5 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]  # refused from then on (set when it is rotated)
+    replaced_by: Mapped[int | None]  # the key made when this one was rotated

@@ -4,6 +4,9 @@ Views never touch the engine's services directly: they `await bridge.call(fn, ..
 the coroutine on the engine loop and resumes on the GUI loop (qasync), and they listen to
 `bridge.event`, which re-emits the engine's coalesced events on the GUI thread.
 
+Each call acts as the person signed in to the window (`principal`), so the services' permission
+checks and the audit trail see them, not the service user the engine's own work runs as.
+
 Signals:
     event(str, object): an engine event: its topic and payload dict (GUI thread).
     engine_state(str): the engine's state changed ("running", "paused", ...).
@@ -17,8 +20,10 @@ from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from app.domain.access import Principal
 from app.engine import TOPIC_STATE, Engine
 from app.services import Services
+from app.services.access import acting_as
 from app.services.events import EngineEvent
 
 T = TypeVar("T")
@@ -32,6 +37,7 @@ class EngineBridge(QObject):
     def __init__(self, engine: Engine, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._engine = engine
+        self.principal: Principal | None = None  # who signed in; None: the service user
         self._arrived.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
         self._unsubscribe = engine.events.subscribe(self._arrived.emit)
 
@@ -46,7 +52,18 @@ class EngineBridge(QObject):
 
     async def call(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` on the engine loop and await its result on the GUI loop."""
-        future = self._engine.submit(_invoke(fn, args, kwargs))
+        return await self.call_as(self.principal, fn, *args, **kwargs)
+
+    async def call_as(
+        self,
+        principal: Principal | None,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ) -> T:
+        """`call`, acting as `principal` (a second person approving something at this PC)."""
+        future = self._engine.submit(_invoke(principal, fn, args, kwargs))
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
@@ -60,6 +77,12 @@ class EngineBridge(QObject):
 
 
 async def _invoke(
-    fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    principal: Principal | None,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> T:
-    return await fn(*args, **kwargs)
+    if principal is None:
+        return await fn(*args, **kwargs)
+    with acting_as(principal):
+        return await fn(*args, **kwargs)

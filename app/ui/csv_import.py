@@ -195,7 +195,9 @@ class CsvActions:
             result = await with_progress(
                 self.page,
                 f"Importing {NOUNS[kind][1]}",
-                lambda progress: self.bridge.call(csv.import_, kind, data, progress, preview),
+                lambda progress: self.bridge.call(
+                    csv.import_, kind, data, progress, preview, file_name=path.name
+                ),
             )
         except Cancelled:
             tell(self.page, "Import stopped", "The import was stopped; nothing was imported.")

@@ -1,9 +1,14 @@
 """The main window: a sidebar of pages, the page stack, a demo banner when exploring, and a
 status bar with the engine's state, the database and the last background run.
 
+Until someone signs in (and again after an idle lock or a sign-out) the window shows the
+sign-in panel instead of its pages.
+
 Signals:
     close_requested(): the user closed the window (the shell decides: hide to tray or quit).
     leave_demo_requested(): the user wants to leave the demo school.
+    lock_requested(): the user asked to lock the window (Ctrl+L).
+    sign_out_requested(): the user signed out.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.access import Principal
 from app.domain.errors import SwitchboardError
 from app.engine import EngineState
 from app.services.jobs import TOPIC as TOPIC_JOBS
@@ -35,6 +41,7 @@ from app.ui import tasks
 from app.ui.bridge import EngineBridge
 from app.ui.icons import icon
 from app.ui.page import Page
+from app.ui.sign_in import SignInForm, SignInPanel
 from app.ui.theme import DEGRADED, DOWN, HEALTHY, PAUSED, ThemeController
 
 STATE_COLORS = {
@@ -50,6 +57,8 @@ STATE_COLORS = {
 class MainWindow(QMainWindow):
     close_requested = Signal()
     leave_demo_requested = Signal()
+    lock_requested = Signal()
+    sign_out_requested = Signal()
 
     def __init__(
         self,
@@ -73,6 +82,7 @@ class MainWindow(QMainWindow):
         self.sidebar = QListWidget()
         self.sidebar.setObjectName("Sidebar")
         self.sidebar.setFixedWidth(200)
+        self.sidebar.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.sidebar.setIconSize(QSize(20, 20))
         self.sidebar.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         outer.addWidget(self.sidebar)
@@ -84,7 +94,12 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         right.addWidget(self.stack, 1)
         outer.addLayout(right, 1)
-        self.setCentralWidget(central)
+        self.gate = QStackedWidget()
+        self.gate.addWidget(central)
+        self.sign_in_panel = SignInPanel(bridge)
+        self.gate.addWidget(self.sign_in_panel)
+        self.setCentralWidget(self.gate)
+        self._shortcuts: list[QShortcut] = []
 
         for number, page in enumerate(self.pages, start=1):
             item = QListWidgetItem(page.title)
@@ -95,6 +110,7 @@ class MainWindow(QMainWindow):
             page.navigate.connect(self.show_page)
             shortcut = QShortcut(QKeySequence(f"Ctrl+{number}"), self)
             shortcut.activated.connect(lambda key=page.key: self.show_page(key))
+            self._shortcuts.append(shortcut)
         self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
         self._tint_icons(theme.dark)
         theme.changed.connect(self._tint_icons)
@@ -104,10 +120,23 @@ class MainWindow(QMainWindow):
         self._database_label.setObjectName("Muted")
         self._last_run_label = QLabel("No background run yet")
         self._last_run_label.setObjectName("Muted")
+        self._who_label = QLabel()
+        self._who_label.setObjectName("Muted")
+        self.lock_button = QPushButton("Lock")
+        self.lock_button.setToolTip("Lock the window until you sign in again (Ctrl+L)")
+        self.lock_button.clicked.connect(self.lock_requested.emit)
+        self.sign_out_button = QPushButton("Sign out")
+        self.sign_out_button.clicked.connect(self.sign_out_requested.emit)
+        lock_key = QShortcut(QKeySequence("Ctrl+L"), self)
+        lock_key.activated.connect(self._lock_key)
         status = self.statusBar()
         status.addWidget(self._engine_label)
         status.addWidget(self._database_label, 1)
         status.addPermanentWidget(self._last_run_label)
+        status.addPermanentWidget(self._who_label)
+        status.addPermanentWidget(self.lock_button)
+        status.addPermanentWidget(self.sign_out_button)
+        self.show_signed_in(None)
         self.show_engine_state(bridge.engine.state.value)
         bridge.engine_state.connect(self.show_engine_state)
         bridge.event.connect(self._on_event)
@@ -136,6 +165,46 @@ class MainWindow(QMainWindow):
         color = self.theme.colors.text
         for row, page in enumerate(self.pages):
             self.sidebar.item(row).setIcon(icon(page.icon_name, color))
+
+    # --- signing in -----------------------------------------------------------------------------
+
+    @property
+    def locked(self) -> bool:
+        return self.gate.currentWidget() is self.sign_in_panel
+
+    def lock(self, *, first_run: bool = False, reason: str = "", name: str = "") -> SignInForm:
+        """Hide the pages behind the sign-in panel (the first run's form if `first_run`)."""
+        form = self.sign_in_panel.ask(first_run=first_run, reason=reason, name=name)
+        self.gate.setCurrentWidget(self.sign_in_panel)
+        self._set_locked_controls(True)
+        return form
+
+    def unlock(self, principal: Principal | None) -> None:
+        self.show_signed_in(principal)
+        self.gate.setCurrentIndex(0)
+        self._set_locked_controls(False)
+        if self.pages:
+            self.current_page.setFocus()
+
+    def show_signed_in(self, principal: Principal | None) -> None:
+        shown = principal is not None and not principal.service
+        self._who_label.setText(
+            f"Signed in as {principal.name} ({principal.role.label})"
+            if principal is not None and shown
+            else ""
+        )
+        self.lock_button.setVisible(shown)
+        self.sign_out_button.setVisible(shown)
+
+    def _set_locked_controls(self, locked: bool) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(not locked)
+        self.lock_button.setEnabled(not locked)
+        self.sign_out_button.setEnabled(not locked)
+
+    def _lock_key(self) -> None:
+        if self.lock_button.isVisible() and not self.locked:
+            self.lock_requested.emit()
 
     # --- pages ----------------------------------------------------------------------------------
 

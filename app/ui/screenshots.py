@@ -50,7 +50,7 @@ def render_all(config: Config, out_dir: Path) -> list[Path]:
     app = make_application()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    shell = Shell(app, config, use_tray=False, interactive=False)
+    shell = Shell(app, config, use_tray=False, interactive=False, sign_in=False)
     written: list[Path] = []
     try:
         window = shell.start()

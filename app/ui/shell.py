@@ -19,9 +19,12 @@ from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.config import Config, demo_config
+from app.domain.access import Principal, Role
 from app.domain.errors import SwitchboardError
 from app.engine import Engine, EngineError, EngineState
 from app.logs import set_level
+from app.services.access import acting_as
+from app.services.backup import RestoreReport, restore
 from app.services.calendar_schedule import JOB_PREFIX
 from app.services.calendar_sync import TOPIC as TOPIC_CALENDAR_SYNC
 from app.services.health import TOPIC_ALERTS
@@ -30,14 +33,22 @@ from app.ui import tasks
 from app.ui.bridge import EngineBridge
 from app.ui.dialogs import run_dialog, tell
 from app.ui.icons import app_icon
+from app.ui.idle import IdleWatch
 from app.ui.main_window import MainWindow
 from app.ui.theme import ThemeController
 from app.ui.tray import Tray
 from app.ui.tray import tooltip as tray_tooltip
 from app.ui.welcome import WelcomeChoice, WelcomeDialog
 from app.views import build_pages
+from app.views.backups import BackupsPage
 
 log = logging.getLogger("switchboard.ui")
+
+# Who the window acts as while nobody is signed in (locked, signed out): pages can still read,
+# and any change is refused by the services.
+NOBODY = Principal("nobody signed in", Role.VIEWER)
+# The demo school is invented data: whoever explores it may try everything.
+DEMO_VISITOR = Principal("demo visitor", Role.ADMINISTRATOR)
 
 
 def settle_heap() -> None:
@@ -57,12 +68,16 @@ class Shell(QObject):
         demo: bool = False,
         use_tray: bool = True,
         interactive: bool = True,
+        sign_in: bool = True,
     ) -> None:
         super().__init__(app)
         self.app = app
         self.home = home
         self.config = demo_config(home) if demo else home
         self.interactive = interactive
+        self.sign_in = sign_in  # False: the window acts as the service user (screenshots, tests)
+        self.principal: Principal | None = None  # who signed in to the school's own database
+        self.idle: IdleWatch | None = None
         self.theme = ThemeController(app)
         self.tray = Tray(app_icon(), self) if use_tray and Tray.available() else None
         if self.tray is not None:
@@ -97,9 +112,16 @@ class Shell(QObject):
         pages = build_pages(bridge)
         window = self.window = MainWindow(bridge, self.theme, pages, demo=self.config.demo)
         window.close_requested.connect(self._on_close_requested)
+        window.lock_requested.connect(lambda: self.lock_window("Locked. Sign in to go on."))
+        window.sign_out_requested.connect(self.sign_out)
+        window.sign_in_panel.signed_in.connect(self._signed_in)
         window.leave_demo_requested.connect(lambda: tasks.start(self.switch_to(demo=False), self))
         for page in window.pages:
             page.demo_requested.connect(lambda: tasks.start(self.switch_to(demo=True), self))
+            if isinstance(page, BackupsPage):
+                page.restore_requested.connect(
+                    lambda path: tasks.start(self.restore_from(Path(path)), self)
+                )
         self._update_title()
         geometry = self.gui_state.value("geometry")
         if geometry is not None:
@@ -114,9 +136,83 @@ class Shell(QObject):
         self._tray_timer.timeout.connect(self._refresh_tray_text)
         self._tray_timer.start()
         self._refresh_tray_text()
-        if self.interactive:
-            tasks.start(self.after_start(), owner=window)
+        if self.config.demo:
+            bridge.principal = DEMO_VISITOR
+            self._ready()
+        elif not self.sign_in:
+            self._ready()
+        elif self.principal is not None:  # back from the demo school: still signed in
+            self._signed_in(self.principal)
+        else:
+            bridge.principal = NOBODY
+            window.lock()
+            tasks.start(self.ask_to_sign_in(), owner=window)
         return window
+
+    def _ready(self) -> None:
+        """The window is usable: offer what a first start offers."""
+        if self.interactive and self.window is not None:
+            tasks.start(self.after_start(), owner=self.window)
+
+    # --- signing in -----------------------------------------------------------------------------
+
+    async def ask_to_sign_in(self) -> None:
+        """Show the first run's form while nobody exists, else the sign-in form."""
+        if self.bridge is None or self.window is None:
+            return
+        first_run = await self.bridge.call(self.bridge.services.users.needs_administrator)
+        if self.window is not None and self.principal is None:
+            self.window.lock(first_run=first_run)
+
+    def _signed_in(self, principal: Principal) -> None:
+        first = self.principal is None or self.window is None or not self.window.locked
+        self.principal = principal
+        if self.bridge is None or self.window is None:
+            return
+        self.bridge.principal = principal
+        self.window.unlock(principal)
+        self._watch_idle()
+        log.info("signed in", extra={"user": principal.name, "role": principal.role.value})
+        if first:
+            self._ready()
+
+    def lock_window(self, reason: str) -> None:
+        """Hide the pages until someone signs in again (the same person or another)."""
+        if self.window is None or self.bridge is None or self.principal is None:
+            return
+        if self.window.locked or self.config.demo:
+            return
+        self.bridge.principal = NOBODY
+        self.window.lock(reason=reason, name=self.principal.name)
+
+    def sign_out(self) -> None:
+        if self.window is None or self.bridge is None:
+            return
+        self.principal = None
+        self.bridge.principal = NOBODY
+        self.window.show_signed_in(None)
+        self.window.lock(reason="Signed out. Sign in to go on.")
+
+    def _watch_idle(self) -> None:
+        if self.bridge is None:
+            return
+        minutes = int(self.bridge.services.settings.get("security.idle_lock_minutes"))
+        if self.idle is None:
+            self.idle = IdleWatch(self.app, minutes)
+            self.idle.idle.connect(self._idle)
+            self.idle.screen_locked.connect(
+                lambda: self.lock_window("Locked because the screen was locked. Sign in to go on.")
+            )
+        else:
+            self.idle.set_minutes(minutes)
+
+    def _idle(self) -> None:
+        minutes = (
+            0
+            if self.bridge is None
+            else self.bridge.services.settings.get("security.idle_lock_minutes")
+        )
+        self.lock_window(f"Locked after {minutes} minutes without use. Sign in to go on.")
 
     def _close_window(self) -> Engine | None:
         """Save and close the window and the bridge; hand back the engine, still running."""
@@ -176,6 +272,44 @@ class Shell(QObject):
             return
         tell(None, "Switchboard cannot open a database", f"{problem}\n\nSwitchboard will close.")
         self.quit()
+
+    async def restore_from(self, backup: Path) -> RestoreReport | None:
+        """Replace the database with a backup: stop the engine (nothing may have the database
+        open while it is replaced), restore as the person signed in, and start again on the
+        result. If the restore is refused the database is as it was and opens again."""
+        principal = self.bridge.principal if self.bridge is not None else None
+        engine = self._close_window()
+        if engine is not None:
+            await asyncio.to_thread(engine.stop)
+        report: RestoreReport | None = None
+        problem = ""
+        try:
+            if principal is None:
+                report = await restore(self.config, backup)
+            else:
+                with acting_as(principal):
+                    report = await restore(self.config, backup)
+        except SwitchboardError as exc:
+            problem = str(exc)
+        if report is not None:
+            self.principal = None  # the restored database has its own users: sign in to it
+        candidate = Engine(self.config)
+        try:
+            await asyncio.to_thread(candidate.start)
+        except EngineError as exc:
+            tell(
+                None,
+                "Switchboard cannot open the database",
+                f"{problem or exc}\n\nSwitchboard will close.",
+            )
+            self.quit()
+            return None
+        window = self._open(candidate)
+        if report is None:
+            tell(window, "The database was not restored", problem)
+        else:
+            tell(window, "The database was restored", report.sentence, problem=False)
+        return report
 
     # --- after start ----------------------------------------------------------------------------
 
@@ -270,6 +404,8 @@ class Shell(QObject):
             self._update_title()
         elif payload.get("key") == "diagnostics.log_level":
             set_level(str(payload.get("value")))
+        elif payload.get("key") == "security.idle_lock_minutes" and self.idle is not None:
+            self.idle.set_minutes(int(payload.get("value") or 0))
 
     def _update_title(self) -> None:
         if self.window is None or self.bridge is None:

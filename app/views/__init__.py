@@ -7,7 +7,10 @@ from app.ui.page import Page
 
 
 def build_pages(bridge: EngineBridge) -> list[Page]:
+    from app.views.approvals import ApprovalsPage
+    from app.views.audit import AuditPage
     from app.views.automations import AutomationsPage
+    from app.views.backups import BackupsPage
     from app.views.billing import BillingPage
     from app.views.calendar_sync import CalendarSyncPage
     from app.views.dashboard import DashboardPage
@@ -25,10 +28,12 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
     from app.views.reconciliation_exceptions import ReconciliationExceptionsPage
     from app.views.request_log import RequestLogPage
     from app.views.routing_rules import RoutingRulesPage
+    from app.views.settings import SettingsPage
     from app.views.students import StudentsPage
     from app.views.sync_conflicts import ConflictsPage
     from app.views.teachers import TeachersPage
     from app.views.templates import TemplatesPage
+    from app.views.users import UsersPage
 
     return [
         OverviewPage(bridge),
@@ -52,5 +57,10 @@ def build_pages(bridge: EngineBridge) -> list[Page]:
         ReconciliationPage(bridge),
         ReconciliationExceptionsPage(bridge),
         JobsPage(bridge),
+        AuditPage(bridge),
         OutboundWebhooksPage(bridge),
+        BackupsPage(bridge),
+        ApprovalsPage(bridge),
+        UsersPage(bridge),
+        SettingsPage(bridge),
     ]

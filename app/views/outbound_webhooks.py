@@ -41,7 +41,6 @@ from app.domain.errors import FieldError, SwitchboardError
 from app.services.domain_events import TRIGGERS
 from app.services.outbound_webhooks import (
     MAX_ATTEMPTS,
-    ROTATION_GRACE,
     TOPIC,
     WAITING,
     Attempt,
@@ -52,6 +51,7 @@ from app.services.outbound_webhooks import (
     OutboundWebhooks,
     webhook_body,
 )
+from app.services.rotation import OVERLAP_SETTING
 from app.ui import labels, tasks
 from app.ui.bridge import EngineBridge
 from app.ui.dialogs import FieldProblems, RecordDialog, confirm, line_edit, run_dialog, tell
@@ -102,7 +102,10 @@ VERIFY_TEXT = (
     "libraries (Python, JavaScript, PHP, Go, Ruby, Java, C# and more) do all of this in one "
     "call: Webhook(secret).verify(body, headers)."
 )
-ROTATION_HOURS = int(ROTATION_GRACE.total_seconds() // 3600)
+
+
+def hours_words(hours: int) -> str:
+    return "1 hour" if hours == 1 else f"{hours} hours"
 
 
 # --- words for what the service hands out ---------------------------------------------------------
@@ -353,6 +356,7 @@ class SecretDialog(QDialog):
         zone: ZoneInfo,
         rotating_until: datetime | None = None,
         parent: QWidget | None = None,
+        overlap_hours: int = 24,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("New signing secret" if rotating_until else "Signing secret")
@@ -384,7 +388,8 @@ class SecretDialog(QDialog):
         if rotating_until is not None:
             rotation = QLabel(
                 f"The old secret keeps signing too until {when(rotating_until, zone)} "
-                f"({ROTATION_HOURS} hours): until then every webhook carries two signatures, one "
+                f"({hours_words(overlap_hours)}): until then every webhook carries two "
+                "signatures, one "
                 "from each secret, so the receiving service goes on accepting them with the old "
                 "secret and can switch to the new one whenever someone pastes it in. After "
                 "that only the new secret signs."
@@ -558,7 +563,8 @@ class OutboundWebhooksPage(Page):
         self.enable_button.clicked.connect(lambda: tasks.start(self.toggle_enabled(), owner=self))
         self.rotate_button = QPushButton("Rotate secret…")
         self.rotate_button.setToolTip(
-            f"Make a new signing secret; the old one keeps signing for {ROTATION_HOURS} hours"
+            "Make a new signing secret; the old one keeps signing for the rotation overlap "
+            "(Settings, Security)"
         )
         self.rotate_button.clicked.connect(lambda: tasks.start(self.rotate_secret(), owner=self))
         self.test_button = QPushButton("Send a test event")
@@ -1023,18 +1029,29 @@ class OutboundWebhooksPage(Page):
         saved: Endpoint = dialog.saved
         return saved
 
+    def overlap_hours(self) -> int:
+        """How long an old secret keeps signing after a rotation, as the settings say."""
+        return int(self.bridge.services.settings.get(OVERLAP_SETTING))
+
     async def rotate_secret(self) -> str | None:
         health = self.selected_endpoint()
         if health is None:
             return None
         endpoint = health.endpoint
+        hours = self.overlap_hours()
+        overlap = (
+            f"For the next {hours_words(hours)} every webhook is signed with both the old and "
+            "the new secret, so the receiving service keeps accepting them while someone "
+            "pastes the new one into it. After that only the new secret signs."
+            if hours
+            else "The old secret stops signing at once (the rotation overlap in Settings, "
+            "Security, is 0 hours), so the receiving service refuses webhooks until the new "
+            "one is pasted into it."
+        )
         asked = await confirm(
             self,
             "Rotate signing secret",
-            f"Make a new signing secret for {endpoint.url}?\n\nFor the next {ROTATION_HOURS} "
-            "hours every webhook is signed with both the old and the new secret, so the "
-            "receiving service keeps accepting them while someone pastes the new one into it. "
-            "After that only the new secret signs.",
+            f"Make a new signing secret for {endpoint.url}?\n\n{overlap}",
             "Rotate secret",
         )
         if not asked:
@@ -1055,6 +1072,7 @@ class OutboundWebhooksPage(Page):
                 self.zone,
                 rotating_until=rotated.secret_rotating_until,
                 parent=self,
+                overlap_hours=hours,
             )
         )
         return secret

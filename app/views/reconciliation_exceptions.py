@@ -61,7 +61,6 @@ from app.ui.reconciliation_table import (
 from app.ui.split_dialog import SplitDialog
 from app.ui.table import Column, RecordModel, RecordTable
 from app.ui.theme import PAUSED
-from app.ui.who import office_user
 
 OPEN = "open"
 EVERYTHING = "all"
@@ -101,7 +100,6 @@ class ReconciliationExceptionsPage(Page):
     def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
         super().__init__(bridge, parent)
         self.summary: RunSummary | None = None
-        self.by = office_user()
         self._all: list[Line] = []
         self._hay: list[str] = []
         self._loaded: tuple[int, str] | None = None  # (run, scope) of the records held
@@ -683,7 +681,7 @@ class ReconciliationExceptionsPage(Page):
         numbers = [line.number for line in lines]
 
         async def save(reason: str) -> Decision:
-            decision: Decision = await self.bridge.call(call, numbers, reason, self.by)
+            decision: Decision = await self.bridge.call(call, numbers, reason)
             return decision
 
         dialog = ReasonDialog(title, text, verb, save, self)
@@ -705,9 +703,7 @@ class ReconciliationExceptionsPage(Page):
         service = self.bridge.services.reconciliation
 
         async def save(parts: list[int], reason: str) -> Decision:
-            decision: Decision = await self.bridge.call(
-                service.split, line.number, parts, reason, self.by
-            )
+            decision: Decision = await self.bridge.call(service.split, line.number, parts, reason)
             return decision
 
         dialog = SplitDialog(
@@ -737,7 +733,7 @@ class ReconciliationExceptionsPage(Page):
         if not asked:
             return False
         try:
-            await self.bridge.call(self.bridge.services.reconciliation.undo, decision.id, self.by)
+            await self.bridge.call(self.bridge.services.reconciliation.undo, decision.id)
         except SwitchboardError as exc:
             tell(self, "Not undone", str(exc))
             return False

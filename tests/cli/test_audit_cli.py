@@ -1,10 +1,13 @@
 """`switchboard audit verify` as a person runs it: intact after ordinary changes, broken (exit 1,
-naming the first bad entry) after the database was edited behind Switchboard's back."""
+naming the first bad entry) after the database was edited behind Switchboard's back; and
+`switchboard audit export`, the trail (filtered) to a CSV file."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,87 @@ def test_a_deleted_last_entry_is_named(run: Any, tmp_path: Path) -> None:
 def test_bad_usage_exits_2(run: Any) -> None:
     assert run("audit").returncode == 2
     assert run("audit", "rewrite").returncode == 2
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_export_writes_the_trail_to_a_csv_file_and_notes_it(run: Any, tmp_path: Path) -> None:
+    first = add(run, "Sandbox Pay")
+    add(run, "Sandbox Cards")
+    assert run("connection", "remove", str(first)).returncode == 0
+    out = tmp_path / "trail.csv"
+    exported = run("audit", "export", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == f"Exported 3 audit entries to {out}."
+    rows = read_csv(out)
+    assert [row["seq"] for row in rows] == ["1", "2", "3"]
+    assert [row["action"] for row in rows] == [
+        "connection.added",
+        "connection.added",
+        "connection.removed",
+    ]
+    assert json.loads(rows[1]["after"])["name"] == "Sandbox Cards"
+    assert "sk_sandbox_from_env" not in out.read_text(encoding="utf-8")
+    # The export is an entry of its own, and the trail is still intact.
+    checked = run("audit", "verify", "--json")
+    assert json.loads(checked.stdout) == {"ok": True, "entries": 4, "first_bad": None}
+    again = run("audit", "export", "--out", str(out), "--action", "audit")
+    assert [row["action"] for row in read_csv(out)] == ["audit.exported"]
+    assert again.returncode == 0, again.stderr
+
+
+def test_export_filters_by_action_actor_and_days(run: Any, tmp_path: Path) -> None:
+    first = add(run, "Sandbox Pay")
+    assert run("connection", "remove", str(first)).returncode == 0
+    out = tmp_path / "removed.csv"
+    document = json.loads(
+        run("audit", "export", "--out", str(out), "--action", "connection.removed", "--json").stdout
+    )
+    assert document == {
+        "ok": True,
+        "file": str(out),
+        "entries": 1,
+        "filter": {"action": "connection.removed"},
+    }
+    actor = read_csv(out)[0]["actor"]
+    nobody = json.loads(
+        run("audit", "export", "--out", str(out), "--actor", "nobody", "--json").stdout
+    )
+    assert nobody["entries"] == 0
+    assert read_csv(out) == []
+    mine = run("audit", "export", "--out", str(out), "--actor", actor, "--json")
+    # The two changes and the two exports before this one, all by the command line's user.
+    assert json.loads(mine.stdout)["entries"] == 4
+    assert {row["action"] for row in read_csv(out)} == {
+        "connection.added",
+        "connection.removed",
+        "audit.exported",
+    }
+    today = date.today()
+    # Days are the school's (UTC by default): today's changes are in "since yesterday", none
+    # are in "until the day before yesterday".
+    changes = ("--out", str(out), "--action", "connection")
+    since = run("audit", "export", *changes, "--since", str(today - timedelta(days=1)))
+    assert since.stdout.startswith("Exported 2 audit entries"), since.stderr
+    until = run("audit", "export", *changes, "--until", str(today - timedelta(days=2)))
+    assert until.stdout.startswith("Exported 0 audit entries"), until.stderr
+
+
+def test_export_refuses_a_date_it_cannot_read(run: Any, tmp_path: Path) -> None:
+    bad = run("audit", "export", "--out", str(tmp_path / "x.csv"), "--since", "last tuesday")
+    assert bad.returncode == 2
+    assert "is not a date" in bad.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_export_to_a_folder_that_does_not_exist_fails_plainly(run: Any, tmp_path: Path) -> None:
+    add(run, "Sandbox Pay")
+    failed = run("audit", "export", "--out", str(tmp_path / "missing" / "x.csv"), "--json")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("switchboard: Cannot use")
+    assert json.loads(failed.stdout)["ok"] is False
+    checked = json.loads(run("audit", "verify", "--json").stdout)
+    assert checked["entries"] == 1  # a failed export is not noted as one

@@ -41,7 +41,12 @@ PAGES = (
     "reconciliation",
     "reconciliation-exceptions",
     "jobs",
+    "audit",
     "outbound-webhooks",
+    "backups",
+    "approvals",
+    "users",
+    "settings",
 )
 
 

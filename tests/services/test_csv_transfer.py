@@ -21,7 +21,7 @@ from app.domain.school import (
     StudentDraft,
     TeacherDraft,
 )
-from app.services import Services
+from app.services import Services, audit
 from app.services.csv_transfer import (
     MAX_BYTES,
     MAX_ROWS,
@@ -496,7 +496,8 @@ async def test_a_successful_import_publishes_what_changed_and_a_preview_publishe
     assert heard == []
     await transfer.import_(CsvKind.LESSONS, data)
     school.events.flush_all()
-    assert {event.topic for event in heard} == {"school.lessons", "school.rooms"}
+    # ... and the audit trail's entry for the import, to the Audit page.
+    assert {event.topic for event in heard} == {"school.lessons", "school.rooms", audit.TOPIC}
 
 
 async def test_a_guardians_import_tells_the_students_page_too(
@@ -509,7 +510,7 @@ async def test_a_guardians_import_tells_the_students_page_too(
     )
     school.events.flush_all()
 
-    assert {event.topic for event in heard} == {"school.guardians", "school.students"}
+    assert {event.topic for event in heard} == {"school.guardians", "school.students", audit.TOPIC}
 
 
 # --- bad files: refused whole, every problem named by row and column -----------------------------

@@ -69,7 +69,6 @@ async def test_the_demo_deposit_of_two_payouts_split_by_their_amounts_matches_bo
         deposit.number,
         [line.amount_minor for line in missing],
         "Two payouts paid in as one deposit",
-        "bursar",
     )
     await recon.run()
 

@@ -46,7 +46,7 @@ def test_without_a_tray_closing_the_window_quits(
     _loop, shells = shell_loop
     quits: list[bool] = []
     monkeypatch.setattr(qapp, "quit", lambda: quits.append(True))
-    shell = Shell(qapp, config, use_tray=False, interactive=False)
+    shell = Shell(qapp, config, use_tray=False, interactive=False, sign_in=False)
     shells.append(shell)
     window = shell.start()
     assert window.isVisible()
@@ -63,7 +63,7 @@ def test_with_a_tray_closing_hides_the_window_and_work_goes_on(
     monkeypatch.setattr(Tray, "available", staticmethod(lambda: True))
     quits: list[bool] = []
     monkeypatch.setattr(qapp, "quit", lambda: quits.append(True))
-    shell = Shell(qapp, config, interactive=False)
+    shell = Shell(qapp, config, interactive=False, sign_in=False)
     shells.append(shell)
     window = shell.start()
     assert shell.tray is not None
@@ -89,7 +89,7 @@ def test_the_first_run_offers_the_demo_school_which_is_kept_apart(
     qapp, shell_loop, config: Config, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     loop, shells = shell_loop
-    shell = Shell(qapp, config, use_tray=False)
+    shell = Shell(qapp, config, use_tray=False, sign_in=False)
     shells.append(shell)
     window = shell.start()
     run(
@@ -203,7 +203,7 @@ def test_a_demo_that_cannot_open_returns_to_the_school_with_the_reason(
 ) -> None:  # type: ignore[no-untyped-def]
     loop, shells = shell_loop
     (config.paths.data_dir / "demo").write_text("a file where the demo folder should be")
-    shell = Shell(qapp, config, use_tray=False, interactive=False)
+    shell = Shell(qapp, config, use_tray=False, interactive=False, sign_in=False)
     shells.append(shell)
     shell.start()
     run(loop, shell.switch_to(demo=True))

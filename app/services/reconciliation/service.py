@@ -25,12 +25,14 @@ import polars as pl
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.domain.access import Permission
 from app.domain.errors import NotFound, SwitchboardError
 from app.domain.money import Money
 from app.domain.payments import GatewayLedger
 from app.domain.reconciliation import MatchRules, ParsedFile, Side, Status
 from app.providers.gateway import PAYMENTS, Feature, PaymentGateway, Unsupported, failure_of
 from app.providers.http import ProviderError
+from app.services import access, audit
 from app.services.connections import ConnectionService
 from app.services.events import EventHub
 from app.services.reconciliation.books import (
@@ -48,7 +50,7 @@ from app.services.reconciliation.pulled import gateway_records
 from app.services.settings import SettingsService
 from app.services.statement_files import ColumnMapping, detect_format, read_statement
 from app.store.database import Database
-from app.store.payments import PaymentRow
+from app.store.payments import PaymentRow, RefundRow
 from app.store.reconciliation import (
     ReconDecisionRow,
     ReconImportRow,
@@ -65,6 +67,13 @@ TOPIC = "reconciliation"
 PULL_DAYS = 35  # a first pull reads this far back; later ones from where the last stopped
 PULL_OVERLAP = timedelta(days=3)  # gateways settle late: read again what may have changed
 ACTIONS = ("match", "unmatch", "write_off", "split")
+# How each decision is named in the audit trail.
+DECIDED = {
+    "match": "reconciliation.matched",
+    "unmatch": "reconciliation.unmatched",
+    "write_off": "reconciliation.written_off",
+    "split": "reconciliation.split",
+}
 
 
 @dataclass(frozen=True)
@@ -188,15 +197,18 @@ class ReconciliationService:
 
     async def daily(self) -> RunSummary:
         """The scheduled run: read every gateway that can be read, then match. A gateway that
-        cannot be read today is logged and left for tomorrow; the run goes on without it."""
+        cannot be read today is logged and left for tomorrow; the run goes on without it.
+
+        The engine's own work on the school's standing instruction (the daily setting), not a
+        person's action: no permission is asked, and what it stores is in the audit trail."""
         for connection_id in await self.ledger_gateways():
             try:
-                await self.pull(connection_id)
+                await self._pull(connection_id)
             except SwitchboardError as exc:
                 log.warning(
                     "gateway records not read", extra={"connection": connection_id, "why": str(exc)}
                 )
-        return await self.run("scheduled")
+        return await self._run("scheduled")
 
     def _publish(self, payload: dict[str, Any]) -> None:
         if self._events is not None:
@@ -231,12 +243,17 @@ class ReconciliationService:
         return await self._db.read(query)
 
     async def source_for_connection(self, connection_id: int) -> str:
+        access.require(Permission.RECONCILE)
+        return await self._source_for_connection(connection_id)
+
+    async def _source_for_connection(self, connection_id: int) -> str:
         record = await self._connections.connection(connection_id)
         return await self._db.write(
             _source, connection_source(connection_id), record.name, Side.GATEWAY, connection_id
         )
 
     async def source_for_bank(self, label: str) -> str:
+        access.require(Permission.RECONCILE)
         label = " ".join(label.split())
         if not label:
             raise SwitchboardError("Give the bank account a name, such as 'Main account'.")
@@ -244,6 +261,7 @@ class ReconciliationService:
 
     async def remember(self, key: str, fmt: str, mapping: ColumnMapping | None) -> None:
         """Keep the file format and column mapping used for a source, for next time."""
+        access.require(Permission.RECONCILE)
 
         def write(session: Session) -> None:
             session.execute(
@@ -276,6 +294,8 @@ class ReconciliationService:
         """Import a settlement report or bank statement into `source` (a key from
         `source_for_connection` or `source_for_bank`). A file with any bad row is refused whole
         (`FileRejected`); importing the same records again adds nothing."""
+        access.require(Permission.RECONCILE)
+        who = access.actor()
         fmt = fmt or detect_format(path) or ""
         if not fmt:
             raise SwitchboardError(
@@ -287,7 +307,7 @@ class ReconciliationService:
             read_statement, path, fmt, source=source, mapping=mapping, currency=currency
         )
         digest = await asyncio.to_thread(_digest, path)
-        imported = await self._db.write(_store, source, path.name, digest, parsed)
+        imported = await self._db.write(_store, who, source, path.name, digest, parsed)
         await self.remember(source, fmt, mapping)
         log.info(
             "statement imported",
@@ -301,7 +321,13 @@ class ReconciliationService:
     ) -> Imported:
         """Read a gateway's records and payouts through its API (from where the last pull
         stopped, a few days back, since gateways settle late)."""
-        source = await self.source_for_connection(connection_id)
+        access.require(Permission.RECONCILE)
+        return await self._pull(connection_id, since, until)
+
+    async def _pull(
+        self, connection_id: int, since: datetime | None = None, until: datetime | None = None
+    ) -> Imported:
+        source = await self._source_for_connection(connection_id)
         provider = await self._connections.provider(connection_id)
         if not isinstance(provider, PaymentGateway):
             raise SwitchboardError("That connection is not a payment gateway; choose a gateway.")
@@ -317,15 +343,22 @@ class ReconciliationService:
             raise SwitchboardError(
                 f"{provider.spec.name} did not give its records: {failure_of(exc).message}"
             ) from exc
-        return await self.keep_ledger(connection_id, ledger, until)
+        return await self._keep_ledger(connection_id, ledger, until)
 
     async def keep_ledger(
         self, connection_id: int, ledger: GatewayLedger, until: datetime
     ) -> Imported:
         """Store what a gateway's ledger holds (read up to `until`) as its records."""
-        source = await self.source_for_connection(connection_id)
+        access.require(Permission.RECONCILE)
+        return await self._keep_ledger(connection_id, ledger, until)
+
+    async def _keep_ledger(
+        self, connection_id: int, ledger: GatewayLedger, until: datetime
+    ) -> Imported:
+        who = access.actor()
+        source = await self._source_for_connection(connection_id)
         parsed = ParsedFile("api", gateway_records(source, ledger))
-        imported = await self._db.write(_store, source, "API", "", parsed, until)
+        imported = await self._db.write(_store, who, source, "API", "", parsed, until)
         self._publish({"imported": asdict(imported)})
         return imported
 
@@ -333,9 +366,14 @@ class ReconciliationService:
 
     async def run(self, trigger: str = "manual", as_of: datetime | None = None) -> RunSummary:
         """Match everything now; one run at a time."""
+        access.require(Permission.RECONCILE)
+        return await self._run(trigger, as_of)
+
+    async def _run(self, trigger: str, as_of: datetime | None = None) -> RunSummary:
+        who = access.actor()
         as_of = as_of or datetime.now(UTC)
         async with self._running:
-            run_id = await self._db.write(_start_run, trigger, as_of, self.rules)
+            run_id = await self._db.write(_start_run, who, trigger, as_of, self.rules)
             self._publish({"run": run_id, "state": "running"})
             started = time.perf_counter()
             try:
@@ -447,8 +485,9 @@ class ReconciliationService:
 
     # --- decisions --------------------------------------------------------------------------
 
-    async def match(self, records: Sequence[int], reason: str, by: str) -> Decision:
+    async def match(self, records: Sequence[int], reason: str) -> Decision:
         """Match records by hand (two or more, from at least two sides)."""
+        access.require(Permission.RECONCILE)
         chosen = numbers(records)
         if len(chosen) < 2:
             raise SwitchboardError("Choose at least two records to match with each other.")
@@ -457,20 +496,24 @@ class ReconciliationService:
             raise SwitchboardError(
                 "Choose records from different sides (the ledger, a gateway, the bank) to match."
             )
-        return await self._decide("match", chosen, reason, by)
+        return await self._decide("match", chosen, reason)
 
-    async def unmatch(self, records: Sequence[int], reason: str, by: str) -> Decision:
+    async def unmatch(self, records: Sequence[int], reason: str) -> Decision:
         """Take records out of their match, and keep them out of automatic matching."""
-        return await self._decide("unmatch", numbers(records), reason, by)
+        access.require(Permission.RECONCILE)
+        return await self._decide("unmatch", numbers(records), reason)
 
-    async def write_off(self, records: Sequence[int], reason: str, by: str) -> Decision:
+    async def write_off(self, records: Sequence[int], reason: str) -> Decision:
         """Accept exceptions as they are (a bank charge, a rounding), with the reason."""
-        return await self._decide("write_off", numbers(records), reason, by)
+        access.require(Permission.RECONCILE)
+        return await self._decide("write_off", numbers(records), reason)
 
-    async def split(self, record: int, parts: Sequence[int], reason: str, by: str) -> Decision:
+    async def split(self, record: int, parts: Sequence[int], reason: str) -> Decision:
         """Divide a gateway's or the bank's record into parts, in minor units, that add up to
         it (a deposit that is a payout and a family's transfer together); each part is then
         matched on its own. Undoing the split puts the whole back."""
+        access.require(Permission.RECONCILE)
+        by = access.actor()
         reason = _reason(reason)
         decision = await self._db.write(_split, int(record), [int(p) for p in parts], reason, by)
         log.info(
@@ -480,7 +523,10 @@ class ReconciliationService:
         self._publish({"decision": decision.id})
         return decision
 
-    async def undo(self, decision_id: int, by: str) -> None:
+    async def undo(self, decision_id: int) -> None:
+        access.require(Permission.RECONCILE)
+        by = access.actor()
+
         def write(session: Session) -> None:
             row = session.get(ReconDecisionRow, decision_id)
             if row is None or row.undone_at is not None:
@@ -488,6 +534,16 @@ class ReconciliationService:
             if row.action == "split":
                 _refuse_undoing_a_split_in_use(session, row.id)
             row.undone_at, row.undone_by = datetime.now(UTC), by
+            what = {"action": row.action, "reason": row.reason, **_lines_of(session, row.records)}
+            audit.record(
+                session,
+                by,
+                "reconciliation.undone",
+                "reconciliation_decision",
+                row.id,
+                {**what, "standing": True},
+                {"standing": False},
+            )
 
         await self._db.write(write)
         log.info("reconciliation decision undone", extra={"decision": decision_id, "by": by})
@@ -502,7 +558,8 @@ class ReconciliationService:
 
         return await self._db.read(query)
 
-    async def _decide(self, action: str, records: list[int], reason: str, by: str) -> Decision:
+    async def _decide(self, action: str, records: list[int], reason: str) -> Decision:
+        by = access.actor()
         reason = _reason(reason)
         if not records:
             raise SwitchboardError("Choose the records first.")
@@ -517,9 +574,13 @@ class ReconciliationService:
     # --- the period's report ------------------------------------------------------------------
 
     async def export_csv(self, path: Path, lines: Sequence[Line] | None = None) -> int:
-        """Write the latest run's records (or the given ones) to a CSV file; how many rows."""
+        """Write the latest run's records (or the given ones) to a CSV file; how many rows. A
+        read, open to everyone, and recorded in the audit trail: the money's records left
+        Switchboard."""
+        who = access.actor()
         chosen = list(lines) if lines is not None else await self.lines()
         await asyncio.to_thread(_write_csv, path, chosen)
+        await self._db.write(_record_export, who, path, len(chosen))
         return len(chosen)
 
 
@@ -543,6 +604,7 @@ def _pulled_until(session: Session, key: str) -> datetime | None:
 
 def _store(
     session: Session,
+    who: str,
     key: str,
     name: str,
     digest: str,
@@ -567,6 +629,21 @@ def _store(
     row.added = add_records(session, source.id, parsed.records, row.id)
     if pulled_until is not None:
         source.pulled_until = pulled_until
+    audit.record(
+        session,
+        who,
+        "reconciliation.imported",
+        "reconciliation_import",
+        row.id,
+        None,
+        {
+            "source": source.label,
+            "file": name,
+            "format": parsed.format,
+            "rows": row.rows,
+            "added": row.added,
+        },
+    )
     return Imported(source.label, name, parsed.format, row.rows, row.added)
 
 
@@ -574,11 +651,95 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _start_run(session: Session, trigger: str, as_of: datetime, rules: MatchRules) -> int:
+def _start_run(session: Session, who: str, trigger: str, as_of: datetime, rules: MatchRules) -> int:
     row = ReconRunRow(trigger=trigger, as_of=as_of, rules=asdict(rules))
     session.add(row)
     session.flush()
+    audit.record(
+        session,
+        who,
+        "reconciliation.run_started",
+        "reconciliation_run",
+        row.id,
+        None,
+        {"trigger": trigger, "as_of": as_of, "rules": asdict(rules)},
+    )
     return row.id
+
+
+def _record_export(session: Session, who: str, path: Path, rows: int) -> None:
+    latest = session.scalar(
+        select(ReconRunRow.id).where(ReconRunRow.status == "done").order_by(ReconRunRow.id.desc())
+    )
+    audit.record(
+        session,
+        who,
+        "reconciliation.exported",
+        "reconciliation_run",
+        latest if latest is not None else "",
+        None,
+        {"file": str(path), "rows": rows},
+    )
+
+
+# How many of a decision's records its audit entry lists one by one (a write-off may take
+# thousands); the count and the totals always cover them all.
+AUDIT_LINES = 100
+
+
+def _lines_of(session: Session, records: Sequence[int]) -> dict[str, Any]:
+    """A decision's records as the audit trail keeps them: each one's side, reference and
+    amount (the first `AUDIT_LINES`), how many, and the total by currency."""
+    chosen = numbers(records)
+    stored = {
+        row.id: row
+        for start in range(0, len(chosen), 20_000)
+        for row in session.scalars(
+            select(ReconRecordRow).where(
+                ReconRecordRow.id.in_([n for n in chosen[start : start + 20_000] if n > 0])
+            )
+        )
+    }
+    listed: list[dict[str, Any]] = []
+    totals: dict[str, int] = {}
+    for number in chosen:
+        described: dict[str, Any] = {"record": number}
+        if number > 0:
+            found = stored.get(number)
+            if found is not None:
+                described |= {
+                    "side": found.side,
+                    "reference": found.reference,
+                    "description": found.description,
+                    "amount_minor": found.amount_minor,
+                    "currency": found.currency,
+                }
+        else:
+            kind, row_id = ledger_row(number)
+            paid = session.get(PaymentRow, row_id) if kind == "payment" else None
+            refunded = session.get(RefundRow, row_id) if kind == "refund" else None
+            if paid is not None:
+                described |= {
+                    "side": "ledger",
+                    "reference": f"payment {row_id}",
+                    "description": paid.description,
+                    "amount_minor": paid.amount_minor,
+                    "currency": paid.currency,
+                }
+            elif refunded is not None:
+                described |= {
+                    "side": "ledger",
+                    "reference": f"refund {row_id}",
+                    "description": refunded.reason,
+                    "amount_minor": -refunded.amount_minor,
+                    "currency": refunded.currency,
+                }
+        if "currency" in described:
+            currency = str(described["currency"])
+            totals[currency] = totals.get(currency, 0) + int(described["amount_minor"])
+        if len(listed) < AUDIT_LINES:
+            listed.append(described)
+    return {"records": len(chosen), "totals_minor": totals, "lines": listed}
 
 
 def _fail_run(session: Session, run_id: int, message: str) -> None:
@@ -651,6 +812,15 @@ def _split(session: Session, number: int, parts: list[int], reason: str, by: str
     decision = ReconDecisionRow(action="split", records=[number], reason=reason, made_by=by)
     session.add(decision)
     session.flush()
+    audit.record(
+        session,
+        by,
+        DECIDED["split"],
+        "reconciliation_decision",
+        decision.id,
+        None,
+        {"reason": reason, "parts_minor": parts, **_lines_of(session, [number])},
+    )
     described = whole.description or whole.reference or whole.kind
     for index, part in enumerate(parts, start=1):
         session.add(
@@ -701,6 +871,15 @@ def _record_decision(
     row = ReconDecisionRow(action=action, records=records, reason=reason, made_by=by)
     session.add(row)
     session.flush()
+    audit.record(
+        session,
+        by,
+        DECIDED[action],
+        "reconciliation_decision",
+        row.id,
+        None,
+        {"reason": reason, **_lines_of(session, records)},
+    )
     return _decision(row)
 
 

@@ -19,6 +19,7 @@ from app.store import (  # noqa: F401
     payments,
     reconciliation,
     school,
+    users,
     zapier,
 )
 from app.store.base import Base, UtcDateTime

@@ -14,17 +14,19 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.domain.access import Principal, Role
 from app.domain.errors import SwitchboardError
 from app.domain.money import Money
 from app.domain.payments import BalanceEntry, GatewayLedger
 from app.domain.reconciliation import FileRejected
-from app.services import Services
+from app.services import Services, access
 from app.services.payments import Candidate, ChargeOrder
 from app.services.reconciliation.books import payment_number, refund_number
 from app.store.payments import PaymentRow, RefundRow
 from app.store.reconciliation import ReconRecordRow
 
 AS_OF = datetime(2026, 3, 31, 12, tzinfo=UTC)
+BURSAR = Principal("Ms Banda", Role.FINANCE)
 
 DATA = Path(__file__).parents[2] / "data" / "reconciliation"
 STRIPE = (DATA / "stripe_march.csv").read_text(encoding="utf-8")
@@ -231,14 +233,15 @@ async def test_decisions_need_a_reason_and_later_runs_keep_them(
     stray = next(line for line in await recon.lines() if line.reference == "ch_2")
 
     with pytest.raises(SwitchboardError, match="Say why"):
-        await recon.write_off([fee_line.number], "  ", by="bursar")
+        await recon.write_off([fee_line.number], "  ")
     with pytest.raises(SwitchboardError, match="different sides"):
-        await recon.match([numbers["ch_9"], numbers["ch_1"]], "same family", by="bursar")
+        await recon.match([numbers["ch_9"], numbers["ch_1"]], "same family")
 
-    await recon.write_off([fee_line.number], "Monthly account fee", by="bursar")
-    match = await recon.match(
-        [numbers["ch_9"], stray.number], "Paid by the family's other card", by="bursar"
-    )
+    with access.acting_as(BURSAR):
+        await recon.write_off([fee_line.number], "Monthly account fee")
+        match = await recon.match(
+            [numbers["ch_9"], stray.number], "Paid by the family's other card"
+        )
     await recon.run(as_of=AS_OF)
     summary = await recon.run(as_of=AS_OF)  # and again: decisions are inputs of every run
 
@@ -249,15 +252,16 @@ async def test_decisions_need_a_reason_and_later_runs_keep_them(
     assert [(x.side, x.reference, x.status) for x in await recon.lines(exceptions_only=True)] == []
     assert summary.exceptions == 0
 
-    await recon.unmatch([numbers["ch_9"]], "Wrong family", by="bursar")
+    with access.acting_as(BURSAR):
+        await recon.unmatch([numbers["ch_9"]], "Wrong family")
     await recon.run(as_of=AS_OF)
     assert (await recon.line(numbers["ch_9"])).status == "missing"
     assert (await recon.line(stray.number)).status == "unexpected"
     trail = await recon.decisions()
     assert [(d.action, d.made_by) for d in trail] == [
-        ("unmatch", "bursar"),
-        ("match", "bursar"),
-        ("write_off", "bursar"),
+        ("unmatch", "Ms Banda"),
+        ("match", "Ms Banda"),
+        ("write_off", "Ms Banda"),
     ]
     assert trail[1].id == match.id
     assert trail[1].reason == "Paid by the family's other card"
@@ -352,9 +356,10 @@ async def test_a_deposit_split_into_its_parts_matches_each_part_on_its_own(
     assert (await recon.line(deposit)).status == "unexpected"  # 219.47 is nothing on its own
     assert (await recon.line(transfer)).status == "missing"
 
-    decision = await recon.split(
-        deposit, [14_447, 7_500], "The payout and the Smiths' transfer in one deposit", "bursar"
-    )
+    with access.acting_as(BURSAR):
+        decision = await recon.split(
+            deposit, [14_447, 7_500], "The payout and the Smiths' transfer in one deposit"
+        )
     await recon.run(as_of=AS_OF)
 
     bank = [line for line in await recon.lines() if line.side == "bank"]
@@ -367,10 +372,10 @@ async def test_a_deposit_split_into_its_parts_matches_each_part_on_its_own(
     [payout] = [line for line in await recon.lines() if line.reference == "po_1"]
     assert payout.status == "matched"
     assert [(d.action, d.records, d.made_by) for d in await recon.decisions()] == [
-        ("split", [deposit], "bursar")
+        ("split", [deposit], "Ms Banda")
     ]
 
-    await recon.undo(decision.id, "bursar")
+    await recon.undo(decision.id)
     await recon.run(as_of=AS_OF)
 
     assert [line.number for line in await recon.lines() if line.side == "bank"] == [deposit]
@@ -387,22 +392,22 @@ async def test_a_split_must_add_up_and_only_records_of_a_gateway_or_the_bank_spl
     with pytest.raises(
         SwitchboardError, match=r"add up to the whole, USD 219\.47; USD 0\.47 is left over"
     ):
-        await recon.split(deposit, [14_400, 7_500], "two things", "bursar")
+        await recon.split(deposit, [14_400, 7_500], "two things")
     with pytest.raises(SwitchboardError, match="at least two parts"):
-        await recon.split(deposit, [21_947], "one thing", "bursar")
+        await recon.split(deposit, [21_947], "one thing")
     with pytest.raises(SwitchboardError, match="same sign"):
-        await recon.split(deposit, [22_947, -1_000], "a credit and a debit", "bursar")
+        await recon.split(deposit, [22_947, -1_000], "a credit and a debit")
     with pytest.raises(SwitchboardError, match="refunding part of it"):
-        await recon.split(numbers["ch_1"], [6_000, 6_000], "two lessons", "bursar")
+        await recon.split(numbers["ch_1"], [6_000, 6_000], "two lessons")
     with pytest.raises(SwitchboardError, match="Say why"):
-        await recon.split(deposit, [14_447, 7_500], " ", "bursar")
+        await recon.split(deposit, [14_447, 7_500], " ")
     assert await recon.decisions() == []  # nothing refused was kept
 
-    await recon.split(deposit, [14_447, 7_500], "payout and a transfer", "bursar")
+    await recon.split(deposit, [14_447, 7_500], "payout and a transfer")
     with pytest.raises(SwitchboardError, match="already split"):
-        await recon.split(deposit, [10_000, 11_947], "another way", "bursar")
+        await recon.split(deposit, [10_000, 11_947], "another way")
     with pytest.raises(SwitchboardError, match="choose its parts instead"):
-        await recon.write_off([deposit], "bank error", "bursar")
+        await recon.write_off([deposit], "bank error")
 
 
 async def test_a_split_whose_part_is_in_a_later_decision_cannot_be_undone_before_it(
@@ -411,16 +416,16 @@ async def test_a_split_whose_part_is_in_a_later_decision_cannot_be_undone_before
     await ledger(services, gateway)
     deposit = await one_deposit(services, gateway, tmp_path)
     recon = services.reconciliation
-    split = await recon.split(deposit, [14_447, 7_000, 500], "payout, transfer, fee", "bursar")
+    split = await recon.split(deposit, [14_447, 7_000, 500], "payout, transfer, fee")
     await recon.run(as_of=AS_OF)
     [small] = [line for line in await recon.lines() if line.amount_minor == 500]
-    later = await recon.write_off([small.number], "bank's rounding", "bursar")
+    later = await recon.write_off([small.number], "bank's rounding")
 
     with pytest.raises(SwitchboardError, match="bank's rounding"):
-        await recon.undo(split.id, "bursar")
+        await recon.undo(split.id)
 
-    await recon.undo(later.id, "bursar")
-    await recon.undo(split.id, "bursar")
+    await recon.undo(later.id)
+    await recon.undo(split.id)
     await recon.run(as_of=AS_OF)
     assert (await recon.line(deposit)).status == "unexpected"
 
