@@ -69,6 +69,21 @@ def one_at_a_time_when_alone(request: pytest.FixtureRequest, locks_folder: Path)
 
 
 @pytest.fixture(autouse=True)
+def light_password_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id at its real cost (64 MiB, 3 passes) takes a fifth of a second a hash; tests
+    that are not about the cost use a light one. Tests marked `real_password_cost` (and every
+    command-line test: a process of its own) keep the real one."""
+    if request.node.get_closest_marker("real_password_cost"):
+        return
+    from argon2 import PasswordHasher
+
+    from app.services import users
+
+    monkeypatch.setattr(users, "_passwords", PasswordHasher(time_cost=1, memory_cost=1024))
+    monkeypatch.setattr(users, "KEY_COST", {"time_cost": 1, "memory_cost": 1024, "parallelism": 1})
+
+
+@pytest.fixture(autouse=True)
 def memory_keyring() -> Iterator[MemoryKeyring]:
     """Every test gets an empty in-memory credential store unless it asks for the real one."""
     previous = keyring.get_keyring()
@@ -107,3 +122,15 @@ async def services(config: Config) -> AsyncIterator[Services]:
         yield opened
     finally:
         await opened.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first (those marked slow, then the command-line tests, each a process of
+    its own), so that the workers finish together: a long test handed out last keeps one core
+    busy while the other has nothing left to do."""
+    cli = Path(__file__).parent / "cli"
+
+    def late(item: pytest.Item) -> tuple[bool, bool]:
+        return item.get_closest_marker("slow") is None, cli not in item.path.parents
+
+    items.sort(key=late)

@@ -135,11 +135,12 @@ def _name(name: str) -> str:
     return cleaned
 
 
+# The key that seals a TOTP secret: Argon2id raw, at the passwords' cost.
+KEY_COST = {"time_cost": 3, "memory_cost": 64 * 1024, "parallelism": 4}
+
+
 def _key(password: str, salt: bytes) -> bytes:
-    return hash_secret_raw(
-        password.encode(), salt, time_cost=3, memory_cost=64 * 1024, parallelism=4,
-        hash_len=32, type=Type.ID,
-    )  # fmt: skip
+    return hash_secret_raw(password.encode(), salt, hash_len=32, type=Type.ID, **KEY_COST)
 
 
 def seal(secret: str, password: str, login: str) -> tuple[str, str]:

@@ -1,21 +1,32 @@
-"""The command line run as a user runs it: the installed `switchboard` in a process of its
-own, with its own data folder and a credential store in a file."""
+"""The command line run as a user runs it: `switchboard` in a process of its own, with its own
+data folder and a credential store in a file. The process is forked from one that imported
+the app already (tests/support/forked_cli.py), so each command skips the imports' seconds."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.forked_cli import ForkedCli
 
 SWITCHBOARD = Path(sys.executable).with_name("switchboard")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="session")
+def forked_cli() -> Iterator[ForkedCli]:
+    cli = ForkedCli()
+    yield cli
+    cli.close()
+
+
 @pytest.fixture
-def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+def run(tmp_path: Path, forked_cli: ForkedCli):  # type: ignore[no-untyped-def]
     keyring_file = tmp_path / "keyring.json"
     environment = {
         **os.environ,
@@ -28,14 +39,12 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
     def switchboard(
         *args: str, stdin: str = "", env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(SWITCHBOARD), "--data-dir", str(tmp_path / "data"), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        return forked_cli.run(
+            ["--data-dir", str(tmp_path / "data"), *args],
             env=env or environment,
-            check=False,
+            stdin=stdin,
+            timeout=120,
+            cwd=Path.cwd(),
         )
 
     switchboard.keyring_file = keyring_file  # type: ignore[attr-defined]

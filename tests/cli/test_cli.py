@@ -3,6 +3,7 @@ errors as one sentence on stderr."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 from PySide6.QtGui import QImage
 
 from app import __version__
+from tests.support.forked_cli import ForkedCli
 
 SWITCHBOARD = Path(sys.executable).with_name("switchboard")
 PAGES = (
@@ -50,22 +52,28 @@ PAGES = (
 )
 
 
+# Commands run in processes forked from one that imported the app (tests/support/forked_cli.py);
+# the console script itself is started for real below.
+FORKED = ForkedCli()
+atexit.register(FORKED.close)
+
+
 def switchboard(
     *args: str,
     data_dir: Path | None = None,
     timeout: float = 120,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    command = [str(SWITCHBOARD)]
-    if data_dir is not None:
-        command += ["--data-dir", str(data_dir)]
-    return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
+    command = [] if data_dir is None else ["--data-dir", str(data_dir)]
+    return FORKED.run(
+        [*command, *args], env=os.environ if env is None else env, timeout=timeout, cwd=Path.cwd()
     )
 
 
 def test_the_console_script_prints_its_version() -> None:
-    completed = switchboard("--version")
+    completed = subprocess.run(
+        [str(SWITCHBOARD), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert completed.returncode == 0
     assert completed.stdout.strip() == f"switchboard {__version__}"
 

@@ -169,10 +169,15 @@ def test_screenshot_of_the_backups_page(gui: Gui, qtbot: QtBot, qapp: QApplicati
         add_gateway(gui, "Card payments")
         backups = gui.bridge.services.backups
         nightly = gui.call(backups.create, automatic=True)
-        today = datetime.now(UTC).replace(hour=0, minute=30, second=0, microsecond=0)
-        for days in (1, 2, 3):  # the nights before, as the scheduled backups named them
-            stamp = (today - timedelta(days=days)).strftime(STAMP)
+        # Named as the scheduled backups of the last four nights named them (an hour or more
+        # ago, so the one made by hand below is the newest even within the same second).
+        last_night = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        for days in (1, 2, 3):
+            stamp = (last_night - timedelta(days=days)).strftime(STAMP)
             shutil.copyfile(nightly.path, nightly.path.with_name(f"switchboard-auto-{stamp}.db"))
+        nightly.path.rename(
+            nightly.path.with_name(f"switchboard-auto-{last_night.strftime(STAMP)}.db")
+        )
         page = opened(gui, qtbot)
         gui.run(page.back_up_now())
         assert len(rows(page)) == 5
