@@ -126,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
         one = connection_commands.add_parser(action, parents=[common], help=helptext)
         one.add_argument("id", type=int, help="the connection's number (see `connection list`)")
         one.add_argument("--json", action="store_true", help="print one JSON document")
+    rotate = connection_commands.add_parser(
+        "rotate-secret",
+        parents=[common],
+        help="put the provider's new webhook signing secret in place; the old one keeps "
+        "working for the rotation overlap (setting security.rotation_overlap_hours)",
+    )
+    rotate.add_argument("id", type=int, help="the connection's number (see `connection list`)")
+    rotate.add_argument(
+        "--secret",
+        required=True,
+        metavar="SOURCE",
+        help="the new signing secret, from env:VARIABLE, file:PATH or - (standard input)",
+    )
+    rotate.add_argument("--json", action="store_true", help="print one JSON document")
 
     hook_url = commands.add_parser(
         "webhook-url", parents=[common], help="the address to give a provider for its callbacks"
@@ -710,6 +724,18 @@ def _connection(args: argparse.Namespace, config: Config) -> int:
                 if breaker is not None and breaker.state.value != "closed":
                     state += f", breaker {breaker.state.value}"
                 print(f"{record.id:>4}  {record.name}  ({record.kind}, {state})")
+            return EXIT_OK
+        if action == "rotate-secret":
+            signing = await connections.rotate_webhook_secret(
+                args.id, _secret_value("signing_secret", args.secret)
+            )
+            until = signing.old_until.isoformat() if signing.old_until else None
+            if args.json:
+                _print_json({"id": args.id, "rotated": True, "old_accepted_until": until})
+            elif until:
+                print(f"New signing secret in place; the old one is accepted until {until}.")
+            else:
+                print("New signing secret in place; the old one is no longer accepted.")
             return EXIT_OK
         if action == "test":
             result = await connections.test(args.id)

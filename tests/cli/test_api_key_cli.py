@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import DATABASE_FILE
+from app.providers.webhooks import new_standard_webhooks_secret
 
 
 def make_key(run: Any) -> dict[str, Any]:
@@ -106,3 +107,28 @@ def test_a_connection_secret_by_reference_needs_no_credential_store(run: Any) ->
     assert failed.returncode == 1
     assert "The environment variable SANDBOX_KEY" in failed.stderr
     assert "is not set" in failed.stderr
+
+
+def test_a_webhook_signing_secret_is_rotated_with_the_old_one_kept_for_the_overlap(
+    run: Any,
+) -> None:
+    old, new = new_standard_webhooks_secret(), new_standard_webhooks_secret()
+    added = run(
+        "connection", "add", "sandbox-payments", "--name", "Gateway",
+        "--secret", "api_key=env:SANDBOX_KEY", "--secret", "webhook_secret=-", "--json",
+        stdin=old + "\n",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    connection = json.loads(added.stdout)["id"]
+    rotated = run(
+        "connection", "rotate-secret", str(connection), "--secret", "-", "--json", stdin=new + "\n"
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    answer = json.loads(rotated.stdout)
+    assert answer["rotated"] is True
+    assert answer["old_accepted_until"] is not None  # 24 hours from now by default
+    assert old not in rotated.stdout + rotated.stderr
+    assert new not in rotated.stdout + rotated.stderr
+    typed = run("connection", "rotate-secret", str(connection), "--secret", new)
+    assert typed.returncode == 1
+    assert "never appears on the command line" in typed.stderr
