@@ -61,7 +61,9 @@ class JobsPage(Page):
         )
         self.pause_button.toggled.connect(self.set_paused)
         self.actions.addWidget(self.pause_button)
-        bridge.engine_state.connect(lambda _state: self._show_state())
+        # A method, not a lambda: Qt drops the connection when the page goes, while the bridge
+        # (and its engine-state signal) lives on.
+        bridge.engine_state.connect(self._on_engine_state)
 
         self.next_model: RecordModel[NextRun] = RecordModel(
             [
@@ -155,6 +157,9 @@ class JobsPage(Page):
             )
             return
         self.states.show_content()
+
+    def _on_engine_state(self, _state: str) -> None:
+        self._show_state()
 
     def _show_state(self) -> None:
         paused = self.bridge.engine.state is EngineState.PAUSED
