@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_backup.add_parser(commands, common)
 
+    from app import cli_database
+
+    cli_database.add_parser(commands, common)
+
     bench = commands.add_parser(
         "bench", parents=[common], help="measure Switchboard on this computer"
     )
@@ -889,7 +893,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "approvals": lambda args, config: _users_command("approvals", args, config),
     "backup": lambda args, config: _backup_command("backup", args, config),
     "settings": lambda args, config: _backup_command("settings", args, config),
+    "database": lambda args, config: _database_command(args, config),
 }
+
+
+def _database_command(args: argparse.Namespace, config: Config) -> int:
+    from app import cli_database
+
+    return cli_database.database(args, config)
 
 
 def _backup_command(name: str, args: argparse.Namespace, config: Config) -> int:

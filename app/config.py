@@ -8,6 +8,7 @@ these declarations.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zoneinfo
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import platformdirs
 
@@ -25,6 +26,9 @@ DATABASE_FILE = "switchboard.db"
 
 ENV_DATA_DIR = "SWITCHBOARD_DATA_DIR"
 ENV_DB_URL = "SWITCHBOARD_DB_URL"
+# This computer's choice of database, written by the move to a shared database: the address
+# without its password (which is kept in the credential store).
+DATABASE_CHOICE_FILE = "database.json"
 
 
 class ConfigError(ValueError):
@@ -88,7 +92,7 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-_SUPPORTED_DB_SCHEMES = ("sqlite",)
+_SUPPORTED_DB_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
 
 
 def resolve_config(
@@ -97,15 +101,23 @@ def resolve_config(
     *,
     environ: Mapping[str, str] = os.environ,
 ) -> Config:
-    """Flags win over the environment, which wins over the platform's default folders."""
+    """Flags win over the environment, which wins over this computer's choice of database
+    (`database.json` in the config folder, when present), which wins over the platform's
+    default folders."""
     chosen_dir = data_dir or environ.get(ENV_DATA_DIR) or None
     paths = Paths.under(Path(chosen_dir).expanduser()) if chosen_dir else Paths.platform_default()
-    url = db_url or environ.get(ENV_DB_URL) or sqlite_url(paths.data_dir / DATABASE_FILE)
+    url = (
+        db_url
+        or environ.get(ENV_DB_URL)
+        or read_database_choice(paths.config_dir)
+        or sqlite_url(paths.data_dir / DATABASE_FILE)
+    )
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in _SUPPORTED_DB_SCHEMES:
         raise ConfigError(
             f"The database address {redact_url(url)!r} is not one Switchboard can open; "
-            "this version works with SQLite files, written as sqlite:///path/to/file.db."
+            "write a SQLite file as sqlite:///path/to/file.db or a shared PostgreSQL database "
+            "as postgresql://user@server/database."
         )
     return Config(paths=paths, db_url=url)
 
@@ -120,6 +132,53 @@ def demo_config(home: Config) -> Config:
 def redact_url(url: str) -> str:
     """A database or provider URL with any password replaced, for logs and messages."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """The URL with its password taken out, and the password (None when it had none)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}")), unquote(parts.password)
+
+
+def read_database_choice(config_dir: Path) -> str | None:
+    """The database this computer was moved to (`database.json`), or None when it has made no
+    such choice."""
+    path = config_dir / DATABASE_CHOICE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ConfigError(
+            f"Switchboard cannot read {path} ({exc.strerror or exc}), which names this "
+            "computer's database; check that you may read it."
+        ) from exc
+    try:
+        url = json.loads(text)["url"]
+    except (ValueError, KeyError, TypeError):
+        url = None
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"The file {path}, which names this computer's database, is damaged; delete it to "
+            "use the database in the data folder, or move to the shared database again."
+        )
+    return url
+
+
+def write_database_choice(config_dir: Path, url: str) -> Path:
+    """Make `url` this computer's database from the next start on. The password never enters
+    the file; the file is replaced whole, so a crash leaves the old choice or the new one."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = config_dir / DATABASE_CHOICE_FILE
+    partial = path.with_suffix(".json.partial")
+    document = {"url": without_password(url)[0]}
+    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    return path
 
 
 # --- user settings -------------------------------------------------------------------------------

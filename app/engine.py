@@ -32,8 +32,10 @@ from app.services.calendar_schedule import WAKE_CHECK, CalendarSchedule
 from app.services.calendar_schedule import job_id as calendar_job_id
 from app.services.demo_traffic import DemoTraffic
 from app.services.events import EventHub
+from app.services.leadership import Leadership, claim_tick, last_ticks, prune_ticks
 from app.services.metrics import apply_retention, roll_up
 from app.services.receiver import Address, Receiver
+from app.services.shared_changes import SharedChanges
 from app.services.upkeep import JOB_ID as UPKEEP_JOB
 from app.services.upkeep import database_upkeep
 from app.store.base import utcnow
@@ -56,6 +58,8 @@ RETENTION_EVERY = timedelta(minutes=10)
 AUTOMATION_SCAN_EVERY = timedelta(minutes=5)
 # A laptop that slept through a run should still do it on waking, once (coalesce), not skip it.
 MISFIRE_GRACE = timedelta(hours=12)
+# Scheduled jobs that leave no tick: the demo's traffic (every second, demo schools only).
+UNTICKED = frozenset({"demo-traffic"})
 WORK_CANCEL_TIMEOUT = 10.0
 
 
@@ -98,6 +102,8 @@ class Engine:
         self._startup_error: BaseException | None = None
         self._services: Services | None = None
         self._scheduler: AsyncIOScheduler | None = None
+        self._leadership: Leadership | None = None
+        self._changes: SharedChanges | None = None
         self._receiver: Receiver | None = None
         self._background: set[asyncio.Task[Any]] = set()  # kept until done (the loop holds weakly)
         # Guards `_closing`: once stop() begins, submit() takes no new work.
@@ -236,10 +242,16 @@ class Engine:
         self._services = await Services.open(self.config, self.events)
         if self._use_scheduler:
             self._scheduler = self._make_scheduler(self._services)
+            for job in self._scheduler.get_jobs():
+                job.modify(func=self._led(job.id, job.func))
             self._scheduler.start()
             self._services.jobs.attach(self._scheduler)
             await self._schedule_calendars(self._services, self._scheduler)
+            self._leadership = Leadership(self._services.db, self._lead_changed)
+            await self._leadership.start()
         asyncio.get_running_loop().create_task(self._tick_live(self._services), name="live")
+        self._changes = SharedChanges(self._services.db, self.events)
+        self._changes.start()
         self._services.inbox_worker.start()  # events acknowledged before a restart, first
         self._services.outbound.start()
         self._services.automations.start()
@@ -265,6 +277,53 @@ class Engine:
             )
             self._receiver.start()
 
+    # --- leading the scheduled work (app/services/leadership.py) -------------------------------
+
+    @property
+    def leader(self) -> bool:
+        """Whether this engine runs the scheduled jobs (always, on one computer's SQLite)."""
+        return self._leadership is not None and self._leadership.leader
+
+    def _led(
+        self, job_id: str, job: Callable[[], Awaitable[None]], *, spaced: bool = True
+    ) -> Callable[[], Awaitable[None]]:
+        """`job` as this engine's scheduler runs it: only while it leads and, on a shared
+        database, only if no engine started it within half an interval (`spaced`)."""
+
+        @functools.wraps(job)
+        async def run() -> None:
+            leadership = self._leadership
+            if leadership is None or not leadership.leader:
+                return
+            if leadership.shared and job_id not in UNTICKED:
+                every = self._interval_of(job_id) if spaced else timedelta(0)
+                if not await claim_tick(self.services.db, job_id, every, leadership.name):
+                    return
+            await job()
+
+        return run
+
+    def _interval_of(self, job_id: str) -> timedelta:
+        job = self._scheduler.get_job(job_id) if self._scheduler is not None else None
+        interval = getattr(job.trigger, "interval", None) if job is not None else None
+        return interval if isinstance(interval, timedelta) else timedelta(days=1)
+
+    async def _lead_changed(self, leader: bool) -> None:
+        """On taking the lead of a shared database: each job next runs one interval after it
+        last started on any engine, and each health check likewise."""
+        self.events.publish(TOPIC_STATE, {"state": self._state.value, "leader": leader})
+        if not leader or self._scheduler is None or self._leadership is None:
+            return
+        if not self._leadership.shared:
+            return
+        ticks = await last_ticks(self.services.db)
+        now = utcnow()
+        for job in self._scheduler.get_jobs():
+            last = ticks.get(job.id)
+            if last is not None:
+                job.modify(next_run_time=max(now, last + self._interval_of(job.id)))
+        await self.services.health.continue_from_history()
+
     def _make_scheduler(self, services: Services) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(
             event_loop=asyncio.get_running_loop(),
@@ -279,6 +338,7 @@ class Engine:
         @_ends_quietly_at_shutdown
         async def upkeep() -> None:
             await services.jobs.run(UPKEEP_JOB, lambda: database_upkeep(services.db, services.jobs))
+            await prune_ticks(services.db)
 
         traffic = DemoTraffic(services.connections)
 
@@ -412,7 +472,13 @@ class Engine:
 
             await services.jobs.run(calendar_job_id(connection_id), job)
 
-        calendars = CalendarSchedule(scheduler, services.connections, services.settings, sync)
+        async def led_sync(connection_id: int) -> None:
+            # A calendar's notification asks for a sync soon: never held back by spacing.
+            await self._led(
+                calendar_job_id(connection_id), lambda: sync(connection_id), spaced=False
+            )()
+
+        calendars = CalendarSchedule(scheduler, services.connections, services.settings, led_sync)
         await calendars.register()
         loop = asyncio.get_running_loop()
 
@@ -424,7 +490,7 @@ class Engine:
         services.connections.on_changed(connections_changed)
         services.calendar_sync.on_notice(calendars.nudge)
         scheduler.add_job(
-            _ends_quietly_at_shutdown(_async(calendars.check_wake)),
+            self._led("wake-check", _ends_quietly_at_shutdown(_async(calendars.check_wake))),
             "interval",
             seconds=WAKE_CHECK.total_seconds(),
             id="wake-check",
@@ -449,6 +515,7 @@ class Engine:
             self._stop_receiver,
             self._settle_inbox,
             self._stop_scheduler,
+            self._stop_changes,
             self._cancel_work,
             self._close_services,
         ):
@@ -469,9 +536,15 @@ class Engine:
             await self._services.inbox_worker.stop()
             await self._services.automations.stop()
 
+    async def _stop_changes(self) -> None:
+        if self._changes is not None:
+            await self._changes.close()
+
     async def _stop_scheduler(self) -> None:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._leadership is not None:
+            await self._leadership.stop()
 
     async def _cancel_work(self) -> None:
         current = asyncio.current_task()
@@ -500,6 +573,7 @@ class Engine:
             "status": "ok" if healthy else "degraded",
             "engine": self._state.value,
             "database": database,
+            "leader": self.leader,
         }
 
 

@@ -21,6 +21,7 @@ import pytest
 from app.config import DATABASE_FILE, Config, resolve_config
 from app.services import Services
 from app.store.database import Database
+from tests.support.databases import PostgresServer, emptied, migrated_database, server_or_skip
 from tests.support.memory_keyring import MemoryKeyring
 
 # A real HTTP server on loopback that tests script reply by reply (tests/fakes/scripted.py).
@@ -108,11 +109,47 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = server_or_skip()
+    yield server
+    server.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """One migrated PostgreSQL database per worker, emptied for each test."""
+    name = migrated_database(postgres_server)
+    yield name
+    postgres_server.drop(name)
+
+
 @pytest.fixture
-def config(data_dir: Path, migrated_template: Path) -> Config:
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """ "sqlite", or "postgresql" for a test of a module marked `both_databases` in its
+    PostgreSQL run (see pytest_generate_tests)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def config(data_dir: Path, database_kind: str, request: pytest.FixtureRequest) -> Iterator[Config]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(migrated_template, data_dir / DATABASE_FILE)
-    return resolve_config(str(data_dir), environ={})
+    if database_kind == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = emptied(server, request.getfixturevalue("postgres_database"))
+        yield resolve_config(str(data_dir), url, environ={})
+        return
+    shutil.copyfile(request.getfixturevalue("migrated_template"), data_dir / DATABASE_FILE)
+    yield resolve_config(str(data_dir), environ={})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_databases` that use a database run twice: on SQLite and PostgreSQL."""
+    if (
+        "database_kind" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("both_databases") is not None
+    ):
+        metafunc.parametrize("database_kind", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ class Permission(StrEnum):
     MANAGE_USERS = "manage users"
     VIEW_AUDIT = "read the audit trail"
     MANAGE_BACKUPS = "back up or restore the database"
+    MOVE_DATABASE = "move the database to a shared server"
     APPROVE_REFUNDS = "approve refunds"
     APPROVE_GATEWAY_CHANGES = "approve switching a payment gateway off"
 

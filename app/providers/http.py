@@ -26,6 +26,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -238,22 +239,38 @@ class _Permits:
 
 
 class Pacer:
-    """Calls spread evenly, one every `interval` seconds. Each call gets the next free slot on a
-    fixed timeline (or now, if the timeline is behind), so no second sees more than the rate,
-    no burst follows a quiet spell, and a sleep that wakes a little late does not push later
-    calls back: a busy connection runs at its rate, not below it. (A one-token bucket that
-    refills from each wake-up, such as aiolimiter's, lost ~10 % of a 100/s limit that way.)"""
+    """Calls spread evenly, `requests` every `per_seconds`. Each call gets the next free slot on a
+    fixed timeline (or now, if the timeline is behind), so no burst follows a quiet spell, and a
+    sleep that wakes a little late does not push later calls back: a busy connection runs at its
+    rate, not below it. (A one-token bucket that refills from each wake-up, such as aiolimiter's,
+    lost ~10 % of a 100/s limit that way.) A call that wakes more than a slot late (the event
+    loop stalled) starts the timeline again from now instead of letting every overdue slot go at
+    once, and the moments calls really went are kept: no window of `per_seconds` ever holds more
+    than `requests` of them. Calls go in the order they asked."""
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
+    def __init__(self, requests: float, per_seconds: float) -> None:
+        self.interval = per_seconds / requests
+        size = max(1, int(requests))
+        self._window = size * self.interval
+        self._sent: deque[float] = deque(maxlen=size)
         self._next = 0.0
+        self._turn = asyncio.Lock()
 
     async def acquire(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        async with self._turn:
+            slot = max(time.monotonic(), self._next)
+            self._next = slot + self.interval
+            while True:
+                now = time.monotonic()
+                due = slot
+                if len(self._sent) == self._sent.maxlen:
+                    due = max(due, self._sent[0] + self._window)
+                if due <= now:
+                    break
+                await asyncio.sleep(due - now)
+            if now - slot > self.interval:
+                self._next = now + self.interval
+            self._sent.append(now)
 
 
 class ResilientClient:
@@ -302,7 +319,7 @@ class ResilientClient:
             endpoint: self._new_breaker(endpoint) for endpoint in self._restore if endpoint
         }
         rate = policy.rate
-        self._limiter = Pacer(rate.per_seconds / rate.requests)
+        self._limiter = Pacer(rate.requests, rate.per_seconds)
         self._quota_started = time.monotonic()
         self._quota_used = 0
         self._cache: TLRUCache[tuple[Any, ...], _Cached] = TLRUCache(

@@ -16,6 +16,7 @@ from app.providers import sandbox_ledger
 from app.providers.http import RequestRecord
 from app.services import (
     calendar_events,
+    database_password,
     dwolla_events,
     message_events,
     payment_events,
@@ -96,7 +97,8 @@ class Services:
         """Open (and migrate) the database and start every service on the running loop."""
         config.paths.create()
         sandbox_ledger.keep_books_in(config.paths.data_dir)
-        db = Database(config.db_url)
+        # A shared database's password is kept in the credential store, never in the address.
+        db = Database(await asyncio.to_thread(database_password.with_password, config.db_url))
         try:
             await asyncio.to_thread(db.migrate)
             hub = events or EventHub()

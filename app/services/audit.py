@@ -52,7 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.domain.access import Permission
-from app.services import access
+from app.services import access, claims
 from app.services.events import EventHub
 from app.services.progress import Progress
 from app.services.settings import get_state, put_state
@@ -178,11 +178,13 @@ def record(
 ) -> AuditRow:
     """Append one entry inside the caller's open write transaction.
 
-    The next seq is read in the same transaction as the insert. That is safe because writes are
-    serialized: in-process by the Database's single writer thread, across processes by SQLite's
-    `BEGIN IMMEDIATE` (the write lock is held from the start of the transaction). The unique
-    seq is the backstop: two writers racing for one seq make one of them fail and roll back,
-    never fork the chain."""
+    The next seq is read in the same transaction as the insert. That is safe because writes to
+    the trail are serialized: in-process by the Database's single writer thread, across
+    processes by SQLite's `BEGIN IMMEDIATE` (the write lock is held from the start of the
+    transaction), and across engines sharing PostgreSQL by an advisory lock held to the end of
+    the transaction. The unique seq is the backstop: two writers racing for one seq make one of
+    them fail and roll back, never fork the chain."""
+    claims.exclusive(session, "audit")
     hide = [value for value in secret_values if value]
     summary = _plain({"before": _clean(before, hide), "after": _clean(after, hide)})
     last = session.scalar(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1))
@@ -523,7 +525,7 @@ def _conditions(where: TrailFilter) -> list[ColumnElement[bool]]:
 
 
 def _mentions(word: str) -> ColumnElement[bool]:
-    """The entry holds `word` anywhere, case aside (for ASCII letters, as SQLite's LIKE)."""
+    """The entry holds `word` anywhere, case aside (ILIKE: PostgreSQL's LIKE minds case)."""
     # The summary is stored as JSON text with non-ASCII letters escaped ("Zo\u00eb"), so a
     # word is looked for both as typed and as JSON writes it.
     spellings = {word, json.dumps(word)[1:-1]}
@@ -539,7 +541,7 @@ def _mentions(word: str) -> ColumnElement[bool]:
     for spelling in spellings:
         pattern = "%" + _like_escape(spelling) + "%"
         for column in columns:
-            found = found | column.like(pattern, escape="\\")
+            found = found | column.ilike(pattern, escape="\\")
     return found
 
 

@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 from app.domain.access import Permission
 from app.domain.errors import FieldError, NotFound, StaleEdit, SwitchboardError, ValidationFailed
 from app.domain.money import Money
-from app.services import access, audit
+from app.services import access, audit, claims
 from app.services.automation_actions import (
     SEND_TEMPLATE,
     TOPIC_TASKS,
@@ -76,7 +76,12 @@ from app.services.domain_events import (
 )
 from app.services.events import EventHub
 from app.services.messaging import MessagingService
-from app.services.outbound_webhooks import OutboundWebhookError, OutboundWebhooks
+from app.services.outbound_webhooks import (
+    Emission,
+    OutboundWebhookError,
+    OutboundWebhooks,
+    store_emission,
+)
 from app.services.payments import PaymentService
 from app.services.settings import SettingsService
 from app.store.automations import AutomationRow, AutomationRunRow, DomainEventRow, TaskRow
@@ -557,6 +562,7 @@ class AutomationService:
         self._task: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], None] | None = None
         self._in_flight: set[int] = set()
+        self._holder = claims.holder()  # how this worker's claims name it to other engines
 
     @staticmethod
     def triggers() -> list[Trigger]:
@@ -922,6 +928,10 @@ class AutomationService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # What it had claimed and not finished may be taken up (by the next start, or
+            # another worker of this computer); a start after this claims under a new name.
+            claims.release(self._holder)
+            self._holder = claims.holder()
 
     def wake(self) -> None:
         """Look for work now (call on the worker's loop)."""
@@ -935,7 +945,8 @@ class AutomationService:
 
     async def _run(self) -> None:
         try:
-            # Runs cut short when this process last stopped: nobody else is running them.
+            # Runs cut short when a process of this computer stopped (this engine's last run,
+            # say) are taken up now; another engine's, running or not, wait for their lease.
             await self._db.write(_recover, self._clock())
         except Exception:
             log.exception("automations: could not take up interrupted runs")
@@ -970,20 +981,39 @@ class AutomationService:
         )
 
     async def _forward(self, now: datetime) -> int:
-        forwarded = 0
-        for event in await self._db.read(_unforwarded, BATCH):
-            try:
-                message_id = await self._outbound.emit(event.type, webhook_payload(event))
-            except OutboundWebhookError as exc:
-                # It can never be sent (too large, say): marked, so it is not tried for ever.
-                log.error("domain event not forwarded: %s", exc, extra={"event": event.id})
-                message_id = ""
-            await self._db.write(_mark_forwarded, event.id, message_id, now)
-            forwarded += 1
+        """Store each event not forwarded yet as an outbound webhook, marked forwarded in the
+        same transaction: once, whichever engine takes it."""
+        outbound = self._outbound
+
+        def write(session: Session) -> tuple[int, list[tuple[Emission, int]]]:
+            rows = session.scalars(
+                select(DomainEventRow)
+                .where(DomainEventRow.forwarded_at.is_(None))
+                .order_by(DomainEventRow.id)
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            ).all()
+            stored: list[tuple[Emission, int]] = []
+            for row in rows:
+                event = EventFacts.of(row)
+                try:
+                    emission = outbound.emission(event.type, webhook_payload(event))
+                except OutboundWebhookError as exc:
+                    # It can never be sent (too large, say): marked, so it is not tried for ever.
+                    log.error("domain event not forwarded: %s", exc, extra={"event": row.id})
+                    row.forwarded_at, row.webhook_message_id = now, ""
+                    continue
+                stored.append((emission, store_emission(session, emission)))
+                row.forwarded_at, row.webhook_message_id = now, emission.message_id
+            return len(rows), stored
+
+        forwarded, stored = await self._db.write(write)
+        for emission, endpoints in stored:
+            outbound.emitted(emission, endpoints)
         return forwarded
 
     async def _run_due(self, now: datetime) -> list[str]:
-        claimed = await self._db.write(_claim, now, BATCH, frozenset(self._in_flight))
+        claimed = await self._db.write(_claim, now, BATCH, frozenset(self._in_flight), self._holder)
         outcomes: list[str] = []
         for run in claimed:
             self._in_flight.add(run.run_id)
@@ -1022,10 +1052,14 @@ class AutomationService:
             except Exception as exc:
                 log.exception("automation action failed", extra={"run": run.run_id})
                 return await self._failed(run, index, _plainly(exc), False, now)
-            await self._db.write(_step_done, run.run_id, index, note)
+            if not await self._db.write(_step_done, run.run_id, index, note, self._holder):
+                log.warning("automation run taken up elsewhere", extra={"run": run.run_id})
+                return RunStatus.RUNNING
             notes.append(note)
         finished = max(now, self._clock())
-        await self._db.write(_succeeded, run.run_id, finished, " ".join(n for n in notes if n))
+        outcome = " ".join(n for n in notes if n)
+        if not await self._db.write(_succeeded, run.run_id, finished, outcome, self._holder):
+            return RunStatus.RUNNING
         log.info("automation ran", extra={"run": run.run_id, "automation": run.automation_id})
         return RunStatus.SUCCEEDED
 
@@ -1033,7 +1067,7 @@ class AutomationService:
         self, run: _Claimed, index: int, error: str, permanent: bool, now: datetime
     ) -> str:
         text = f"Action {index + 1}: {error}" if len(run.steps) > 1 else error
-        status = await self._db.write(_fail, run.run_id, text, permanent, now)
+        status = await self._db.write(_fail, run.run_id, text, permanent, now, self._holder)
         log.warning(
             "automation run %s",
             status,
@@ -1251,6 +1285,8 @@ def _dispatch(session: Session, now: datetime, limit: int) -> int:
             .where(DomainEventRow.dispatched_at.is_(None))
             .order_by(DomainEventRow.id)
             .limit(limit)
+            # Another engine dispatching at the same moment takes the next events.
+            .with_for_update(skip_locked=True)
         )
     )
     if not events:
@@ -1316,25 +1352,12 @@ def _made_by_automation(event: DomainEventRow) -> bool:
     )
 
 
-def _unforwarded(session: Session, limit: int) -> list[EventFacts]:
-    rows = session.scalars(
-        select(DomainEventRow)
-        .where(DomainEventRow.forwarded_at.is_(None))
-        .order_by(DomainEventRow.id)
-        .limit(limit)
-    )
-    return [EventFacts.of(row) for row in rows]
-
-
-def _mark_forwarded(session: Session, event_id: int, message_id: str, now: datetime) -> None:
-    row = session.get(DomainEventRow, event_id)
-    if row is not None:
-        row.forwarded_at, row.webhook_message_id = now, message_id
-
-
-def _claim(session: Session, now: datetime, limit: int, busy: frozenset[int]) -> list[_Claimed]:
+def _claim(
+    session: Session, now: datetime, limit: int, busy: frozenset[int], holder: str
+) -> list[_Claimed]:
     """Take the runs that are due (a running one whose lease ran out, too: its process died),
-    leased to this worker for `LEASE`; runs of automations switched off are set aside."""
+    leased to `holder` for `LEASE`; runs of automations switched off are set aside. Locked as
+    they are read, so another engine claiming at the same moment takes other runs."""
     query = (
         select(AutomationRunRow, AutomationRow, DomainEventRow)
         .join(AutomationRow, AutomationRow.id == AutomationRunRow.automation_id)
@@ -1343,6 +1366,7 @@ def _claim(session: Session, now: datetime, limit: int, busy: frozenset[int]) ->
         .where(AutomationRunRow.next_attempt_at <= now)
         .order_by(AutomationRunRow.next_attempt_at, AutomationRunRow.id)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=AutomationRunRow)
     )
     if busy:
         query = query.where(AutomationRunRow.id.notin_(busy))
@@ -1352,7 +1376,7 @@ def _claim(session: Session, now: datetime, limit: int, busy: frozenset[int]) ->
             run.status, run.next_attempt_at, run.finished_at = RunStatus.DISMISSED, None, now
             run.error = "The automation was switched off before this run was done."
             continue
-        run.status = RunStatus.RUNNING
+        run.status, run.claimed_by = RunStatus.RUNNING, holder
         run.attempts += 1
         run.started_at = run.started_at or now
         run.next_attempt_at = now + LEASE
@@ -1370,36 +1394,54 @@ def _claim(session: Session, now: datetime, limit: int, busy: frozenset[int]) ->
 
 
 def _recover(session: Session, now: datetime) -> int:
+    """Runs left running by a process that is gone are due again now; how many. A run another
+    engine is running (or may be: on another computer) keeps its claim until its lease."""
     runs = session.scalars(
-        select(AutomationRunRow).where(AutomationRunRow.status == RunStatus.RUNNING)
+        select(AutomationRunRow)
+        .where(AutomationRunRow.status == RunStatus.RUNNING)
+        .with_for_update(skip_locked=True)
     ).all()
-    for run in runs:
-        run.status, run.next_attempt_at = RunStatus.RETRYING, now
-    return len(runs)
+    abandoned = [run for run in runs if claims.gone(run.claimed_by)]
+    for run in abandoned:
+        run.status, run.next_attempt_at, run.claimed_by = RunStatus.RETRYING, now, None
+    return len(abandoned)
 
 
-def _step_done(session: Session, run_id: int, index: int, note: str) -> None:
-    row = session.get(AutomationRunRow, run_id)
+def _held(session: Session, run_id: int, holder: str) -> AutomationRunRow | None:
+    """The run, if `holder` still holds it (its lease may have run out and another engine
+    taken it up meanwhile: then this one must not write over that engine's work)."""
+    row = session.get(AutomationRunRow, run_id, with_for_update=True)
+    if row is None or row.status != RunStatus.RUNNING or row.claimed_by != holder:
+        return None
+    return row
+
+
+def _step_done(session: Session, run_id: int, index: int, note: str, holder: str) -> bool:
+    row = _held(session, run_id, holder)
     if row is None:
-        return  # its automation was deleted meanwhile
+        return False  # deleted with its automation, or taken up by another engine
     steps = [dict(step) for step in row.steps]
     steps[index] = {**steps[index], "done": True, "note": note}
     row.steps = steps
+    return True
 
 
-def _succeeded(session: Session, run_id: int, now: datetime, outcome: str) -> None:
-    row = session.get(AutomationRunRow, run_id)
+def _succeeded(session: Session, run_id: int, now: datetime, outcome: str, holder: str) -> bool:
+    row = _held(session, run_id, holder)
     if row is None:
-        return
+        return False
     row.status, row.finished_at, row.next_attempt_at = RunStatus.SUCCEEDED, now, None
-    row.error, row.outcome = "", outcome[:4000]
+    row.error, row.outcome, row.claimed_by = "", outcome[:4000], None
+    return True
 
 
-def _fail(session: Session, run_id: int, error: str, permanent: bool, now: datetime) -> str:
-    row = session.get(AutomationRunRow, run_id)
+def _fail(
+    session: Session, run_id: int, error: str, permanent: bool, now: datetime, holder: str
+) -> str:
+    row = _held(session, run_id, holder)
     if row is None:
-        return RunStatus.DISMISSED
-    row.error = error[:4000]
+        return RunStatus.RUNNING if session.get(AutomationRunRow, run_id) else RunStatus.DISMISSED
+    row.error, row.claimed_by = error[:4000], None
     if permanent or row.attempts >= MAX_ATTEMPTS:
         row.status, row.next_attempt_at, row.finished_at = RunStatus.FAILED, None, now
     else:

@@ -6,6 +6,13 @@ invoice and how many times it was tried, and the invoice is marked "charging" be
 begins. So a run interrupted anywhere (a crash, a power cut, a person pausing it) is resumed by
 running it again: an invoice that was being charged is charged with the same key, which returns
 or settles the payment that was begun instead of making another.
+
+Several office computers may share one database and run the same billing run at once: each
+takes one invoice at a time, claimed with `FOR UPDATE SKIP LOCKED` and marked "charging" by
+that engine until a lease runs out. Another engine takes an invoice being charged only when its
+engine is gone (its lease ran out, or it was a process of this computer that no longer runs),
+and the run is finished by whichever engine charges its last invoice. Preparing runs is one at
+a time across computers, so no invoice is in two unfinished runs.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,7 +30,7 @@ from sqlalchemy.orm import Session
 from app.domain.access import Permission
 from app.domain.errors import NotFound, SwitchboardError
 from app.domain.money import Money
-from app.services import access, audit
+from app.services import access, audit, claims
 from app.services.events import EventHub
 from app.services.payments import (
     FAILED,
@@ -49,6 +56,9 @@ log = logging.getLogger("switchboard.billing")
 
 TOPIC = "billing"
 CONCURRENCY = 4
+# An invoice being charged is another engine's to take up only this long after its engine
+# began (far longer than a charge, with its retries and a gateway's fail-over, can take).
+CHARGE_LEASE = timedelta(minutes=10)
 
 # A run's status
 PREPARED, RUNNING, PAUSED, CANCELED, FINISHED = (
@@ -124,6 +134,8 @@ class BillingService:
         self._payments = payments
         self._routing = routing
         self._stopping: dict[int, str] = {}  # run id -> the status it stops in
+        self._running: set[int] = set()  # runs this service is charging
+        self._holder = claims.holder()  # how this service's charges are named to other engines
 
     # --- one invoice ----------------------------------------------------------------------------
 
@@ -204,6 +216,17 @@ class BillingService:
             )
 
         def write(session: Session) -> int:
+            # Two computers preparing at once: one after the other, and the second one finds
+            # the first's run unfinished.
+            claims.exclusive(session, "billing.prepare")
+            unfinished = session.scalar(
+                select(BillingRunRow.id).where(BillingRunRow.status.in_(UNFINISHED)).limit(1)
+            )
+            if unfinished is not None:
+                raise SwitchboardError(
+                    f"Billing run {unfinished} is not finished; run it again to finish it, or "
+                    "cancel it first."
+                )
             run = BillingRunRow(due_before=due_before, status=PREPARED)
             session.add(run)
             session.flush()
@@ -291,52 +314,48 @@ class BillingService:
             raise SwitchboardError(f"Billing run {run_id} is {run.status}.")
         await self._set_status(run_id, RUNNING, who, "billing.started")
         self._stopping.pop(run_id, None)
+        self._running.add(run_id)
         unsettled: list[int] = []
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for item_id in await self._db.read(_open_items, run_id):
-            queue.put_nowait(item_id)
 
         async def worker() -> None:
             while run_id not in self._stopping:
-                try:
-                    item_id = queue.get_nowait()
-                except asyncio.QueueEmpty:
+                claim = await self._db.write(
+                    _claim_item, run_id, self._holder, frozenset(unsettled), utcnow()
+                )
+                if claim is None:
                     return
                 try:
-                    await self._charge(run_id, item_id, home_country)
+                    await self._charge(run_id, claim, home_country)
                 except Exception:
                     # Left "charging": running the run again charges it with the same key,
                     # which returns or settles whatever was begun.
-                    log.exception("billing item not settled", extra={"item": item_id})
-                    unsettled.append(item_id)
+                    log.exception("billing item not settled", extra={"item": claim.item_id})
+                    unsettled.append(claim.item_id)
+                    await self._db.write(_release, claim.item_id, self._holder)
                 if progress is not None:
                     progress(await self.run_of(run_id))
 
-        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        try:
+            await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        finally:
+            self._running.discard(run_id)
         stopped = self._stopping.pop(run_id, None)
-        await self._set_status(run_id, stopped or (PAUSED if unsettled else FINISHED))
+        status = await self._db.write(_conclude, run_id, stopped, self._holder, utcnow())
+        self._events.publish(TOPIC, {"run": run_id, "status": status})
         finished = await self.run_of(run_id)
         log.info("billing run %s", finished.status, extra={"run": run_id, **finished.counts})
         return finished
 
-    async def _charge(self, run_id: int, item_id: int, home_country: str) -> None:
-        def begin(session: Session) -> tuple[int, int, Money, int]:
-            row = session.get(BillingItemRow, item_id)
-            if row is None or row.guardian_id is None:
-                raise NotFound(f"There is no billing item {item_id}.")
-            row.status = CHARGING
-            return row.invoice_id, row.guardian_id, Money(row.amount_minor, row.currency), row.tries
-
-        invoice_id, guardian_id, amount, tries = await self._db.write(begin)
+    async def _charge(self, run_id: int, claim: _Claim, home_country: str) -> None:
         status, payment_id, message = FAILED, None, ""
         try:
             payment = await self._routing.charge(
                 self._payments,
-                guardian_id=guardian_id,
-                amount=amount,
+                guardian_id=claim.guardian_id,
+                amount=claim.amount,
                 method="card",
-                idempotency_key=f"billing:{run_id}:{invoice_id}:{tries}",
-                invoice_id=invoice_id,
+                idempotency_key=f"billing:{run_id}:{claim.invoice_id}:{claim.tries}",
+                invoice_id=claim.invoice_id,
                 description=f"Billing run {run_id}",
                 home_country=home_country,
             )
@@ -350,13 +369,22 @@ class BillingService:
             if payment.failure is not None and status != SUCCEEDED:
                 message = payment.failure.message
 
+        holder = self._holder
+
         def end(session: Session) -> None:
-            row = session.get(BillingItemRow, item_id)
-            if row is not None:
-                row.status, row.payment_id, row.message = status, payment_id, message
+            row = session.get(BillingItemRow, claim.item_id, with_for_update=True)
+            if row is None:
+                return
+            if row.charging_by not in (holder, None):
+                # This engine's lease ran out and another took the invoice up: the same key
+                # made it the same payment, which that engine records.
+                log.warning("billing item taken up elsewhere", extra={"item": claim.item_id})
+                return
+            row.status, row.payment_id, row.message = status, payment_id, message
+            row.charging_by, row.lease_until = None, None
 
         await self._db.write(end)
-        self._events.publish(TOPIC, {"run": run_id, "item": item_id, "status": status})
+        self._events.publish(TOPIC, {"run": run_id, "item": claim.item_id, "status": status})
 
     def stop(self, run_id: int, status: str = PAUSED) -> None:
         """Pause (or cancel) a running run after the charges under way; a paused run resumes
@@ -372,7 +400,11 @@ class BillingService:
         access.require(Permission.RUN_BILLING)
         who = access.actor()
         run = await self.run_of(run_id)
-        if run.status == RUNNING:
+        if run.status == RUNNING and run_id not in self._running:
+            # Charging on another computer (or on none, its engine gone): it stops taking
+            # invoices at once and finishes the charges it has under way.
+            await self._set_status(run_id, CANCELED, who, "billing.canceled")
+        elif run.status == RUNNING:
             self.stop(run_id, CANCELED)
             # The run writes its status when its charges under way end; who stopped it is
             # recorded now.
@@ -507,17 +539,91 @@ class BillingService:
         self._events.publish(TOPIC, {"run": run_id, "status": status})
 
 
-def _open_items(session: Session, run_id: int) -> list[int]:
-    """Items still to charge: waiting, and those whose charge was under way when the run was
-    interrupted (charged again with the same key, which returns what was begun)."""
-    return list(
-        session.scalars(
-            select(BillingItemRow.id)
+@dataclass(frozen=True)
+class _Claim:
+    """An invoice of a run claimed for charging by this engine."""
+
+    item_id: int
+    invoice_id: int
+    guardian_id: int
+    amount: Money
+    tries: int
+
+
+def _claim_item(
+    session: Session, run_id: int, holder: str, skip: frozenset[int], now: datetime
+) -> _Claim | None:
+    """The next invoice of a running run to charge, marked charging by `holder` (None when
+    none is left, or the run was paused or cancelled). An invoice whose charge was under way
+    when its engine stopped is taken up too: charged with the same key, which returns what
+    was begun."""
+    run = session.get(BillingRunRow, run_id)
+    if run is None or run.status != RUNNING:
+        return None
+    query = (
+        select(BillingItemRow)
+        .where(BillingItemRow.run_id == run_id)
+        .where(BillingItemRow.guardian_id.is_not(None))
+        .order_by(BillingItemRow.id)
+        # Another engine's worker claiming at the same moment takes the next invoice.
+        .with_for_update(skip_locked=True)
+    )
+    if skip:
+        query = query.where(BillingItemRow.id.not_in(skip))
+    waiting = session.scalars(query.where(BillingItemRow.status == WAITING).limit(1)).first()
+    if waiting is not None:
+        return _take(waiting, holder, now)
+    for row in session.scalars(query.where(BillingItemRow.status == CHARGING)):
+        if _abandoned(row, now):
+            return _take(row, holder, now)
+    return None
+
+
+def _abandoned(row: BillingItemRow, now: datetime) -> bool:
+    lapsed = row.lease_until is None or row.lease_until <= now
+    return lapsed or claims.gone(row.charging_by)
+
+
+def _take(row: BillingItemRow, holder: str, now: datetime) -> _Claim:
+    assert row.guardian_id is not None  # the claim's query asks for one
+    row.status, row.charging_by, row.lease_until = CHARGING, holder, now + CHARGE_LEASE
+    return _Claim(
+        row.id, row.invoice_id, row.guardian_id, Money(row.amount_minor, row.currency), row.tries
+    )
+
+
+def _release(session: Session, item_id: int, holder: str) -> None:
+    """A charge whose outcome is not known: left charging, for the next run of the run."""
+    row = session.get(BillingItemRow, item_id, with_for_update=True)
+    if row is not None and row.charging_by == holder:
+        row.charging_by, row.lease_until = None, None
+
+
+def _conclude(
+    session: Session, run_id: int, stopped: str | None, holder: str, now: datetime
+) -> str:
+    """The run's status once this engine has nothing more to charge in it: `stopped` (paused
+    or canceled here), or still running while another engine charges in it, or paused with
+    invoices left, or finished."""
+    run = session.get(BillingRunRow, run_id, with_for_update=True)
+    if run is None:
+        raise NotFound(f"There is no billing run {run_id}.")
+    if run.status != RUNNING:
+        return run.status  # paused or canceled meanwhile, here or on another computer
+    if stopped is not None:
+        run.status = stopped
+    else:
+        left = session.scalars(
+            select(BillingItemRow)
             .where(BillingItemRow.run_id == run_id)
             .where(BillingItemRow.status.in_((WAITING, CHARGING)))
-            .order_by(BillingItemRow.id)
-        )
-    )
+        ).all()
+        if any(row.charging_by != holder and not _abandoned(row, now) for row in left):
+            return RUNNING  # the engine charging those finishes the run
+        run.status = PAUSED if left else FINISHED
+    if run.status in (FINISHED, CANCELED):
+        run.finished_at = now
+    return run.status
 
 
 def _tally(session: Session, run_id: int) -> tuple[dict[str, int], dict[str, int]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from app import __version__
 from app.config import SETTINGS_BY_KEY, Config, redact_url
+from app.services.database_password import with_password
 from app.services.secrets import SecretStore, backend_status
 from app.store.database import Database
 
@@ -104,7 +105,7 @@ def check_database(config: Config) -> Check:
     path = config.sqlite_path
     if path is not None and not path.exists():
         return Check("database", Status.OK, f"{path} will be created on first start")
-    db = Database(config.db_url, readers=1)
+    db = Database(with_password(config.db_url), readers=1)
     try:
         current, head = db.current_revision(), db.head_revision()
         integrity = "ok"

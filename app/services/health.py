@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.providers.breaker import BreakerSnapshot, BreakerState
@@ -173,6 +173,24 @@ class HealthService:
         record = await self._connections.connection(connection_id)
         await self._decide(record, tracker)
         return check
+
+    async def continue_from_history(self) -> None:
+        """Take up the checks where the database says they stopped: when this engine becomes
+        the leader of several sharing one database, each connection's next check comes one
+        interval after its last one anywhere, not at once."""
+
+        def query(session: Session) -> list[tuple[int, datetime]]:
+            rows = session.execute(
+                select(HealthCheckRow.connection_id, func.max(HealthCheckRow.at)).group_by(
+                    HealthCheckRow.connection_id
+                )
+            )
+            return [(connection_id, at) for connection_id, at in rows if at is not None]
+
+        now, clock = datetime.now(UTC), time.monotonic()
+        for connection_id, at in await self._db.read(query):
+            tracker = self._trackers.setdefault(connection_id, _Tracker())
+            tracker.last_check = max(tracker.last_check, clock - (now - at).total_seconds())
 
     async def check_due(self, records: Sequence[ConnectionRecord] | None = None) -> int:
         """Check every active connection whose interval has passed (the scheduler calls this

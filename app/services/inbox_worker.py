@@ -3,7 +3,10 @@
 A handler runs inside the same database transaction that marks its event processed (the
 transactional inbox): either both happen or neither, so a crash between "done" and "marked"
 cannot make an event count twice. A handler that needs the outside world (a calendar to sync,
-a message to send) records that in the same transaction, for the outbox to deliver.
+a message to send) records that in the same transaction, for the outbox to deliver. Engines
+sharing one database each lock the batch they take (`FOR UPDATE SKIP LOCKED`), so two never
+handle one event; a process that dies mid-batch holds nothing afterwards (its transaction is
+rolled back and its locks go with its connection), so nothing waits for a lease.
 
 A handler that fails is tried again later, waiting longer each time (exponential backoff with
 jitter, up to an hour); after `MAX_ATTEMPTS` the event is dead and waits for a person, who can
@@ -108,31 +111,19 @@ class InboxWorker:
             self._wake.clear()
 
     async def process_due(self, now: datetime | None = None) -> Outcome:
-        """Process every event that is due (new, or failed and waiting long enough), a batch
-        to a transaction: one handler failing rolls back only its own event's work."""
-        due = await self._db.read(_due, now or utcnow(), BATCH)
-        if not due:
+        """Process a batch of the events that are due (new, or failed and waiting long
+        enough) in one transaction: one handler failing rolls back only its own event's work.
+        Several engines on one database each take a different batch (the rows are claimed
+        with FOR UPDATE SKIP LOCKED), so no event is handled twice."""
+        statuses = await self._db.write(_process, now or utcnow(), BATCH, dict(self._handlers))
+        if not statuses:
             return Outcome()
-        handled: dict[int, Handler] = {}
-        for item in due:
-            handler = self._handlers.get((item.kind, item.event_type)) or self._handlers.get(
-                (item.kind, "*")
-            )
-            if handler is not None:
-                handled[item.id] = handler
-        unhandled = [item for item in due if item.id not in handled]
-        statuses: list[str | None] = []
-        if handled:
-            statuses += await self._db.write(
-                _apply_all, [item for item in due if item.id in handled], handled
-            )
-        if unhandled:
-            statuses += await self._db.write(_skip_all, unhandled)
-        for event_id, status in zip(handled, statuses, strict=False):
+        for event_id, status in statuses.items():
             if status in (FAILED, DEAD):
                 log.warning("event handler failed", extra={"event": event_id, "status": status})
-        self._events.publish(TOPIC, {"processed": len(due)})
-        return Outcome(*(statuses.count(status) for status in (PROCESSED, SKIPPED, FAILED, DEAD)))
+        self._events.publish(TOPIC, {"processed": len(statuses)})
+        found = list(statuses.values())
+        return Outcome(*(found.count(status) for status in (PROCESSED, SKIPPED, FAILED, DEAD)))
 
     async def replay(self, event_ids: Iterable[int]) -> int:
         """Process these events again (a dead one after its cause was fixed, or any to check
@@ -145,24 +136,13 @@ class InboxWorker:
         return count
 
 
-@dataclass(frozen=True)
-class _Due:
-    """What choosing a handler needs; the event itself is read only if one is found."""
-
-    id: int
-    kind: str
-    event_type: str
-    attempts: int
-
-
-def _due(session: Session, now: datetime, limit: int) -> list[_Due]:
-    rows = session.execute(
-        select(
-            WebhookInboxEntry.id,
-            ProviderConnection.kind,
-            WebhookInboxEntry.event_type,
-            WebhookInboxEntry.attempts,
-        )
+def _process(
+    session: Session, now: datetime, limit: int, handlers: Mapping[tuple[str, str], Handler]
+) -> dict[int, str]:
+    """Claim up to `limit` due events and handle each: those nothing acts on are set aside in
+    one statement. Each event's status, by id."""
+    due = session.execute(
+        select(WebhookInboxEntry, ProviderConnection.kind)
         .join(ProviderConnection, ProviderConnection.id == WebhookInboxEntry.connection_id)
         .where(
             WebhookInboxEntry.status.in_((RECEIVED, FAILED)),
@@ -173,56 +153,37 @@ def _due(session: Session, now: datetime, limit: int) -> list[_Due]:
         )
         .order_by(WebhookInboxEntry.id)
         .limit(limit)
-    )
-    return [_Due(*row) for row in rows]
-
-
-def _skip_all(session: Session, due: list[_Due]) -> list[str | None]:
-    """Set aside, in one statement, events nothing acts on (unless changed since read)."""
-    now = utcnow()
-    changed: list[str | None] = []
-    for attempts in {item.attempts for item in due}:
-        ids = [item.id for item in due if item.attempts == attempts]
-        done = list(
-            session.scalars(
-                update(WebhookInboxEntry)
-                .where(
-                    WebhookInboxEntry.id.in_(ids),
-                    WebhookInboxEntry.status.in_((RECEIVED, FAILED)),
-                    WebhookInboxEntry.attempts == attempts,
-                )
-                .values(
-                    status=SKIPPED,
-                    attempts=attempts + 1,
-                    processed_at=now,
-                    next_attempt_at=None,
-                    last_error=NOTHING_ACTS,
-                )
-                .returning(WebhookInboxEntry.id)
+        # Only the events are locked (not their connection, which every other event shares):
+        # another engine's worker skips these and takes the next ones.
+        .with_for_update(skip_locked=True, of=WebhookInboxEntry)
+    ).all()
+    statuses: dict[int, str] = {}
+    unhandled: list[int] = []
+    for row, kind in due:
+        handler = handlers.get((kind, row.event_type)) or handlers.get((kind, "*"))
+        if handler is None:
+            unhandled.append(row.id)
+        else:
+            statuses[row.id] = _apply(session, row, handler)
+    if unhandled:
+        session.execute(
+            update(WebhookInboxEntry)
+            .where(WebhookInboxEntry.id.in_(unhandled))
+            .values(
+                status=SKIPPED,
+                attempts=WebhookInboxEntry.attempts + 1,
+                processed_at=utcnow(),
+                next_attempt_at=None,
+                last_error=NOTHING_ACTS,
             )
+            .execution_options(synchronize_session=False)
         )
-        changed += [SKIPPED] * len(done)
-    return changed
+        statuses.update(dict.fromkeys(unhandled, SKIPPED))
+    return statuses
 
 
-def _apply_all(
-    session: Session, due: list[_Due], handlers: Mapping[int, Handler]
-) -> list[str | None]:
-    rows = {
-        row.id: row
-        for row in session.scalars(
-            select(WebhookInboxEntry).where(WebhookInboxEntry.id.in_([item.id for item in due]))
-        )
-    }
-    return [_apply(session, rows.get(item.id), item.attempts, handlers[item.id]) for item in due]
-
-
-def _apply(
-    session: Session, row: WebhookInboxEntry | None, attempts: int, handler: Handler
-) -> str | None:
-    if row is None or row.status not in (RECEIVED, FAILED) or row.attempts != attempts:
-        return None  # changed since it was read (replayed, say): its next turn will come
-    row.attempts = attempts + 1
+def _apply(session: Session, row: WebhookInboxEntry, handler: Handler) -> str:
+    row.attempts += 1
     try:
         with session.begin_nested():  # the handler's work, undone alone if it fails
             handler(session, inbox_event(row))

@@ -22,6 +22,13 @@ what and what it costs. `send` then hands them to the providers:
 - The pace is the connection's rate limit (the resilient layer's limiter), so a send runs as
   fast as the provider allows and no faster.
 
+Several office computers may share one database. A send goes on one computer at a time: the
+batch names the engine sending it and until when (a lease it renews while it sends). Another
+computer neither sends it meanwhile nor takes it for abandoned; once that engine is gone (its
+lease ran out, or it was a process of this computer that no longer runs) the batch shows as
+paused and may be resumed anywhere. A send can be cancelled from any computer: the one sending
+it stops at its next renewal.
+
 Delivery reports arrive later through the receiver (`app.services.message_events`).
 
 Preparing, sending, stopping and cancelling a send, and the office's own opt-outs and opt-ins,
@@ -67,7 +74,7 @@ from app.providers.messaging import (
     Sent,
 )
 from app.providers.spec import Category
-from app.services import access, audit
+from app.services import access, audit, claims
 from app.services.audiences import Audience, Recipient, resolve
 from app.services.connections import ConnectionRecord, ConnectionService
 from app.services.events import EventHub
@@ -85,6 +92,17 @@ CLAIM = 25  # messages claimed (and so in doubt after a crash) at a time, per wo
 FLUSH_SECONDS = 0.1
 FLUSH_AT = 50
 LOOKUP_SLACK = timedelta(minutes=5)
+# A send's claim: renewed this often while it goes, lapsed this long after the last renewal.
+SEND_LEASE = timedelta(minutes=2)
+RENEW_SECONDS = 20.0
+INTERRUPTED = (
+    "Stopped when Switchboard closed unexpectedly. Resume it: messages that may have gone are "
+    "looked up with the provider first, so nobody gets one twice."
+)
+TAKEN_OVER = (
+    "Another computer took this send over after this one lost touch with the database; it "
+    "goes on there."
+)
 
 
 class BatchState:
@@ -223,6 +241,7 @@ class MessagingService:
         self._settings = settings
         self._workers = workers
         self._sending: dict[int, asyncio.Event] = {}
+        self._holder = claims.holder()  # how this service's sends are named to other engines
         self._stopped_by: dict[int, str] = {}  # who stopped a send that was going
 
     # --- preparing ------------------------------------------------------------------------------
@@ -302,10 +321,12 @@ class MessagingService:
         if batch_id in self._sending:
             raise SwitchboardError("This send is already going.")
         self._sending[batch_id] = cancel
+        keeper: asyncio.Task[None] | None = None
         try:
-            await self._db.write(_start, batch_id, who)
+            await self._db.write(_start, batch_id, who, self._holder)
             self._events.publish(TOPIC, {"batch": batch_id})
             run = _Run(await self._routes(), cancel)
+            keeper = asyncio.get_running_loop().create_task(self._keep_claim(batch_id, run))
             await self._settle_in_doubt(batch_id, run)
             waiting = await self._db.read(_count, batch_id)
             while waiting and not run.stop and not cancel.is_set():
@@ -319,8 +340,14 @@ class MessagingService:
                 waiting = left
             # Stopped from the send's own window (its `cancel`) or by `cancel()`: by whom.
             stopped_by = self._stopped_by.get(batch_id, who)
-            await self._db.write(_finish, batch_id, cancel.is_set(), run.stop, stopped_by)
+            await self._db.write(
+                _finish, batch_id, cancel.is_set(), run.stop, stopped_by, self._holder
+            )
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             self._sending.pop(batch_id, None)
             self._stopped_by.pop(batch_id, None)
             self._events.publish(TOPIC, {"batch": batch_id})
@@ -332,22 +359,22 @@ class MessagingService:
         return summary
 
     async def recover(self) -> int:
-        """Sends that were going when the process ended (a crash, a power cut) wait to be
-        resumed by a person: marked paused, saying so. How many there were."""
+        """Sends that were going when their engine ended (a crash, a power cut) wait to be
+        resumed by a person: marked paused, saying so. How many there were. A send another
+        engine is still sending (its claim holds) is left to it."""
 
         def write(session: Session) -> int:
+            now = utcnow()
             rows = session.scalars(
-                select(MessageBatchRow).where(MessageBatchRow.status == BatchState.SENDING)
+                select(MessageBatchRow)
+                .where(MessageBatchRow.status == BatchState.SENDING)
+                .with_for_update(skip_locked=True)
             ).all()
-            for row in rows:
-                if row.id in self._sending:
-                    continue
-                row.status = BatchState.PAUSED
-                row.message = (
-                    "Stopped when Switchboard closed unexpectedly. Resume it: messages that may "
-                    "have gone are looked up with the provider first, so nobody gets one twice."
-                )
-            return len(rows)
+            stopped = [row for row in rows if row.id not in self._sending and _abandoned(row, now)]
+            for row in stopped:
+                row.status, row.message = BatchState.PAUSED, INTERRUPTED
+                row.sending_by, row.lease_until = None, None
+            return len(stopped)
 
         stopped = await self._db.write(write)
         if stopped:
@@ -370,9 +397,26 @@ class MessagingService:
         if batch_id in self._sending:
             self.cancel(batch_id)
         else:
-            await self._db.write(_finish, batch_id, True, "", access.actor())
+            # Perhaps going on another computer: it sees the cancel at its next renewal.
+            await self._db.write(_finish, batch_id, True, "", access.actor(), self._holder)
         self._events.publish(TOPIC, {"batch": batch_id})
         return await self.batch(batch_id)
+
+    async def _keep_claim(self, batch_id: int, run: _Run) -> None:
+        """Renew this engine's claim on the send while it goes; stop it if it was cancelled
+        on another computer, or taken over by one."""
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            try:
+                state = await self._db.write(_renew, batch_id, self._holder)
+            except Exception:
+                log.exception("could not renew the claim on a send", extra={"batch": batch_id})
+                continue
+            if state == BatchState.CANCELLED:
+                run.cancel.set()
+            elif state != BatchState.SENDING:
+                run.stop = TAKEN_OVER
+                run.cancel.set()
 
     async def _pump(
         self, batch_id: int, run: _Run, progress: Callable[[Progress], None] | None
@@ -729,15 +773,35 @@ def _batch_row(session: Session, batch_id: int) -> MessageBatchRow:
     return row
 
 
-def _start(session: Session, batch_id: int, who: str) -> None:
-    row = _batch_row(session, batch_id)
+def _batch_locked(session: Session, batch_id: int) -> MessageBatchRow:
+    row = session.get(MessageBatchRow, batch_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"There is no send {batch_id}.")
+    return row
+
+
+def _abandoned(row: MessageBatchRow, now: datetime) -> bool:
+    """Whether a batch marked sending has nobody sending it any more."""
+    lapsed = row.lease_until is None or row.lease_until <= now
+    return lapsed or claims.gone(row.sending_by)
+
+
+def _start(session: Session, batch_id: int, who: str, holder: str) -> None:
+    row = _batch_locked(session, batch_id)
+    now = utcnow()
     if row.status == BatchState.CANCELLED:
         raise SwitchboardError("This send was cancelled; prepare it again to send it.")
+    if row.status == BatchState.SENDING and row.sending_by != holder and not _abandoned(row, now):
+        raise SwitchboardError(
+            f"This send is going on another computer ({row.sending_by}); follow it there, or "
+            "wait for it to finish before resuming it here."
+        )
     waiting = _count_status(session, batch_id, MessageStatus.PREPARED, MessageStatus.SENDING)
     if row.status == BatchState.DONE and not waiting:
         raise SwitchboardError("This send is finished; every message has gone.")
     first = row.confirmed_at is None
     row.status = BatchState.SENDING
+    row.sending_by, row.lease_until = holder, now + SEND_LEASE
     row.message = ""
     row.confirmed_at = row.confirmed_at or utcnow()
     audit.record(
@@ -763,11 +827,29 @@ def _batch_trail(session: Session, row: MessageBatchRow) -> dict[str, Any]:
     }
 
 
-def _finish(session: Session, batch_id: int, cancelled: bool, stop: str, who: str) -> None:
-    """The send is over for now: cancelled (by `who`), paused, or done."""
-    row = _batch_row(session, batch_id)
+def _renew(session: Session, batch_id: int, holder: str) -> str:
+    """Extend `holder`'s claim on a send; the batch's status ("sending" while the claim is
+    still its own, "cancelled" if someone cancelled it meanwhile, any other: lost)."""
+    row = _batch_locked(session, batch_id)
+    if row.status == BatchState.SENDING and row.sending_by != holder:
+        return BatchState.PAUSED  # another engine took it up after this one's lease lapsed
+    if row.status == BatchState.SENDING:
+        row.lease_until = utcnow() + SEND_LEASE
+    return row.status
+
+
+def _finish(
+    session: Session, batch_id: int, cancelled: bool, stop: str, who: str, holder: str
+) -> None:
+    """The send is over for now: cancelled (by `who`, here or on another computer), paused, or
+    done. A send another engine took over is left to it."""
+    row = _batch_locked(session, batch_id)
     now = utcnow()
-    if cancelled:
+    if row.status == BatchState.SENDING and row.sending_by not in (holder, None) and not cancelled:
+        return
+    if row.sending_by == holder:
+        row.sending_by, row.lease_until = None, None
+    if cancelled or row.status == BatchState.CANCELLED:
         if row.status != BatchState.CANCELLED:
             left = _count_status(session, batch_id, MessageStatus.PREPARED)
             audit.record(
@@ -868,6 +950,7 @@ def _claim(
             )
             .order_by(MessageRow.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     )
     now = utcnow()
@@ -957,10 +1040,14 @@ def _summary(session: Session, batch_id: int) -> BatchSummary:
             .group_by(MessageRow.currency)
         ).all()
     )
+    status, message = row.status, row.message
+    if status == BatchState.SENDING and _abandoned(row, utcnow()):
+        # Its engine ended before it could say so (recover() writes this at the next start).
+        status, message = BatchState.PAUSED, INTERRUPTED
     return BatchSummary(
         id=row.id,
         title=row.title,
-        status=row.status,
+        status=status,
         audience=str(row.audience.get("described") or ""),
         created_at=row.created_at,
         confirmed_at=row.confirmed_at,
@@ -969,7 +1056,7 @@ def _summary(session: Session, batch_id: int) -> BatchSummary:
         channels={str(k): int(v) for k, v in channels.items()},
         segments=int(segments or 0),
         cost={str(k): int(v or 0) for k, v in cost.items()},
-        message=row.message,
+        message=message,
     )
 
 

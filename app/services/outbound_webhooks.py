@@ -104,8 +104,9 @@ DISABLE_AFTER = timedelta(days=5)  # failing without a single success this long:
 # A Retry-After beyond this is read as this: a consumer's typo must not park a delivery forever.
 MAX_RETRY_AFTER = timedelta(hours=24)
 DELIVERY_TIMEOUT = 10.0
-# A claimed delivery is not claimed again for this long (longer than any try takes); if the
-# process dies mid-try, the delivery is tried again after it. At least once, never lost.
+# A claimed delivery is not claimed again (here or by another engine on the same database) for
+# this long after the tries of its batch could all have timed out; if the process dies mid-try,
+# the delivery is tried again after it. At least once, never lost.
 CLAIM_LEASE = timedelta(minutes=2)
 # The loop looks at least this often, for events another process (the CLI) emitted.
 IDLE_WAIT = 60.0
@@ -204,6 +205,16 @@ class Delivery:
     delivered_at: datetime | None
     created_at: datetime
     replay_of: int | None
+
+
+@dataclass(frozen=True)
+class Emission:
+    """An event checked and ready to store: `message_id` is its `webhook-id`."""
+
+    message_id: str
+    event_type: str
+    payload: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -519,6 +530,8 @@ class OutboundWebhooks:
             breaker=BreakerPolicy(slow_call_seconds=max(timeout, 1.0), slow_call_rate=1.0),
         )
         self._limit = asyncio.Semaphore(max(concurrency, 1))
+        # A batch's last try may start only after the others before it timed out.
+        self._lease = CLAIM_LEASE + timedelta(seconds=timeout * -(-BATCH // max(concurrency, 1)))
         self._clients: dict[int, tuple[str, ResilientClient]] = {}
         # A name is never reused for another value, so what was read once stays right.
         self._secret_values: dict[str, str] = {}
@@ -785,6 +798,14 @@ class OutboundWebhooks:
         """Store one event and a delivery for each enabled endpoint that wants its type; the
         message id (`msg_…`, the `webhook-id`). Stored even when no endpoint wants it yet, so
         an endpoint added later can be sent it with `replay_range`."""
+        emission = self.emission(event_type, payload)
+        count = await self._db.write(store_emission, emission)
+        self.emitted(emission, count)
+        return emission.message_id
+
+    def emission(self, event_type: str, payload: Mapping[str, Any]) -> Emission:
+        """An event checked and made ready to store (`store_emission`, in a transaction of the
+        caller's); raises OutboundWebhookError for one that can never be sent."""
         if not _valid_event_type(event_type):
             raise OutboundWebhookError(
                 f"“{event_type[:60]}” is not an event type; types look like payment.succeeded."
@@ -796,45 +817,26 @@ class OutboundWebhooks:
                 f"The {event_type} event cannot be sent as JSON ({exc})."
             ) from exc
         now = self._clock()
-        message_id = _new_message_id()
         if len(webhook_body(event_type, now, data)) > MAX_BODY_BYTES:
             raise OutboundWebhookError(
                 f"The {event_type} event is larger than 1 MiB; send a reference to the record "
                 "instead of the record itself."
             )
+        return Emission(_new_message_id(), event_type, data, now)
 
-        def write(session: Session) -> int:
-            session.add(
-                WebhookMessageRow(
-                    id=message_id, event_type=event_type, payload=data, created_at=now
-                )
-            )
-            endpoints = session.scalars(
-                select(WebhookEndpointRow).where(WebhookEndpointRow.enabled.is_(True))
-            ).all()
-            wanting = [row for row in endpoints if _endpoint(row, now).wants(event_type)]
-            session.flush()  # the message first: the deliveries refer to it
-            for row in wanting:
-                session.add(
-                    WebhookDeliveryRow(
-                        message_id=message_id,
-                        endpoint_id=row.id,
-                        status="pending",
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
-            return len(wanting)
-
-        count = await self._db.write(write)
+    def emitted(self, emission: Emission, endpoints: int) -> None:
+        """An emission was stored (committed) with deliveries to `endpoints` endpoints."""
         log.info(
             "webhook event emitted",
-            extra={"message_id": message_id, "type": event_type, "endpoints": count},
+            extra={
+                "message_id": emission.message_id,
+                "type": emission.event_type,
+                "endpoints": endpoints,
+            },
         )
-        if count:
+        if endpoints:
             self.wake()
-            self._events.publish(TOPIC, {"message": message_id})
-        return message_id
+            self._events.publish(TOPIC, {"message": emission.message_id})
 
     async def message(self, message_id: str) -> Message:
         def read(session: Session) -> Message:
@@ -867,7 +869,9 @@ class OutboundWebhooks:
         counts = DeliveryCounts()
         await self._retire_previous_secrets()
         while True:
-            jobs = await self._db.write(_claim, self._clock(), BATCH, frozenset(self._in_flight))
+            jobs = await self._db.write(
+                _claim, self._clock(), BATCH, frozenset(self._in_flight), self._lease
+            )
             if not jobs:
                 break
             self._in_flight.update(job.delivery_id for job in jobs)
@@ -1267,9 +1271,41 @@ class OutboundWebhooks:
 # --- database work (run on the database threads) -----------------------------------------------
 
 
-def _claim(session: Session, now: datetime, limit: int, busy: frozenset[int]) -> list[_Job]:
+def store_emission(session: Session, emission: Emission) -> int:
+    """Store an event and a delivery to each enabled endpoint that wants it; how many."""
+    now = emission.created_at
+    session.add(
+        WebhookMessageRow(
+            id=emission.message_id,
+            event_type=emission.event_type,
+            payload=emission.payload,
+            created_at=now,
+        )
+    )
+    endpoints = session.scalars(
+        select(WebhookEndpointRow).where(WebhookEndpointRow.enabled.is_(True))
+    ).all()
+    wanting = [row for row in endpoints if _endpoint(row, now).wants(emission.event_type)]
+    session.flush()  # the message first: the deliveries refer to it
+    for row in wanting:
+        session.add(
+            WebhookDeliveryRow(
+                message_id=emission.message_id,
+                endpoint_id=row.id,
+                status="pending",
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    return len(wanting)
+
+
+def _claim(
+    session: Session, now: datetime, limit: int, busy: frozenset[int], lease: timedelta
+) -> list[_Job]:
     """Take due deliveries, pushing each one's next try past the lease so no other loop takes
-    it meanwhile."""
+    it meanwhile. Locked as they are read (FOR UPDATE SKIP LOCKED): another engine claiming at
+    the same moment takes other deliveries, and sees these leased once this commits."""
     statement = (
         select(WebhookDeliveryRow, WebhookEndpointRow, WebhookMessageRow)
         .join(WebhookEndpointRow, WebhookEndpointRow.id == WebhookDeliveryRow.endpoint_id)
@@ -1279,12 +1315,13 @@ def _claim(session: Session, now: datetime, limit: int, busy: frozenset[int]) ->
         .where(WebhookEndpointRow.enabled.is_(True))
         .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=WebhookDeliveryRow)
     )
     if busy:
         statement = statement.where(WebhookDeliveryRow.id.not_in(busy))
     jobs: list[_Job] = []
     for delivery, endpoint, message in session.execute(statement):
-        delivery.next_attempt_at = now + CLAIM_LEASE
+        delivery.next_attempt_at = now + lease
         previous = endpoint.previous_secret_name
         expires = endpoint.previous_secret_expires_at
         names = [endpoint.secret_name]

@@ -89,6 +89,9 @@ class AutomationRunRow(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(Text, default="")  # what it did, in a sentence
     steps: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # While running: the engine that claimed it (app/services/claims.py), so another engine
+    # starting takes up only runs whose engine is gone or whose lease ran out.
+    claimed_by: Mapped[str | None] = mapped_column(String(160))
 
 
 class TaskRow(Base):

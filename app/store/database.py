@@ -2,9 +2,15 @@
 
 Services are asyncio code; SQLAlchemy sessions are blocking. `Database.read` and `Database.write`
 run a function with a session on a small thread pool so neither the engine loop nor the GUI loop
-ever waits on disk. Writes go through a single writer thread: in-process writers never contend,
-and each write transaction starts with `BEGIN IMMEDIATE` on SQLite, so a write never fails half
-way with "database is locked" when another process (the CLI, a second engine) writes too.
+ever waits on disk. Writes go through a single writer thread: in-process writers never contend.
+
+Two databases are spoken, through the same models and migrations:
+- SQLite, one file per school on one computer: each write transaction starts with
+  `BEGIN IMMEDIATE`, so a write never fails half way with "database is locked" when another
+  process (the CLI, a second engine) writes too.
+- PostgreSQL (psycopg 3), shared by several office computers: READ COMMITTED transactions, queue
+  work claimed with `FOR UPDATE SKIP LOCKED`, and migrations run under an advisory lock so two
+  computers starting together do not both migrate.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, pool
+from sqlalchemy import Engine, create_engine, event, func, pool, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -88,17 +94,38 @@ def _plain_errors() -> Iterator[None]:
         raise
 
 
+def _postgres_engine(url: str, *, poolclass: Any = None) -> Engine:
+    return create_engine(
+        url,
+        pool_pre_ping=True,  # a server restarted overnight: reconnect, do not fail the first call
+        poolclass=poolclass,
+        connect_args={"connect_timeout": 10, "application_name": "Switchboard"},
+    )
+
+
+def postgres_url(url: str) -> str:
+    """`postgresql://…` (as people and libpq write it) spoken through psycopg 3."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+psycopg://{rest}" if scheme in {"postgresql", "postgres"} else url
+
+
+# Migrations take this advisory lock (a number of our own) for their transaction, so a second
+# computer starting at the same moment waits and then finds the schema up to date.
+MIGRATION_LOCK = 0x5357_4D49  # "SWMI"
+
+
 class Database:
     """One database, opened for the life of a process (the engine, the CLI, a test)."""
 
     def __init__(self, url: str, *, readers: int = 4) -> None:
-        self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        if not self.is_sqlite:
+        self.is_postgres = url.split("://", 1)[0].split("+", 1)[0] in {"postgresql", "postgres"}
+        if not (self.is_sqlite or self.is_postgres):
             raise DatabaseError(
-                f"{redact_url(url)} is not a SQLite database; this version of Switchboard "
-                "works with SQLite files only."
+                f"{redact_url(url)} is neither a SQLite file nor a PostgreSQL database; "
+                "write sqlite:///path/to/file.db or postgresql://user@server/database."
             )
+        self.url = postgres_url(url) if self.is_postgres else url
         path = self.sqlite_path
         if path is not None:
             try:
@@ -108,8 +135,12 @@ class Database:
                     f"Switchboard cannot create the folder {path.parent} for its database "
                     f"({exc.strerror or exc}); choose another folder with --data-dir."
                 ) from exc
-        self.read_engine = _sqlite_engine(url, begin="BEGIN", foreign_keys=True)
-        self.write_engine = _sqlite_engine(url, begin="BEGIN IMMEDIATE", foreign_keys=True)
+        if self.is_sqlite:
+            self.read_engine = _sqlite_engine(url, begin="BEGIN", foreign_keys=True)
+            self.write_engine = _sqlite_engine(url, begin="BEGIN IMMEDIATE", foreign_keys=True)
+        else:
+            self.read_engine = _postgres_engine(self.url)
+            self.write_engine = self.read_engine
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="switchboard-db-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="switchboard-db-write")
 
@@ -154,12 +185,27 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._write, fn, args)
 
+    async def data_version(self) -> tuple[int, int]:
+        """SQLite: (which connection, its `PRAGMA data_version`) on the connection this process
+        writes with. The version changes only when another connection (another program) has
+        committed since it was last asked, so polling it hears other programs' writes."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._data_version)
+
+    def _data_version(self) -> tuple[int, int]:
+        with self.write_engine.connect() as connection:
+            raw = connection.connection.dbapi_connection
+            assert raw is not None
+            # On the DB-API connection itself: no transaction begins, so no lock is taken.
+            (version,) = raw.execute("PRAGMA data_version").fetchone()
+            return id(raw), int(version)
+
     # --- schema ---------------------------------------------------------------------------------
 
     def _alembic_config(self) -> AlembicConfig:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        cfg.set_main_option("sqlalchemy.url", self.url)
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
 
     def head_revision(self) -> str | None:
@@ -176,9 +222,15 @@ class Database:
         try:
             current = self.current_revision()
         except OperationalError as exc:
+            advice = (
+                "Check that the folder exists and that you may write to it."
+                if self.is_sqlite
+                else "Check the server's address, the user name and password, and that the "
+                "server is running and lets this computer in."
+            )
             raise DatabaseError(
                 f"Switchboard cannot open its database ({self.display_name}): "
-                f"{exc.orig}. Check that the folder exists and that you may write to it."
+                f"{str(exc.orig).strip().splitlines()[0].rstrip('.?')}. {advice}"
             ) from exc
         if current is not None and current not in {
             rev.revision for rev in scripts.walk_revisions()
@@ -189,6 +241,13 @@ class Database:
             )
         if current == scripts.get_current_head():
             return
+        if self.is_sqlite:
+            self._migrate_sqlite(cfg)
+        else:
+            self._migrate_postgres(cfg)
+        log.info("database migrated", extra={"from_revision": current, "to": self.head_revision()})
+
+    def _migrate_sqlite(self, cfg: AlembicConfig) -> None:
         # Foreign keys off while migrating: SQLite's batch "copy and move" drops tables, and a
         # DROP with foreign keys on would cascade deletes into the children.
         engine = _sqlite_engine(
@@ -206,11 +265,22 @@ class Database:
                     )
         finally:
             engine.dispose()
-        log.info("database migrated", extra={"from_revision": current, "to": self.head_revision()})
+
+    def _migrate_postgres(self, cfg: AlembicConfig) -> None:
+        # PostgreSQL's DDL is transactional: the whole upgrade commits or none of it does.
+        engine = _postgres_engine(self.url, poolclass=pool.NullPool)
+        try:
+            with engine.begin() as connection:
+                connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
         """Finish queued work, stop the database threads and close every connection."""
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.read_engine.dispose()
-        self.write_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()

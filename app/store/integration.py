@@ -196,3 +196,17 @@ class JobRun(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="running")
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScheduleTick(Base):
+    """One start of a scheduled job, on whichever engine led at the time. Several computers
+    may share one database; these keep each job to once per interval across them, also when
+    the lead passes from one to another (app/services/leadership.py)."""
+
+    __tablename__ = "schedule_ticks"
+    __table_args__ = (Index("ix_schedule_ticks_job_at", "job_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    engine: Mapped[str] = mapped_column(String(160))

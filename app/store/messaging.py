@@ -70,6 +70,11 @@ class MessageBatchRow(Base):
     finished_at: Mapped[datetime | None]
     created_by: Mapped[str] = mapped_column(String(100), default="")
     message: Mapped[str] = mapped_column(Text, default="")  # why it paused, in a sentence
+    # While sending: the engine sending it (app/services/claims.py) and until when its claim
+    # holds unless renewed; another computer neither sends it meanwhile nor pauses it as
+    # abandoned.
+    sending_by: Mapped[str | None] = mapped_column(String(160))
+    lease_until: Mapped[datetime | None]
 
 
 class MessageRow(Base):

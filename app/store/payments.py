@@ -174,6 +174,10 @@ class BillingItemRow(Base):
     tries: Mapped[int] = mapped_column(default=0)  # a retry of a failed one is a new payment
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
     message: Mapped[str] = mapped_column(Text, default="")
+    # While charging: the engine charging it (app/services/claims.py) and until when; another
+    # engine working the same run takes it only when that engine is gone or the lease ran out.
+    charging_by: Mapped[str | None] = mapped_column(String(160))
+    lease_until: Mapped[datetime | None]
 
 
 class ExchangeRateRow(Base):

@@ -2,12 +2,16 @@
 its label and explanation, in the widget its type calls for. Save writes the changed ones
 through the settings service, which checks each value (a bad one is shown beside its field and
 nothing else is lost) and refuses them to a role that may not change settings, except a
-person's own appearance and log detail."""
+person's own appearance and log detail. Starting at sign-in belongs to this computer and user,
+not to the school's database: its checkbox reads and changes the operating system's own
+registration (app.services.autostart) the moment it is clicked."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,9 +28,11 @@ from PySide6.QtWidgets import (
 
 from app.config import SETTINGS, ConfigError, Setting
 from app.domain.errors import SwitchboardError
+from app.services.autostart import Autostart, AutostartError
 from app.services.settings import TOPIC_PREFIX
 from app.ui import tasks
 from app.ui.bridge import EngineBridge
+from app.ui.database_move import DatabaseMoveDialog
 from app.ui.labels import muted
 from app.ui.page import Page
 
@@ -96,8 +102,15 @@ class SettingsPage(Page):
     icon_name = "settings"
     topics = (TOPIC_PREFIX,)
 
-    def __init__(self, bridge: EngineBridge, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        parent: QWidget | None = None,
+        *,
+        autostart: Autostart | None = None,
+    ) -> None:
         super().__init__(bridge, parent)
+        self.autostart = autostart if autostart is not None else Autostart()
         self.save_button = QPushButton("Save changes")
         self.save_button.setDefault(True)
         self.save_button.clicked.connect(lambda: tasks.start(self.save(), owner=self))
@@ -125,6 +138,8 @@ class SettingsPage(Page):
             stack.addWidget(field.error)
             stack.addWidget(muted(spec.help))
             form.addRow(spec.label, holder)
+        column.addWidget(self._database_box())
+        column.addWidget(self._this_computer())
         column.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -137,11 +152,72 @@ class SettingsPage(Page):
         if topic.startswith(TOPIC_PREFIX):
             super()._on_event(TOPIC_PREFIX, payload)
 
+    def _database_box(self) -> QGroupBox:
+        box = QGroupBox("Database")
+        stack = QVBoxLayout(box)
+        stack.addWidget(muted(f"This computer works on {self.bridge.services.db.display_name}."))
+        self.move_button = QPushButton("Move to a shared database…")
+        self.move_button.setToolTip(
+            "Copy this computer's database into an empty PostgreSQL database on a server, so "
+            "several office computers share one school"
+        )
+        self.move_button.clicked.connect(self.open_move_dialog)
+        stack.addWidget(self.move_button, alignment=Qt.AlignmentFlag.AlignLeft)
+        return box
+
+    def open_move_dialog(self) -> DatabaseMoveDialog:
+        dialog = DatabaseMoveDialog(self.bridge, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
+
+    def _this_computer(self) -> QGroupBox:
+        box = QGroupBox("This computer")
+        stack = QVBoxLayout(box)
+        self.autostart_box = QCheckBox("Start Switchboard when I sign in to this computer")
+        self.autostart_box.clicked.connect(
+            lambda checked: tasks.start(self.set_autostart(checked), owner=self)
+        )
+        self.autostart_error = QLabel()
+        self.autostart_error.setObjectName("FieldError")
+        self.autostart_error.setWordWrap(True)
+        self.autostart_error.hide()
+        stack.addWidget(self.autostart_box)
+        stack.addWidget(self.autostart_error)
+        stack.addWidget(
+            muted(
+                "For you on this computer only, kept by the operating system rather than in the "
+                f"school's database ({self.autostart.where})."
+            )
+        )
+        return box
+
     async def load(self) -> None:
         values = self.bridge.services.settings.values()
         for key, field in self.fields.items():
             field.show(values[key])
+        try:
+            self.autostart_box.setChecked(await asyncio.to_thread(self.autostart.is_enabled))
+        except AutostartError as exc:
+            self._autostart_problem(str(exc))
         self.states.show_content()
+
+    async def set_autostart(self, on: bool) -> bool:
+        """Register (or unregister) Switchboard to start at sign-in; False, with the reason
+        shown under the checkbox and the checkbox back as it was, when that failed."""
+        self._autostart_problem("")
+        change = self.autostart.enable if on else self.autostart.disable
+        try:
+            await asyncio.to_thread(change)
+        except AutostartError as exc:
+            self.autostart_box.setChecked(not on)
+            self._autostart_problem(str(exc))
+            return False
+        return True
+
+    def _autostart_problem(self, text: str) -> None:
+        self.autostart_error.setText(text)
+        self.autostart_error.setVisible(bool(text))
 
     def changed(self) -> dict[str, Any]:
         values = self.bridge.services.settings.values()

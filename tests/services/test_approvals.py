@@ -16,6 +16,8 @@ from app.services import Services, access
 from app.services.approvals import ApprovalNeeded, ApprovalService, Status
 from app.services.payments import SUCCEEDED, Candidate, ChargeOrder
 
+pytestmark = pytest.mark.both_databases  # SQLite, then PostgreSQL
+
 FAST_SANDBOX = {"approval_rate": "1", "error_rate": "0", "latency_ms": "1", "latency_p95_ms": "2"}
 BOB = Principal("Bob", Role.FINANCE, 101)
 CAROL = Principal("Carol", Role.FINANCE, 102)

@@ -17,6 +17,8 @@ from app.services.billing import CANCELED, FINISHED, PAUSED, PREPARED, BillingRu
 from app.store.payments import BillingItemRow, PaymentRow
 from app.store.school import Guardian, Invoice
 
+pytestmark = pytest.mark.both_databases  # the workers' claims differ by database
+
 DUE = date(2026, 11, 20)
 
 

@@ -9,6 +9,8 @@ from app.domain.school import StudentDraft
 from app.services import Services
 from app.services.csv_transfer import CsvKind, ImportRejected
 
+pytestmark = pytest.mark.both_databases  # SQLite, then PostgreSQL
+
 
 async def test_linking_a_guardian_by_import_makes_an_open_edit_of_the_student_stale(
     services: Services,

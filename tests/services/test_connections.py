@@ -25,6 +25,8 @@ from tests.fakes.scripted import Reply, ScriptedServer
 from tests.support.memory_keyring import MemoryKeyring
 from tests.support.providers import SCRIPTED
 
+pytestmark = pytest.mark.both_databases  # SQLite, then PostgreSQL
+
 FAST_SANDBOX = {"latency_ms": "1", "latency_p95_ms": "2", "error_rate": "0"}
 
 

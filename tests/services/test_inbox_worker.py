@@ -18,6 +18,8 @@ from app.services.inbox_worker import MAX_ATTEMPTS, retry_delay
 from app.store.audit import AuditRow
 from app.store.base import utcnow
 
+pytestmark = pytest.mark.both_databases  # the workers' claims differ by database
+
 
 async def connection(services: Services) -> int:
     record = await services.connections.add("sandbox-payments", "Gateway", {}, {"api_key": "k"})

@@ -18,6 +18,8 @@ from app.services.audiences import Audience
 from app.store.messaging import MessageRow
 from tests.support.messaging import ACCOUNT, TOKEN, add_families, e164_of, twilio_served
 
+pytestmark = pytest.mark.both_databases  # the workers' claims differ by database
+
 
 @pytest.fixture(autouse=True)
 async def school_in_zimbabwe(services: Services) -> None:

@@ -33,6 +33,8 @@ from app.store.payments import PaymentAttemptRow, PaymentRow
 from tests.fakes.scripted import Reply, ScriptedServer
 from tests.support.localstripe import LocalStripe
 
+pytestmark = pytest.mark.both_databases  # SQLite, then PostgreSQL
+
 INTENTS = "/v1/payment_intents"
 DECLINED_CARD = "4000000000000341"
 

@@ -23,6 +23,8 @@ from app.domain.school import (
 from app.services import Services
 from app.services.events import EngineEvent
 
+pytestmark = pytest.mark.both_databases  # SQLite, then PostgreSQL
+
 MONDAY_2PM = datetime(2026, 11, 23, 12, tzinfo=UTC)  # 14:00 in Harare
 
 

@@ -24,6 +24,8 @@ from app.services.users import (
 from app.store.audit import AuditRow
 from app.store.users import UserRow
 
+pytestmark = pytest.mark.both_databases  # SQLite, then PostgreSQL
+
 PASSWORD = "correct horse battery"
 START = datetime(2026, 12, 7, 9, 0, 0, tzinfo=UTC)
 

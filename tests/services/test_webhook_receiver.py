@@ -27,6 +27,8 @@ from app.services.inbox import ConnectionGone, IncomingEvent
 from app.services.receiver import Receiver
 from app.services.webhook_intake import SourceLimiter
 
+pytestmark = pytest.mark.both_databases  # SQLite, then PostgreSQL
+
 
 def new_secret() -> str:
     return new_standard_webhooks_secret()
