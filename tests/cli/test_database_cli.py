@@ -19,7 +19,16 @@ from app.config import DATABASE_CHOICE_FILE, DATABASE_FILE, without_password
 from tests.support.databases import PostgresServer
 
 FAST = ["--set", "latency_ms=1", "--set", "latency_p95_ms=2", "--set", "error_rate=0"]
-PASSWORD = "switchboard"  # the test server's user (tests/support/databases.py)
+
+
+@pytest.fixture
+def with_password(run: Any, postgres_server: PostgresServer) -> Any:
+    """The command's environment with the test user's password given the way the IT helper would."""
+
+    def environment(run: Any) -> dict[str, str]:
+        return {**run.environment, "SWITCHBOARD_DB_PASSWORD": postgres_server.password}
+
+    return environment
 
 
 @pytest.fixture
@@ -29,10 +38,6 @@ def target(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.url_of(name)
     yield without_password(url)[0].replace("postgresql+psycopg://", "postgresql://")
     postgres_server.drop(name)
-
-
-def with_password(run: Any) -> dict[str, str]:
-    return {**run.environment, "SWITCHBOARD_DB_PASSWORD": PASSWORD}
 
 
 def add(run: Any, name: str) -> None:
@@ -58,7 +63,7 @@ def contents(path: Path) -> str:
 
 
 def test_the_move_verifies_the_copy_and_this_computer_then_uses_it(
-    run: Any, target: str, tmp_path: Path
+    run: Any, target: str, tmp_path: Path, with_password: Any
 ) -> None:
     add(run, "Card payments")
     add(run, "Mobile money")
@@ -94,7 +99,7 @@ def test_the_move_verifies_the_copy_and_this_computer_then_uses_it(
     assert verified.returncode == 0, verified.stderr
 
 
-def test_the_verification_table_is_printed(run: Any, target: str) -> None:
+def test_the_verification_table_is_printed(run: Any, target: str, with_password: Any) -> None:
     add(run, "Card payments")
     moved = run("database", "move", "--to", target, env=with_password(run))
     assert moved.returncode == 0, moved.stderr
@@ -115,7 +120,7 @@ def test_a_password_on_the_command_line_is_bad_usage(run: Any, target: str) -> N
 
 
 def test_a_database_that_holds_data_is_refused_with_one_sentence(
-    run: Any, target: str, tmp_path: Path
+    run: Any, target: str, tmp_path: Path, with_password: Any
 ) -> None:
     add(run, "Card payments")
     assert run("database", "move", "--to", target, env=with_password(run)).returncode == 0

@@ -311,8 +311,10 @@ async def test_an_engine_starting_takes_up_only_the_automation_runs_whose_engine
         }
 
     async def taken_up() -> dict[str, str] | None:
+        # Taken up, each is run again to its end (claimed by the second engine meanwhile).
         found = await second.db.read(statuses)
-        return found if found["gone"] != RunStatus.RUNNING else None
+        ended = found["gone"] != RunStatus.RUNNING and found["nobody"] != RunStatus.RUNNING
+        return found if ended else None
 
     found = await eventually(taken_up, 30)
     assert found["live here"] == RunStatus.RUNNING

@@ -34,6 +34,11 @@ class PostgresServer:
     prefix: str
     _numbers: Iterator[int]
 
+    @property
+    def password(self) -> str:
+        """The test user's password, as the server's address gives it."""
+        return str(make_url(self.admin_url).password or "")
+
     def url_of(self, name: str) -> str:
         return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
 
