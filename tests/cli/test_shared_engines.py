@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import secrets
 import signal
 import subprocess
 import time
@@ -23,11 +22,12 @@ from sqlalchemy import create_engine, text
 
 from app.domain.inbox import RECEIVED, SKIPPED
 from app.engine import HEALTH_DISPATCH
-from app.providers.webhooks import VERIFIERS, new_standard_webhooks_secret
+from app.providers.webhooks import new_standard_webhooks_secret
 from tests.cli.test_cli import SWITCHBOARD, switchboard
 from tests.cli.test_webhook_crash import environment
 from tests.support.databases import PostgresServer, emptied
 from tests.support.polling import wait_for
+from tests.support.signed_flood import flood_and_kill
 
 pytestmark = pytest.mark.slow
 
@@ -57,50 +57,6 @@ class ServedEngine:
             return bool(httpx.get(f"{self.base}/health", timeout=2).json()["leader"])
         except httpx.HTTPError:
             return False
-
-
-async def flood(
-    targets: list[tuple[str, list[str]]],
-    secret: str,
-    seconds: float,
-    kill_at: float,
-    victim: ServedEngine,
-) -> float:
-    """Eight senders per receiver post new signed events for `seconds`; at `kill_at` the victim
-    dies. An event counts as acknowledged only when its 200 arrived. Returns when it died."""
-    verifier = VERIFIERS["standard-webhooks"]
-    counter = itertools.count()
-    prefix = secrets.token_hex(4)
-    deadline = time.monotonic() + seconds
-    killed: list[float] = []
-
-    async def sender(client: httpx.AsyncClient, url: str, acknowledged: list[str]) -> None:
-        while time.monotonic() < deadline:
-            event_id = f"evt_{prefix}_{next(counter)}"
-            body = json.dumps({"type": "payment.succeeded", "id": event_id}).encode()
-            headers = verifier.sign(
-                secret, body, url=url, timestamp=int(time.time()), event_id=event_id
-            )
-            try:
-                response = await client.post(
-                    url, content=body, headers={**headers, "content-type": "application/json"}
-                )
-            except httpx.HTTPError:
-                return  # that receiver died: what it did not answer was not acknowledged
-            if response.status_code == 200:
-                acknowledged.append(event_id)
-
-    async def kill() -> None:
-        await asyncio.sleep(kill_at)
-        victim.process.send_signal(signal.SIGKILL)
-        killed.append(time.monotonic())
-
-    async with httpx.AsyncClient(timeout=5) as client:
-        await asyncio.gather(
-            kill(),
-            *(sender(client, url, acked) for url, acked in targets for _ in range(8)),
-        )
-    return killed[0]
 
 
 def test_two_engines_share_the_work_and_the_survivor_of_a_kill_takes_the_lead(
@@ -136,7 +92,7 @@ def test_two_engines_share_the_work_and_the_survivor_of_a_kill_takes_the_lead(
         to_leader: list[str] = []
         to_survivor: list[str] = []
         killed_at = asyncio.run(
-            flood(
+            flood_and_kill(
                 [
                     (f"{leader.base}/hooks/{path}", to_leader),
                     (f"{survivor.base}/hooks/{path}", to_survivor),
@@ -144,7 +100,8 @@ def test_two_engines_share_the_work_and_the_survivor_of_a_kill_takes_the_lead(
                 secret,
                 seconds=8.0,
                 kill_at=3.0,
-                victim=leader,
+                victim=leader.process,
+                senders=8,
             )
         )
         assert leader.process.wait(10) == -signal.SIGKILL

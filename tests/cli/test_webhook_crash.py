@@ -8,20 +8,18 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.domain.inbox import RECEIVED, SKIPPED
-from app.providers.webhooks import VERIFIERS, new_standard_webhooks_secret
+from app.providers.webhooks import new_standard_webhooks_secret
 from tests.cli.test_cli import SWITCHBOARD, switchboard
 from tests.support.polling import wait_for
+from tests.support.signed_flood import flood_and_kill
 
 pytestmark = pytest.mark.slow
 
@@ -49,40 +47,6 @@ def serve(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return process, line.removeprefix("listening on ").strip()
 
 
-async def kill_while_sending(
-    process: subprocess.Popen[str], url: str, secret: str, acknowledged: list[str], after: float
-) -> None:
-    """Many concurrent senders post new signed events; `after` seconds in, the server is
-    killed. An event counts as acknowledged only when its 200 arrived."""
-    verifier = VERIFIERS["standard-webhooks"]
-    counter = iter(range(10**9))
-    deadline = time.monotonic() + after + 10
-    prefix = secrets.token_hex(4)
-
-    async def sender(client: httpx.AsyncClient) -> None:
-        while time.monotonic() < deadline:
-            event_id = f"evt_{prefix}_{next(counter)}"
-            body = json.dumps({"type": "payment.succeeded", "id": event_id}).encode()
-            headers = verifier.sign(
-                secret, body, url=url, timestamp=int(time.time()), event_id=event_id
-            )
-            try:
-                response = await client.post(
-                    url, content=body, headers={**headers, "content-type": "application/json"}
-                )
-            except httpx.HTTPError:
-                return  # the server died: whatever was not answered was not acknowledged
-            if response.status_code == 200:
-                acknowledged.append(event_id)
-
-    async def kill() -> None:
-        await asyncio.sleep(after)
-        process.send_signal(signal.SIGKILL)
-
-    async with httpx.AsyncClient(timeout=5) as client:
-        await asyncio.gather(kill(), *(sender(client) for _ in range(16)))
-
-
 def test_every_acknowledged_event_survives_a_kill_and_is_stored_once(tmp_path: Path) -> None:
     env = environment(tmp_path)
     data = tmp_path / "school"
@@ -104,7 +68,17 @@ def test_every_acknowledged_event_survives_a_kill_and_is_stored_once(tmp_path: P
         path = json.loads(found.stdout)["url"].split("/hooks/", 1)[1]
         url = f"{base}/hooks/{path}"
         before = len(acknowledged)
-        asyncio.run(kill_while_sending(process, url, secret, acknowledged, rng.uniform(0.5, 2.0)))
+        after = rng.uniform(0.5, 2.0)
+        asyncio.run(
+            flood_and_kill(
+                [(url, acknowledged)],
+                secret,
+                seconds=after + 10,
+                kill_at=after,
+                victim=process,
+                senders=16,
+            )
+        )
         assert process.wait(10) == -signal.SIGKILL
         assert len(acknowledged) > before, "no event was acknowledged before the kill"
 
