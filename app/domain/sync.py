@@ -348,8 +348,13 @@ class EventContent:
         return json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     def content_hash(self) -> str:
-        """A stable hex sha256 of the normalized content: equal hashes, same event."""
-        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+        """A stable hex sha256 of the normalized content: equal hashes, same event. Taken
+        once (the content cannot change), as a sync compares a teacher's year of lessons."""
+        known = self.__dict__.get("_content_hash")
+        if known is None:
+            known = hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+            object.__setattr__(self, "_content_hash", known)
+        return str(known)
 
 
 _UTC_NAMES: Final = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Z", "Zulu"})

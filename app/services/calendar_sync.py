@@ -33,13 +33,13 @@ import secrets
 import time
 import uuid
 import webbrowser
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.domain.access import Permission, Principal
@@ -101,6 +101,9 @@ PAST = timedelta(days=31)  # lessons that ended longer ago than this are left as
 AHEAD = timedelta(days=400)  # ... and so are lessons further ahead than this
 RETRIES_AFTER_412 = 2  # a lesson whose event keeps changing under us waits for the next sync
 WRITES_AT_ONCE = 4
+# A sync that wrote this many events reads the calendar's changes once more at its end, so
+# the next sync is not handed its own writes back (a first sync writes a whole year).
+SETTLE_AFTER = 25
 CHANNEL_LIFETIME = timedelta(days=7)  # Google's default for a calendar's channel
 CHANNEL_RENEW_BEFORE = timedelta(days=1)
 MOVE, CANCEL, CONFLICT, DOUBLE_BOOKING = "move", "cancel", "conflict", "double_booking"
@@ -175,6 +178,18 @@ class SyncIssue:
 
 
 @dataclass(frozen=True)
+class _Kept:
+    """What a connection holds in the calendar as a sync starts: its items, and the token
+    its last sync reached; `left_alone` the lessons out of the window that have items."""
+
+    teacher_id: int
+    token: str
+    items: dict[int, _Item]
+    series_items: dict[int, _Item]
+    left_alone: set[int]
+
+
+@dataclass(frozen=True)
 class _Held:
     """Deletions held back until a person confirms them with `token`."""
 
@@ -239,9 +254,10 @@ class _Run:
             series = self.series.get(item.local_id)
             return series_content(series) if series is not None else None
         lesson = self.lessons.get(item.local_id)
-        if lesson is None:
-            return None
-        # Made once a run for each version of a lesson: a teacher's year is a few thousand.
+        return None if lesson is None else self.lesson_content(lesson)
+
+    def lesson_content(self, lesson: LessonRecord) -> EventContent | None:
+        """Made once a run for each version of a lesson: a teacher's year is a few thousand."""
         known = self._contents.get(lesson.id)
         if known is None or known[0] is not lesson:
             known = (lesson, lesson_content(lesson))
@@ -542,7 +558,8 @@ class CalendarSyncService:
         namespace = f"{await self._settings.install_id()}:{record.id}"
         now = datetime.now(UTC)
 
-        def read(session: Session) -> tuple[str, _Run]:
+        def holding(session: Session) -> _Kept:
+            """What this connection holds in the calendar, and the token it last reached."""
             teacher = _teacher(session, wanted)
             if teacher is None:
                 raise SwitchboardError(
@@ -551,20 +568,6 @@ class CalendarSyncService:
                     "teacher on the Teachers page."
                 )
             state = session.get(SyncStateRow, record.id)
-            lessons = {
-                lesson.id: lesson
-                for lesson in lesson_records(
-                    session,
-                    Lesson.teacher_id == teacher.id,
-                    Lesson.ends_at > now - PAST,
-                    Lesson.starts_at < now + AHEAD,
-                )
-            }
-            wanted_series = {lesson.series_id for lesson in lessons.values() if lesson.series_id}
-            series = {
-                found.id: found
-                for found in series_records(session, LessonSeries.id.in_(wanted_series))
-            }
             items: dict[int, _Item] = {}
             series_items: dict[int, _Item] = {}
             rows = session.execute(
@@ -579,30 +582,61 @@ class CalendarSyncService:
                     row_id, local_id, event, remote_id, etag, local_hash, remote_hash, kind=kind
                 )
                 (series_items if kind == SERIES else items)[local_id] = item
-            # Items whose lesson (or series) is out of the window (long past, far ahead) are
-            # left alone; those deleted, cancelled or now another teacher's are gone here.
-            missing = [local_id for local_id in items if local_id not in lessons]
-            if missing:
-                for lesson in lesson_records(session, Lesson.id.in_(missing)):
-                    if lesson.teacher_id == teacher.id and lesson.status != LessonStatus.CANCELLED:
-                        items.pop(lesson.id)
-            for series_id in [key for key in series_items if key not in series]:
-                if session.get(LessonSeries, series_id) is not None:
-                    series_items.pop(series_id)
-            policy = ConflictPolicy(str(record.config.get("conflicts") or ConflictPolicy.ASK))
-            run = _Run(
-                record, provider, teacher.id, namespace, policy, lessons, items,
-                series, series_items,
-            )  # fmt: skip
-            return state.token if state else "", run
+            in_window = session.execute(
+                select(Lesson.id, Lesson.series_id).where(*_window(teacher.id, now))
+            ).all()
+            left_alone = _leave_alone(
+                session,
+                teacher.id,
+                items,
+                series_items,
+                {lesson_id for lesson_id, _series in in_window},
+                {series_id for _lesson, series_id in in_window if series_id},
+            )
+            return _Kept(teacher.id, state.token if state else "", items, series_items, left_alone)
 
-        token, run = await self._db.read(read)
-        known = {
-            item.remote_id: item.remote_etag
-            for item in [*run.items.values(), *run.series_items.values()]
-            if item.remote_id
-        }
-        changes = await provider.changes(token, known)
+        def read(session: Session, kept: _Kept) -> _Run:
+            """The teacher's lessons in the window (and their series), as the school has them."""
+            lessons = {
+                lesson.id: lesson
+                for lesson in lesson_records(session, *_window(kept.teacher_id, now))
+                if lesson.id not in kept.left_alone
+            }
+            wanted_series = {lesson.series_id for lesson in lessons.values() if lesson.series_id}
+            series = {
+                found.id: found
+                for found in series_records(session, LessonSeries.id.in_(wanted_series))
+            }
+            # A lesson that left the window since the first look is left alone too.
+            _leave_alone(
+                session, kept.teacher_id, kept.items, kept.series_items, set(lessons), set(series)
+            )
+            policy = ConflictPolicy(str(record.config.get("conflicts") or ConflictPolicy.ASK))
+            return _Run(
+                record, provider, kept.teacher_id, namespace, policy, lessons, kept.items,
+                series, kept.series_items,
+            )  # fmt: skip
+
+        kept = await self._db.read(holding)
+        # The calendar answers while the lessons are read and their events made here (the
+        # server works on its answer meanwhile); each event is made once a run.
+        asked = asyncio.ensure_future(
+            provider.changes(
+                kept.token, _known([*kept.items.values(), *kept.series_items.values()])
+            )
+        )
+        try:
+            run = await self._db.read(read, kept)
+            for n, lesson in enumerate(run.lessons.values()):
+                if n % 50 == 0:
+                    await asyncio.sleep(0)  # the request goes on meanwhile, as does the loop
+                content = run.lesson_content(lesson)
+                if content is not None:
+                    content.content_hash()
+        except BaseException:
+            asked.cancel()
+            raise
+        changes = await asked
         run.count("read", len(changes.events))
         remote = self._pair(run, changes)
         # 1. Each series' recurring event, before the occurrences it holds.
@@ -664,7 +698,11 @@ class CalendarSyncService:
         if held is None and not run.failures:
             # Only once every change read is settled: what was held back or failed is read
             # again next time, rather than lost behind the new token.
-            await self._db.write(_save_token, record.id, changes.token)
+            written = sum(run.counts.get(what, 0) for what in ("created", "updated", "deleted"))
+            new_token = changes.token
+            if written >= SETTLE_AFTER:
+                new_token = await self._past_own_writes(run, new_token)
+            await self._db.write(_save_token, record.id, new_token)
         unchanged = frozenset(changes.unchanged)
         await self._db.write(_keep_busy, record.id, remote.busy, changes.complete, unchanged)
         found = await self._db.write(_double_bookings, record.id, list(run.lessons.values()))
@@ -687,6 +725,27 @@ class CalendarSyncService:
             held=held.reason if held else "",
             confirm=held.token if held else "",
         )
+
+    async def _past_own_writes(self, run: _Run, token: str) -> str:
+        """The calendar's token after this sync's own writes, when what changed since `token`
+        is only those writes (each event's etag the one its write answered): the next sync
+        then does not read a first sync's thousands of events back. `token` otherwise, and
+        the next sync tells them apart as it always does."""
+        known = _known([*run.items.values(), *run.series_items.values()])
+        try:
+            since = await run.backend.changes(token, known)
+        except (ProviderError, SwitchboardError) as exc:
+            log.info(
+                "calendar sync: own writes not read back",
+                extra={"connection": run.connection.id, "error": str(exc)},
+            )
+            return token
+        if since.complete or not since.token:
+            return token  # the calendar listed everything: nothing says what is new
+        for event in since.events:
+            if not event.etag or known.get(event.remote_id) != event.etag:
+                return token  # someone else's change (or a deletion) among ours
+        return since.token
 
     # --- pairing and deciding -------------------------------------------------------------------
 
@@ -1193,6 +1252,48 @@ class _Found:
     lessons: dict[int, RemoteEvent | None]
     series: dict[int, RemoteEvent | None]
     busy: dict[str, EventContent | None] = field(default_factory=dict)
+
+
+def _known(items: Iterable[_Item]) -> dict[str, str]:
+    """Each event of these items in the calendar, by its id there: its etag."""
+    return {item.remote_id: item.remote_etag for item in items if item.remote_id}
+
+
+def _window(teacher_id: int, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The teacher's lessons a sync looks after: not long past, not far ahead."""
+    return (
+        Lesson.teacher_id == teacher_id,
+        Lesson.ends_at > now - PAST,
+        Lesson.starts_at < now + AHEAD,
+    )
+
+
+def _leave_alone(
+    session: Session,
+    teacher_id: int,
+    items: dict[int, _Item],
+    series_items: dict[int, _Item],
+    lesson_ids: set[int],
+    series_ids: set[int],
+) -> set[int]:
+    """Take out the items whose lesson (or series) is out of the window (long past, far
+    ahead), which are left alone; those deleted, cancelled or now another teacher's stay, to
+    be removed from the calendar. The lessons taken out."""
+    missing = [local_id for local_id in items if local_id not in lesson_ids]
+    left: set[int] = set()
+    for start in range(0, len(missing), 900):  # SQLite's limit on bound parameters
+        for lesson_id, owner, status in session.execute(
+            select(Lesson.id, Lesson.teacher_id, Lesson.status).where(
+                Lesson.id.in_(missing[start : start + 900])
+            )
+        ):
+            if owner == teacher_id and status != LessonStatus.CANCELLED:
+                items.pop(lesson_id)
+                left.add(lesson_id)
+    for series_id in [key for key in series_items if key not in series_ids]:
+        if session.get(LessonSeries, series_id) is not None:
+            series_items.pop(series_id)
+    return left
 
 
 def _hash(item: _Item, content: EventContent) -> str:

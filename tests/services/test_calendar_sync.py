@@ -8,6 +8,7 @@ like a mistake wait for a person."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -326,6 +327,51 @@ async def test_an_expired_sync_token_means_a_full_resync_that_merges(school: Sch
     assert report.counts.get("deleted", 0) == 0
     assert len(school.events()) == 5
     assert school.event_of(new)["summary"] == "Violin"
+
+
+async def add_lessons(school: School, count: int) -> None:
+    for n in range(count):
+        await school.services.school.save_lesson(
+            LessonDraft(f"Flute {n}", school.teacher, at(40 + n, 11), at(40 + n, 12))
+        )
+
+
+async def test_a_sync_that_wrote_many_events_is_not_handed_them_back_by_the_next(
+    school: School,
+) -> None:
+    await add_lessons(school, 30)
+
+    first = await school.sync()
+    assert first.counts["created"] == 34
+
+    again = await school.sync()
+    assert again.counts.get("read", 0) == 0  # the calendar's changes since: none
+    assert len(school.events()) == 34
+
+
+async def test_a_teacher_s_move_made_while_a_sync_writes_is_not_lost_behind_its_token(
+    school: School, google_servers: GoogleServers
+) -> None:
+    await school.sync()
+    await add_lessons(school, 30)
+    moved = school.lessons[1]
+    moved_event = school.event_of(moved)["id"]
+    inserts = itertools.count()
+
+    async def teacher_moves_midway(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and next(inserts) == 10:
+            school.google.teacher_moves(moved_event, at(12, 9), at(12, 10))
+        await school.google.app(scope, receive, send)
+
+    google_servers.calendar.target = teacher_moves_midway
+    during = await school.sync()
+    assert during.counts["created"] == 30
+    assert during.counts.get("proposals", 0) == 0  # the sync had read the calendar before
+
+    after = await school.sync()
+    assert after.counts["proposals"] == 1
+    [issue] = await school.services.calendar_sync.issues()
+    assert (issue.kind, issue.lesson_id) == ("move", moved.id)
 
 
 async def test_a_calendar_that_suddenly_shows_nothing_is_not_mirrored_without_confirmation(
