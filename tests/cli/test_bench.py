@@ -181,3 +181,19 @@ def test_bench_reconcile_refuses_too_few_rows() -> None:
 
     assert completed.returncode != 0
     assert "at least 1000" in completed.stderr
+
+
+def test_bench_calendar_sync_reports_both_sides_on_one_server_with_its_own_time() -> None:
+    completed = switchboard("bench", "calendar-sync", "--events", "30", "--json", timeout=180)
+
+    assert completed.returncode == 0, completed.stderr
+    figures = json.loads(completed.stdout)
+    ours, theirs = figures["switchboard"], figures["vdirsyncer"]
+    # Every lesson written once, then its changes read back once at the end of that sync.
+    assert ours["initial_requests"] == 30 + 3
+    assert ours["incremental_requests"] == 2  # what changed since, and the one change
+    assert theirs["initial_requests"] >= 30
+    for side in (ours, theirs):
+        assert 0 < side["incremental_server_seconds"] < side["incremental_seconds"]
+    assert 0 < figures["incremental_server_ratio"] < figures["incremental_ratio"]
+    assert figures["parameters"] == {"events": 30, "server": "Radicale (loopback)"}
