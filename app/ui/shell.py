@@ -212,7 +212,8 @@ class Shell(QObject):
             if self.bridge is None
             else self.bridge.services.settings.get("security.idle_lock_minutes")
         )
-        self.lock_window(f"Locked after {minutes} minutes without use. Sign in to go on.")
+        unit = "minute" if minutes == 1 else "minutes"
+        self.lock_window(f"Locked after {minutes} {unit} without use. Sign in to go on.")
 
     def _close_window(self) -> Engine | None:
         """Save and close the window and the bridge; hand back the engine, still running."""

@@ -7,11 +7,16 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from datetime import date, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.config import DATABASE_FILE
+from app.services.audit import entry_hash
+from app.store.audit import AuditRow
 
 FAST = ["--set", "latency_ms=1", "--set", "latency_p95_ms=2", "--set", "error_rate=0"]
 
@@ -83,6 +88,84 @@ def test_a_deleted_last_entry_is_named(run: Any, tmp_path: Path) -> None:
     broken = run("audit", "verify")
     assert broken.returncode == 1
     assert broken.stdout.startswith("The audit trail is broken at entry 2 (id 2): entry 2 is")
+
+
+def swap_2_and_3(database: sqlite3.Connection) -> None:
+    database.execute("UPDATE audit_trail SET seq = -1 WHERE seq = 2")
+    database.execute("UPDATE audit_trail SET seq = 2 WHERE seq = 3")
+    database.execute("UPDATE audit_trail SET seq = 3 WHERE seq = -1")
+
+
+def insert_a_copy_of_1_as_2(database: sqlite3.Connection) -> None:
+    """A forged entry slipped in after the first: the rest renumbered to leave no gap."""
+    database.execute("UPDATE audit_trail SET seq = seq + 10 WHERE seq >= 2")
+    database.execute("UPDATE audit_trail SET seq = seq - 9 WHERE seq >= 12")
+    database.execute(
+        "INSERT INTO audit_trail "
+        "(seq, at, actor, machine, action, record_kind, record_id, summary, prev_hash, hash) "
+        "SELECT 2, at, actor, machine, action, record_kind, record_id, summary, prev_hash, hash "
+        "FROM audit_trail WHERE seq = 1"
+    )
+
+
+def append_a_forged_4_linked_to_3(database: sqlite3.Connection) -> None:
+    """A forger who knows the scheme: linked to the last entry, its own hash right."""
+    at, last_hash = database.execute("SELECT at, hash FROM audit_trail WHERE seq = 3").fetchone()
+    row = AuditRow(
+        seq=4,
+        at=datetime.fromisoformat(at).replace(tzinfo=UTC),
+        actor="someone",
+        machine="elsewhere",
+        action="connection.removed",
+        record_kind="connection",
+        record_id="1",
+        summary={"before": {"name": "One"}, "after": None},
+        prev_hash=last_hash,
+    )
+    database.execute(
+        "INSERT INTO audit_trail "
+        "(seq, at, actor, machine, action, record_kind, record_id, summary, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            4, at, row.actor, row.machine, row.action, row.record_kind, row.record_id,
+            json.dumps(row.summary), row.prev_hash, entry_hash(row),
+        ),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "seq", "row_id", "reason"),
+    [
+        (swap_2_and_3, 2, 3, "it does not follow the entry before it"),
+        (insert_a_copy_of_1_as_2, 2, 4, "it does not follow the entry before it"),
+        (append_a_forged_4_linked_to_3, 4, None, "entries after 3 were added outside Switchboard"),
+    ],
+    ids=["two entries swapped", "a copy inserted", "a forged entry appended"],
+)
+def test_reordered_and_inserted_entries_are_named(
+    run: Any,
+    tmp_path: Path,
+    change: Callable[[sqlite3.Connection], None],
+    seq: int,
+    row_id: int | None,
+    reason: str,
+) -> None:
+    for name in ("One", "Two", "Three"):
+        add(run, name)
+    with sqlite3.connect(tmp_path / "data" / DATABASE_FILE) as database:
+        change(database)
+    broken = run("audit", "verify")
+    assert broken.returncode == 1, broken.stderr
+    shown_id = "unknown" if row_id is None else row_id
+    assert broken.stdout.startswith(
+        f"The audit trail is broken at entry {seq} (id {shown_id}): {reason}"
+    ), broken.stdout
+    as_json = run("audit", "verify", "--json")
+    assert as_json.returncode == 1
+    document = json.loads(as_json.stdout)
+    assert document["ok"] is False
+    assert (document["first_bad"]["seq"], document["first_bad"]["id"]) == (seq, row_id)
+    assert document["first_bad"]["reason"].startswith(reason)
 
 
 def test_bad_usage_exits_2(run: Any) -> None:
