@@ -44,6 +44,7 @@ from app.domain.payments import (
     RefundResult,
     RefundStatus,
 )
+from app.logs import REDACTOR
 from app.providers.base import Provider
 from app.providers.gateway import (
     PAYMENTS,
@@ -428,11 +429,15 @@ def decline_of(code: str, decline_code: str, message: str) -> Failure:
 
 
 def _stripe_failure(response: httpx.Response) -> Failure:
-    """A Stripe error answer (`{"error": {"type", "code", "decline_code", "message"}}`)."""
+    """A Stripe error answer (`{"error": {"type", "code", "decline_code", "message"}}`). Its
+    message may quote the key it was sent (as a refused key's does): the secrets Switchboard
+    knows are masked in it, as in a ProviderError's, because a failure is stored and shown."""
     error = _json(response).get("error")
     error = error if isinstance(error, dict) else {}
     code = str(error.get("code") or error.get("type") or f"http_{response.status_code}")
-    message = str(error.get("message") or f"Stripe answered HTTP {response.status_code}.")
+    message = REDACTOR.mask_known(
+        str(error.get("message") or f"Stripe answered HTTP {response.status_code}.")
+    )
     if response.status_code == 402:  # the card was declined (or needs its owner)
         if code == "authentication_required":
             return Failure(FailureKind.HARD_DECLINE, code, message)
