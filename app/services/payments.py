@@ -50,6 +50,7 @@ from app.domain.payments import (
     RefundResult,
     RefundStatus,
 )
+from app.logs import REDACTOR
 from app.providers.gateway import (
     PAYMENTS,
     Feature,
@@ -604,7 +605,7 @@ class PaymentService:
         if result.failure is not None and result.status is not ChargeStatus.NOT_FOUND:
             row.failure_kind = result.failure.kind.value
             row.failure_code = result.failure.code[:200]
-            row.failure_message = result.failure.message
+            row.failure_message = _told(result.failure)
         if result.gateway_id:
             row.gateway_id = result.gateway_id
         if latency_ms is not None:
@@ -639,7 +640,7 @@ class PaymentService:
             elif failure is not None:
                 row.failure_kind = failure.kind.value
                 row.failure_code = failure.code[:200]
-                row.failure_message = failure.message
+                row.failure_message = _told(failure)
             record_payment_outcome(session, row)
 
         await self._db.write(write)
@@ -886,7 +887,7 @@ class PaymentService:
                 pass  # settled already by a webhook
             elif result.status in (RefundStatus.FAILED, RefundStatus.CANCELED) and not unknown:
                 row.status = result.status.value
-                row.failure_message = result.failure.message if result.failure else None
+                row.failure_message = _told(result.failure) if result.failure else None
                 # Give the reservation back: the money never left.
                 session.execute(
                     update(PaymentRow)
@@ -896,7 +897,7 @@ class PaymentService:
             elif not unknown:
                 row.status = result.status.value
             elif unknown and result.failure is not None:
-                row.failure_message = f"Not known yet: {result.failure.message}"
+                row.failure_message = f"Not known yet: {_told(result.failure)}"
             if result.gateway_id:
                 row.gateway_id = result.gateway_id
             record_refund(session, row)
@@ -1093,7 +1094,7 @@ def advance_attempt(
         if failure is not None:
             attempt.failure_kind = failure.kind.value
             attempt.failure_code = failure.code[:200]
-            attempt.failure_message = failure.message
+            attempt.failure_message = _told(failure)
     payment = session.get(PaymentRow, attempt.payment_id)
     if payment is None:
         return
@@ -1138,7 +1139,13 @@ def advance_attempt(
     if failure is not None:
         payment.failure_kind = failure.kind.value
         payment.failure_code = failure.code[:200]
-        payment.failure_message = failure.message
+        payment.failure_message = _told(failure)
     else:
         payment.failure_kind = payment.failure_code = payment.failure_message = None
     record_payment_outcome(session, payment)
+
+
+def _told(failure: Failure) -> str:
+    """A gateway's failure as stored and shown: its sentence, with any secret this process
+    knows masked (a gateway's answer may quote the key it was sent)."""
+    return REDACTOR.mask_known(failure.message)
