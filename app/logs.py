@@ -26,11 +26,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {MASK}"),
     (re.compile(r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]{8,}"), rf"\1_\2_{MASK}"),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}"), f"whsec_{MASK}"),
+    # A signed JSON Web Token (an OAuth assertion, an ID or access token): header.claims.sig.
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), f"eyJ{MASK}"),
     (re.compile(r"(://[^:/@\s]+):[^@/\s]+@"), rf"\1:{MASK}@"),
     (
         re.compile(
             r"(?i)\b(password|passwd|secret|token|api[_-]?key|access[_-]?token|refresh[_-]?token|"
-            r"client[_-]?secret|signature|authorization)(\"?\s*[=:]\s*\"?)([^\s&\"',;]+)"
+            r"client[_-]?secret|signature|authorization|assertion)(\"?\s*[=:]\s*\"?)([^\s&\"',;]+)"
         ),
         rf"\1\2{MASK}",
     ),

@@ -18,7 +18,9 @@ def test_credential_shaped_text_is_masked_even_if_never_registered() -> None:
     redactor = Redactor()
     line = (
         "Authorization: Bearer abcdefghijklmnop key=sk_test_123456789abc "
-        "https://user:pa55word@example.org/x?api_key=zzz123&page=2 whsec_abcdefghijkl"
+        "https://user:pa55word@example.org/x?api_key=zzz123&page=2 whsec_abcdefghijkl "
+        "body=grant_type=jwt-bearer&assertion=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJmY20ifQ.c2lnbmF0dXJl "
+        "sent eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJmY20ifQ.c2lnbmF0dXJl"
     )
     redacted = redactor.redact(line)
     for secret in (
@@ -27,6 +29,8 @@ def test_credential_shaped_text_is_masked_even_if_never_registered() -> None:
         "pa55word",
         "zzz123",
         "whsec_abcdefghijkl",
+        "eyJpc3MiOiJmY20ifQ",  # a signed token's claims, with or without a name before it
+        "c2lnbmF0dXJl",
     ):
         assert secret not in redacted
     assert "page=2" in redacted
