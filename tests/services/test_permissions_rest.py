@@ -7,9 +7,8 @@ settings in use, the credential store nor this computer's database choice."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,11 @@ from app.domain.money import Money
 from app.services import Services, access
 from app.services.approvals import ApprovalNeeded
 from app.services.database_move import check_target, move_database, use_shared_database
-from app.services.payments import SUCCEEDED, Candidate, ChargeOrder
+from app.services.payments import SUCCEEDED
 from app.store.base import Base
+from tests.services.test_permissions_money import Call, School, order
 from tests.support.memory_keyring import MemoryKeyring
 
-FAST_SANDBOX = {"approval_rate": "1", "error_rate": "0", "latency_ms": "1", "latency_p95_ms": "2"}
 # A PostgreSQL address nothing answers at: the check comes before any connection, so a refused
 # role is told so at once, and an administrator is told the server cannot be reached.
 NOWHERE = "postgresql://office@127.0.0.1:1/switchboard"
@@ -36,22 +35,10 @@ NOWHERE = "postgresql://office@127.0.0.1:1/switchboard"
 BOB = Principal("Bob", Role.FINANCE, 101)
 ADA = Principal("Ada", Role.ADMINISTRATOR, 104)
 
-Call = Callable[[], Awaitable[object]]
 
-
-@dataclass
-class Office:
+class Office(School):
     """What a guarded call needs to exist first; made as the service user (or, for a request
     waiting for approval, as whoever asks), before acting."""
-
-    services: Services
-    folder: Path
-
-    async def gateway(self) -> int:
-        record = await self.services.connections.add(
-            "sandbox-payments", f"Sandbox {uuid.uuid4().hex[:6]}", FAST_SANDBOX, {"api_key": "sk_1"}
-        )
-        return record.id
 
     async def settings_export(self, *, change_connection: bool) -> Path:
         """A settings export with the school's name changed, and the gateway's error rate too
@@ -69,12 +56,7 @@ class Office:
         """Bob's refund of USD 250.00, waiting for a second person's approval."""
         await self.services.settings.set("approvals.refund_above", 100)
         payment = await self.services.payments.charge(
-            ChargeOrder(
-                idempotency_key=f"test-{uuid.uuid4().hex}",
-                amount=Money(30_000, "USD"),
-                method="card",
-                candidates=(Candidate(await self.gateway(), "pm_sandbox_ok"),),
-            )
+            replace(order(await self.gateway()), amount=Money(30_000, "USD"))
         )
         assert payment.status == SUCCEEDED
         with access.acting_as(BOB), pytest.raises(ApprovalNeeded) as waiting:
