@@ -161,6 +161,12 @@ async def services(config: Config) -> AsyncIterator[Services]:
         await opened.close()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the cores (at most four). Many tests wait on servers and
+    processes of their own rather than compute, and a worker waiting leaves its core to another."""
+    return min(4, (os.cpu_count() or 1) + 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The long tests first (those marked slow, then the command-line tests, each a process of
     its own), so that the workers finish together: a long test handed out last keeps one core
