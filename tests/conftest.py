@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -34,28 +35,24 @@ pytest_plugins = [
 ]
 
 
-@pytest.fixture(scope="session")
-def locks_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # With pytest-xdist each worker has its own base folder inside one the run's workers share.
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@pytest.fixture(autouse=True)
-def one_at_a_time_when_alone(request: pytest.FixtureRequest, locks_folder: Path) -> Iterator[None]:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """A test marked `alone` measures how late the window's heartbeat is: another test busy on
-    the other cores would be measured with it. Every test holds a shared lock while it runs and
-    an `alone` test an exclusive one; the gate keeps new tests from starting while an `alone`
-    test waits for the running ones to end (so it is not starved)."""
-    if not os.environ.get("PYTEST_XDIST_WORKER") or sys.platform == "win32":
+    the other cores would be measured with it. Every test holds a shared lock from its setup
+    (a worker's first test sets up the session's fixtures too) to its teardown, and an `alone`
+    test an exclusive one; the gate keeps new tests from starting while an `alone` test waits
+    for the running ones to end (so it is not starved)."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run_id or sys.platform == "win32":
         yield  # one test at a time anyway (or no flock): nothing to arrange
         return
     import fcntl
 
-    alone = request.node.get_closest_marker("alone") is not None
+    alone = item.get_closest_marker("alone") is not None
+    folder = Path(tempfile.gettempdir())
     with (
-        open(locks_folder / "tests.gate", "a") as gate,
-        open(locks_folder / "tests.run", "a") as run,
+        open(folder / f"switchboard-tests-{run_id}.gate", "a") as gate,
+        open(folder / f"switchboard-tests-{run_id}.run", "a") as run,
     ):
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
@@ -173,7 +170,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     busy while the other has nothing left to do."""
     cli = Path(__file__).parent / "cli"
 
-    def late(item: pytest.Item) -> tuple[bool, bool]:
-        return item.get_closest_marker("slow") is None, cli not in item.path.parents
+    def late(item: pytest.Item) -> tuple[bool, bool, bool]:
+        # The `alone` tests first of all, while the other workers are still starting.
+        return (
+            item.get_closest_marker("alone") is None,
+            item.get_closest_marker("slow") is None,
+            cli not in item.path.parents,
+        )
 
     items.sort(key=late)
