@@ -123,9 +123,10 @@ def test_the_first_run_offers_the_demo_school_which_is_kept_apart(
             lambda: (
                 overview.states.state == "content"
                 and overview.students.value.text() not in ("—", "0")
-            )
+            ),
+            60,  # the demo school is seeded first: a hang guard, not a measure
         ),
-        30,
+        90,
     )
     assert shell.config == demo_config(config)
     assert (config.paths.data_dir / "demo" / "switchboard.db").exists()
